@@ -1,0 +1,1 @@
+"""Lowering Graphs onto hardware: dataflow stages now, engine programs later."""

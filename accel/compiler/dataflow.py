@@ -1,0 +1,177 @@
+"""Lower a Graph to dataflow stages: one pipelined dot-product stage per layer.
+
+Each Dense/Conv2D node, with the ReLU and Requantize that follow it, becomes a
+:class:`DotStage`: for every output, the list of (input position, weight) taps
+it sums. Wiring ops (gather, reshape, and the conv's zero padding) vanish into
+the tap indices; taps whose weight is zero or whose input is a constant zero
+are dropped, as a hardware designer would. The RTL generator and the cycle
+model both read this one structure.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from accel.errors import AccelError
+from accel.fixed import FixedType, Quant
+from accel.ir.graph import Graph, Node
+from accel.ir.ops import conv_padding
+from accel.kernels import align_bias
+
+
+@dataclass
+class DotStage:
+    """One layer: ``out[o] = q(relu(bias[o] + sum_t x[idx[o][t]] * w[o][t]))``."""
+
+    name: str
+    in_type: FixedType
+    n_in: int
+    idx: list[np.ndarray]  # per output: input positions of its taps
+    w: list[np.ndarray]  # per output: raw weights of its taps
+    bias: np.ndarray  # (n_out,) raw, aligned to the accumulator
+    acc: FixedType
+    relu: bool = False
+    quant: Quant | None = None
+    reuse: int = 1
+
+    @property
+    def n_out(self) -> int:
+        return len(self.idx)
+
+    @property
+    def out_type(self) -> FixedType:
+        return self.quant.type if self.quant else self.acc
+
+    @property
+    def n_taps(self) -> int:
+        """Useful multiplications per sample (after dropping zero taps)."""
+        return sum(len(i) for i in self.idx)
+
+    def lanes(self, o: int) -> int:
+        """Multipliers output ``o`` needs so its taps fit in ``reuse`` phases."""
+        return -(-len(self.idx[o]) // self.reuse)
+
+    @property
+    def n_mult(self) -> int:
+        return sum(self.lanes(o) for o in range(self.n_out))
+
+
+@dataclass
+class DataflowPlan:
+    """A graph lowered to a chain of stages, input and output as flat vectors."""
+
+    name: str
+    in_name: str
+    in_shape: tuple[int, ...]
+    in_type: FixedType
+    out_shape: tuple[int, ...]
+    stages: list[DotStage] = field(default_factory=list)
+
+    @property
+    def n_in(self) -> int:
+        return int(np.prod(self.in_shape))
+
+    @property
+    def out_type(self) -> FixedType:
+        return self.stages[-1].out_type
+
+    @property
+    def n_out(self) -> int:
+        return self.stages[-1].n_out
+
+    @property
+    def reuse(self) -> list[int]:
+        return [s.reuse for s in self.stages]
+
+
+def _taps_dense(node: Node, src: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    w = node.params["weight"].data
+    return _prune([src] * w.shape[1], [w[:, o] for o in range(w.shape[1])])
+
+
+def _taps_conv(node: Node, shape, src: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    w = node.params["weight"].data
+    kh, kw, cin, cout = w.shape
+    h, wd, _ = shape
+    s, p = node.attrs["stride"], node.attrs["padding"]
+    oh, top, _ = conv_padding(h, kh, s, p)
+    ow, left, _ = conv_padding(wd, kw, s, p)
+    ky, kx, ci = np.meshgrid(np.arange(kh), np.arange(kw), np.arange(cin), indexing="ij")
+    ky, kx, ci = ky.ravel(), kx.ravel(), ci.ravel()  # (KH, KW, Cin) order, like the weight
+    idx, ws = [], []
+    for y in range(oh):
+        for x in range(ow):
+            iy, ix = y * s - top + ky, x * s - left + kx
+            inside = (iy >= 0) & (iy < h) & (ix >= 0) & (ix < wd)
+            pos = np.where(inside, (iy * wd + ix) * cin + ci, 0)
+            tap_src = np.where(inside, src[pos], -1)
+            for o in range(cout):
+                idx.append(tap_src)
+                ws.append(w[:, :, :, o].ravel())
+    return _prune(idx, ws)
+
+
+def _prune(idx: list[np.ndarray], ws: list[np.ndarray]) -> tuple[list, list]:
+    """Drop taps with a zero weight or a constant-zero input (index -1)."""
+    keep = [(i >= 0) & (w != 0) for i, w in zip(idx, ws, strict=True)]
+    return (
+        [i[k].astype(np.int64) for i, k in zip(idx, keep, strict=True)],
+        [w[k].astype(np.int64) for w, k in zip(ws, keep, strict=True)],
+    )
+
+
+def lower(graph: Graph, reuse: int | dict[str, int] = 1) -> DataflowPlan:
+    """Lower a chain-shaped graph; ``reuse`` is one factor or one per layer name."""
+    if len(graph.inputs) != 1 or len(graph.outputs) != 1:
+        raise AccelError("dataflow lowering needs a graph with one input and one output")
+    cur = graph.inputs[0]
+    t_in = graph.tensors[cur]
+    plan = DataflowPlan(
+        graph.name, cur, t_in.shape, t_in.type, graph.tensors[graph.outputs[0]].shape
+    )
+    src = np.arange(t_in.size)  # flat position in the current tensor -> position in stage input
+    stage: DotStage | None = None
+    for node in graph.nodes:
+        if node.inputs != [cur]:
+            raise AccelError(f"node {node.name}: dataflow lowering supports chains of layers only")
+        shape = graph.tensors[cur].shape
+        cur = node.outputs[0]
+        if node.op in ("dense", "conv2d"):
+            if stage is not None:
+                src = np.arange(stage.n_out)
+            t = graph.tensors[node.inputs[0]]
+            idx, ws = _taps_dense(node, src) if node.op == "dense" else _taps_conv(node, shape, src)
+            b = node.params.get("bias")
+            acc = node.attrs["acc"]
+            bias = np.zeros(len(idx), np.int64) if b is None else align_bias(b.data, b.type, acc)
+            if node.op == "conv2d":
+                bias = np.tile(bias, len(idx) // len(bias))
+            n_in = plan.n_in if stage is None else stage.n_out
+            r = reuse if isinstance(reuse, int) else reuse.get(node.name, 1)
+            if r < 1:
+                raise AccelError(f"node {node.name}: reuse factor must be >= 1, got {r}")
+            stage = DotStage(node.name, t.type, n_in, idx, ws, bias, acc, reuse=r)
+            plan.stages.append(stage)
+        elif node.op == "relu" and stage is not None and stage.quant is None and not stage.relu:
+            stage.relu = True
+        elif node.op == "requantize" and stage is not None and stage.quant is None:
+            stage.quant = node.attrs["quant"]
+        elif node.op == "gather" and stage is None:
+            index = np.asarray(node.attrs["index"])
+            src = np.where(index >= 0, src[np.maximum(index, 0)], -1)
+        elif node.op == "reshape":
+            pass  # flat C-order positions are unchanged
+        else:
+            raise AccelError(
+                f"node {node.name}: op {node.op!r} at this position is not supported by the "
+                "dataflow lowering (expected gather before, then dense/conv2d [relu] [requantize])"
+            )
+    if stage is None:
+        raise AccelError(f"graph {graph.name} has no dense or conv2d layer to build")
+    if isinstance(reuse, dict):
+        unknown = set(reuse) - {s.name for s in plan.stages}
+        if unknown:
+            raise AccelError(f"reuse given for unknown layer(s): {', '.join(sorted(unknown))}")
+    return plan

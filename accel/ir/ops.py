@@ -1,0 +1,220 @@
+"""Op definitions: attributes, validation and shape/type inference.
+
+Each op is a small class registered by name. What an op *computes* lives with
+each consumer (the numpy reference, the RTL lowering, the hls4ml writer), so a
+new model family adds ops here and kernels there, without touching the Graph.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import numpy as np
+
+from accel.errors import AccelError
+from accel.fixed import MAX_WIDTH, FixedType, Quant
+from accel.ir.graph import Node, Param, Tensor
+
+_OPS: dict[str, type[Op]] = {}
+
+
+def register(cls: type[Op]) -> type[Op]:
+    _OPS[cls.name] = cls
+    return cls
+
+
+def get_op(name: str) -> type[Op]:
+    try:
+        return _OPS[name]
+    except KeyError:
+        raise AccelError(f"unsupported op {name!r} (known: {', '.join(sorted(_OPS))})") from None
+
+
+class Op:
+    name: ClassVar[str]
+    n_inputs: ClassVar[int] = 1
+
+    @classmethod
+    def infer(cls, node: Node, inputs: list[Tensor]) -> tuple[tuple[int, ...], FixedType]:
+        if len(inputs) != cls.n_inputs:
+            raise AccelError(f"node {node.name}: {cls.name} takes {cls.n_inputs} input(s)")
+        return cls._infer(node, inputs)
+
+    @classmethod
+    def _infer(cls, node: Node, inputs: list[Tensor]) -> tuple[tuple[int, ...], FixedType]:
+        raise NotImplementedError
+
+
+def accumulator_type(
+    x: FixedType, w: np.ndarray, w_type: FixedType, fan_in: int, bias: Param | None
+) -> FixedType:
+    """Derive an accumulator that no input of the declared types can overflow.
+
+    The bound uses the operand *types* (fan-in x extreme products + bias range),
+    not the trained weight values, so retraining never invalidates the width.
+    """
+    corners = [a * b for a in (x.min_int, x.max_int) for b in (w_type.min_int, w_type.max_int)]
+    lo, hi = fan_in * min(corners), fan_in * max(corners)
+    frac = x.frac + w_type.frac
+    if bias is not None:
+        shift = frac - bias.type.frac
+        lo += bias.type.min_int << shift
+        hi += bias.type.max_int << shift
+    acc = FixedType.covering(lo, hi, frac)
+    if acc.width > MAX_WIDTH:
+        raise AccelError(f"accumulator needs {acc.width} bits, more than {MAX_WIDTH}")
+    return acc
+
+
+class _DotOp(Op):
+    """Shared typing of ops that multiply-accumulate against a weight Param."""
+
+    @classmethod
+    def _typed_acc(cls, node: Node, x: Tensor, fan_in: int) -> FixedType:
+        w = node.params.get("weight")
+        if w is None:
+            raise AccelError(f"node {node.name}: {cls.name} needs a 'weight' parameter")
+        bias = node.params.get("bias")
+        frac = x.type.frac + w.type.frac
+        if bias is not None and bias.type.frac > frac:
+            raise AccelError(
+                f"node {node.name}: bias has {bias.type.frac} fraction bits, more than the "
+                f"accumulator's {frac}"
+            )
+        given = node.attrs.get("acc")
+        if given is None:
+            acc = accumulator_type(x.type, w.data, w.type, fan_in, bias)
+        else:
+            acc = given if isinstance(given, FixedType) else FixedType.from_json(given)
+            if acc.frac != frac:
+                raise AccelError(
+                    f"node {node.name}: accumulator must have {frac} fraction bits, got {acc.frac}"
+                )
+        node.attrs["acc"] = acc
+        return acc
+
+
+@register
+class Dense(_DotOp):
+    """y[o] = sum_k x[k] * W[k, o] + b[o], accumulated exactly in ``acc``."""
+
+    name = "dense"
+
+    @classmethod
+    def _infer(cls, node, inputs):
+        (x,) = inputs
+        w = node.params.get("weight")
+        if w is None or w.data.ndim != 2:
+            raise AccelError(f"node {node.name}: dense weight must be 2-D (in, out)")
+        if x.shape != (w.data.shape[0],):
+            raise AccelError(
+                f"node {node.name}: dense expects input shape ({w.data.shape[0]},), got {x.shape}"
+            )
+        n_out = w.data.shape[1]
+        b = node.params.get("bias")
+        if b is not None and b.data.shape != (n_out,):
+            raise AccelError(f"node {node.name}: bias shape {b.data.shape} != ({n_out},)")
+        return (n_out,), cls._typed_acc(node, x, w.data.shape[0])
+
+
+def conv_padding(size: int, k: int, stride: int, padding: str) -> tuple[int, int, int]:
+    """(output size, pad before, pad after) with TensorFlow's 'same'/'valid' rules."""
+    if padding == "valid":
+        return (size - k) // stride + 1, 0, 0
+    if padding == "same":
+        out = -(-size // stride)
+        total = max((out - 1) * stride + k - size, 0)
+        return out, total // 2, total - total // 2
+    raise AccelError(f"padding must be 'same' or 'valid', got {padding!r}")
+
+
+@register
+class Conv2D(_DotOp):
+    """NHWC 2-D convolution, weights (KH, KW, Cin, Cout), exact accumulation."""
+
+    name = "conv2d"
+
+    @classmethod
+    def _infer(cls, node, inputs):
+        (x,) = inputs
+        w = node.params.get("weight")
+        if w is None or w.data.ndim != 4:
+            raise AccelError(f"node {node.name}: conv2d weight must be 4-D (KH, KW, Cin, Cout)")
+        if len(x.shape) != 3:
+            raise AccelError(f"node {node.name}: conv2d expects an (H, W, C) input, got {x.shape}")
+        kh, kw, cin, cout = w.data.shape
+        if x.shape[2] != cin:
+            raise AccelError(f"node {node.name}: input has {x.shape[2]} channels, weight {cin}")
+        stride = node.attrs.setdefault("stride", 1)
+        padding = node.attrs.setdefault("padding", "valid")
+        oh, _, _ = conv_padding(x.shape[0], kh, stride, padding)
+        ow, _, _ = conv_padding(x.shape[1], kw, stride, padding)
+        if oh < 1 or ow < 1:
+            raise AccelError(f"node {node.name}: kernel larger than the input")
+        b = node.params.get("bias")
+        if b is not None and b.data.shape != (cout,):
+            raise AccelError(f"node {node.name}: bias shape {b.data.shape} != ({cout},)")
+        return (oh, ow, cout), cls._typed_acc(node, x, kh * kw * cin)
+
+
+@register
+class ReLU(Op):
+    name = "relu"
+
+    @classmethod
+    def _infer(cls, node, inputs):
+        (x,) = inputs
+        return x.shape, x.type
+
+
+@register
+class Requantize(Op):
+    """Convert to ``quant`` with its named rounding and overflow modes."""
+
+    name = "requantize"
+
+    @classmethod
+    def _infer(cls, node, inputs):
+        (x,) = inputs
+        q = node.attrs.get("quant")
+        if q is None:
+            raise AccelError(f"node {node.name}: requantize needs a 'quant' attribute")
+        q = q if isinstance(q, Quant) else Quant.from_json(q)
+        node.attrs["quant"] = q
+        return x.shape, q.type
+
+
+@register
+class Reshape(Op):
+    """Reinterpret the (C-order) element sequence with a new shape."""
+
+    name = "reshape"
+
+    @classmethod
+    def _infer(cls, node, inputs):
+        (x,) = inputs
+        shape = tuple(int(s) for s in node.attrs.get("shape", (x.size,)))
+        if int(np.prod(shape)) != x.size:
+            raise AccelError(f"node {node.name}: cannot reshape {x.shape} to {shape}")
+        node.attrs["shape"] = list(shape)
+        return shape, x.type
+
+
+@register
+class Gather(Op):
+    """out.flat[i] = x.flat[index[i]], or 0 where index[i] == -1 (masked positions)."""
+
+    name = "gather"
+
+    @classmethod
+    def _infer(cls, node, inputs):
+        (x,) = inputs
+        index = np.asarray(node.attrs.get("index"), dtype=np.int64)
+        shape = tuple(int(s) for s in node.attrs.get("shape", index.shape))
+        if index.size != int(np.prod(shape)):
+            raise AccelError(f"node {node.name}: index has {index.size} entries for {shape}")
+        if index.size and (index.min() < -1 or index.max() >= x.size):
+            raise AccelError(f"node {node.name}: gather index out of range for {x.size} elements")
+        node.attrs["index"] = index.ravel().tolist()
+        node.attrs["shape"] = list(shape)
+        return shape, x.type

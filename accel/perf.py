@@ -1,0 +1,89 @@
+"""Cycle model of the dataflow pipeline: exact, including back-pressure.
+
+Each stage of reuse factor ``R`` reads its input from the upstream output
+register while it works, spends ``R`` phase cycles per sample, and hands the
+sample on (input handshake) in its last phase, when its own output register is
+free or being emptied that cycle. That gives, per sample ``n`` and stage ``k``
+(``f`` = cycle of the stage's handshake, ``A`` = cycle its input turns valid)::
+
+    f[k][n] = max(A[k][n], f[k][n-1] + 1) + R[k] - 1,  raised to  h[k+1][n-1]
+    A[k+1][n] = f[k][n] + 1
+
+where ``h[k+1][n-1]`` is when the consumer took the previous sample. With an
+always-valid source and an always-ready sink, latency is ``sum(R)`` and the
+initiation interval ``max(R)``. The source and sink patterns are periodic
+bit vectors indexed by ``cycle % len(pattern)``, as in the RTL test harness.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from accel.errors import AccelError
+
+
+def _next_one(pattern: np.ndarray) -> np.ndarray:
+    """dist[i] = smallest d >= 0 with pattern[(i + d) % P] set."""
+    p = np.asarray(pattern, dtype=bool)
+    if not p.any():
+        raise AccelError("a valid/ready pattern must have at least one cycle set")
+    n = len(p)
+    ones = np.flatnonzero(p)
+    pos = np.arange(n)
+    nxt = np.searchsorted(ones, pos)  # first one at or after pos, or wrap around
+    wrapped = nxt == len(ones)
+    target = np.where(wrapped, ones[0] + n, ones[np.minimum(nxt, len(ones) - 1)])
+    return target - pos
+
+
+@dataclass(frozen=True)
+class DataflowTiming:
+    """Timing of a chain of stages with reuse factors ``reuse``."""
+
+    reuse: tuple[int, ...]
+
+    @property
+    def latency(self) -> int:
+        """Cycles from a sample's input turning valid to its output turning valid (idle pipe)."""
+        return sum(self.reuse)
+
+    @property
+    def ii(self) -> int:
+        """Initiation interval: cycles between samples when nothing stalls."""
+        return max(self.reuse)
+
+    def schedule(
+        self,
+        n: int,
+        src_valid: np.ndarray | None = None,
+        sink_ready: np.ndarray | None = None,
+    ) -> dict[str, np.ndarray]:
+        """Exact interface cycles for ``n`` samples.
+
+        Returns int64 arrays: ``present`` (source first offers sample n),
+        ``accept`` (input handshake), ``valid`` (output first valid), ``taken``
+        (output handshake). Cycle 0 is the first cycle out of reset.
+        """
+        src = _next_one(np.ones(1, bool) if src_valid is None else src_valid)
+        snk = _next_one(np.ones(1, bool) if sink_ready is None else sink_ready)
+        ps, pk = len(src), len(snk)
+        stages = len(self.reuse)
+        out = {k: np.zeros(n, np.int64) for k in ("present", "accept", "valid", "taken")}
+        f_prev = [-1] * stages  # handshake cycle of each stage for the previous sample
+        taken_prev = -1
+        for i in range(n):
+            c = f_prev[0] + 1
+            a = c + int(src[c % ps])
+            out["present"][i] = a
+            for k, r in enumerate(self.reuse):
+                start = max(a, f_prev[k] + 1)
+                downstream = f_prev[k + 1] if k + 1 < stages else taken_prev
+                f_prev[k] = max(start + r - 1, downstream)
+                a = f_prev[k] + 1
+            out["accept"][i] = f_prev[0]
+            out["valid"][i] = a
+            taken_prev = a + int(snk[a % pk])
+            out["taken"][i] = taken_prev
+        return out

@@ -1,0 +1,131 @@
+"""The numpy reference executor: the golden model every engine must match.
+
+Runs a Graph on a batch of raw integers, one vectorised kernel per node (no
+Python loop per sample or per MAC). Kernels are registered by op name, so a
+new op adds a kernel here and nothing else changes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from accel import kernels
+from accel.errors import AccelError
+from accel.fixed import quantize, requantize
+from accel.ir.graph import Graph, Node, Tensor
+from accel.ir.ops import conv_padding
+
+Kernel = Callable[[Node, list[np.ndarray], list[Tensor]], np.ndarray]
+KERNELS: dict[str, Kernel] = {}
+
+
+def kernel(op: str) -> Callable[[Kernel], Kernel]:
+    def deco(fn: Kernel) -> Kernel:
+        KERNELS[op] = fn
+        return fn
+
+    return deco
+
+
+def _bias(node: Node) -> np.ndarray | None:
+    b = node.params.get("bias")
+    return None if b is None else kernels.align_bias(b.data, b.type, node.attrs["acc"])
+
+
+@kernel("dense")
+def _dense(node, xs, ts):
+    w = node.params["weight"]
+    return kernels.dense(xs[0], w.data, _bias(node), ts[0].type, w.type, node.attrs["acc"])
+
+
+@kernel("conv2d")
+def _conv2d(node, xs, ts):
+    w = node.params["weight"]
+    kh, kw = w.data.shape[:2]
+    h, wd = ts[0].shape[:2]
+    s, p = node.attrs["stride"], node.attrs["padding"]
+    _, top, bottom = conv_padding(h, kh, s, p)
+    _, left, right = conv_padding(wd, kw, s, p)
+    return kernels.conv2d(
+        xs[0], w.data, _bias(node), (top, bottom, left, right), s, ts[0].type, w.type,
+        node.attrs["acc"],
+    )  # fmt: skip
+
+
+@kernel("relu")
+def _relu(node, xs, ts):
+    return np.maximum(xs[0], 0)
+
+
+@kernel("requantize")
+def _requantize(node, xs, ts):
+    return requantize(xs[0], ts[0].type.frac, node.attrs["quant"])
+
+
+@kernel("reshape")
+def _reshape(node, xs, ts):
+    return xs[0].reshape((len(xs[0]), *node.attrs["shape"]))
+
+
+@kernel("gather")
+def _gather(node, xs, ts):
+    x = xs[0].reshape(len(xs[0]), -1)
+    index = np.asarray(node.attrs["index"])
+    out = np.where(index >= 0, x[:, np.maximum(index, 0)], 0)
+    return out.reshape((len(x), *node.attrs["shape"]))
+
+
+def _check_shape(t: Tensor, x: np.ndarray) -> None:
+    if x.ndim != len(t.shape) + 1 or x.shape[1:] != t.shape:
+        want = ", ".join(map(str, t.shape))
+        raise AccelError(f"input {t.name!r}: expected shape (N, {want}), got {x.shape}")
+
+
+def check_raw_inputs(graph: Graph, name: str, x: np.ndarray) -> np.ndarray:
+    """Validate a batch of already-quantized integers for input ``name``."""
+    t = graph.tensors[name]
+    x = np.asarray(x)
+    if x.dtype.kind not in "iu":
+        raise AccelError(f"input {name!r}: expected integers, got dtype {x.dtype}")
+    _check_shape(t, x)
+    if not t.type.contains(x):
+        lo, hi = t.type.min_int, t.type.max_int
+        raise AccelError(f"input {name!r}: values outside {t.type} raw range [{lo}, {hi}]")
+    return x.astype(np.int64)
+
+
+def quantize_inputs(graph: Graph, name: str, x: np.ndarray) -> np.ndarray:
+    """Quantize real-valued inputs with the graph's declared input rounding/overflow."""
+    t = graph.tensors[name]
+    x = np.asarray(x)
+    if x.dtype.kind != "f":
+        raise AccelError(f"input {name!r}: expected floating-point values, got dtype {x.dtype}")
+    _check_shape(t, x)
+    return quantize(x, graph.input_quant[name])
+
+
+def run(graph: Graph, inputs: dict[str, np.ndarray] | np.ndarray) -> dict[str, np.ndarray]:
+    """Execute ``graph`` on raw integer inputs; returns every tensor by name."""
+    if not isinstance(inputs, dict):
+        if len(graph.inputs) != 1:
+            raise AccelError(f"graph {graph.name} has {len(graph.inputs)} inputs; pass a dict")
+        inputs = {graph.inputs[0]: inputs}
+    values = {n: check_raw_inputs(graph, n, inputs[n]) for n in graph.inputs}
+    for node in graph.nodes:
+        fn = KERNELS.get(node.op)
+        if fn is None:
+            raise AccelError(f"node {node.name}: the reference has no kernel for op {node.op!r}")
+        ts = [graph.tensors[t] for t in node.inputs]
+        out = fn(node, [values[t] for t in node.inputs], ts)
+        otype = graph.tensors[node.outputs[0]].type
+        if not otype.contains(out):  # an internal invariant, not a user error
+            raise AssertionError(f"node {node.name}: result escapes its type {otype}")
+        values[node.outputs[0]] = out
+    return values
+
+
+def predict(graph: Graph, x: np.ndarray) -> np.ndarray:
+    """Raw integer outputs of a single-input, single-output graph."""
+    return run(graph, x)[graph.outputs[0]]

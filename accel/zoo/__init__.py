@@ -1,0 +1,1 @@
+"""Model zoo: reference networks with their data, training and shipped integer weights."""

@@ -1,0 +1,90 @@
+"""One dataflow layer: a phased multiply-accumulate stage with stream edges."""
+
+from __future__ import annotations
+
+from amaranth.hdl import Array, Const, Module, Mux, Signal, Value
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from accel.compiler.dataflow import DotStage
+from accel.rtl.fixed import named, requantize, shape_of
+
+
+def tree_sum(terms: list[Value]) -> Value:
+    """Balanced adder tree: log depth instead of a chain."""
+    if not terms:
+        return Const(0)
+    while len(terms) > 1:
+        terms = [a + b for a, b in zip(terms[0::2], terms[1::2], strict=False)] + (
+            [terms[-1]] if len(terms) % 2 else []
+        )
+    return terms[0]
+
+
+def vector_stream(t, n: int) -> stream.Signature:
+    return stream.Signature(data.ArrayLayout(shape_of(t), n))
+
+
+class DotLayer(wiring.Component):
+    """Computes one :class:`DotStage` in ``reuse`` cycles per sample.
+
+    The layer reads its input straight from the upstream output register,
+    which holds the sample until this layer accepts it in its last phase, so no
+    input copy is needed. Output ``o`` has ``ceil(taps / reuse)`` multipliers;
+    in phase ``p`` multiplier ``j`` works on tap ``p * lanes + j``. The
+    accumulator wraps at its declared width, like the reference.
+    """
+
+    def __init__(self, stage: DotStage) -> None:
+        self.stage = stage
+        super().__init__(
+            {
+                "i": In(vector_stream(stage.in_type, stage.n_in)),
+                "o": Out(vector_stream(stage.out_type, stage.n_out)),
+            }
+        )
+
+    def elaborate(self, platform) -> Module:
+        m = Module()
+        st = self.stage
+        r = st.reuse
+        phase = Signal(range(max(r, 2)))
+        last = (phase == r - 1) if r > 1 else Const(1)
+        can_out = ~self.o.valid | self.o.ready
+        m.d.comb += self.i.ready.eq(last & can_out)
+        x = self.i.payload
+
+        results = []
+        for o in range(st.n_out):
+            idx, ws, lanes = st.idx[o], st.w[o], st.lanes(o)
+            prods = []
+            for j in range(lanes):
+                taps = [p * lanes + j for p in range(r) if p * lanes + j < len(idx)]
+                if r == 1:
+                    prods.append(x[int(idx[taps[0]])] * int(ws[taps[0]]))
+                    continue
+                xin = Array([x[int(idx[t])] for t in taps] + [Const(0)] * (r - len(taps)))
+                win = Array([Const(int(ws[t])) for t in taps] + [Const(0)] * (r - len(taps)))
+                prods.append(xin[phase] * win[phase])
+            bias = Const(int(st.bias[o]), shape_of(st.acc))
+            if r > 1:
+                acc = Signal(shape_of(st.acc), name=f"acc{o}")
+                bias = Mux(phase == 0, bias, acc)
+            total = named(m, (bias + tree_sum(prods))[: st.acc.width].as_signed(), f"sum{o}")
+            if r > 1:
+                with m.If(self.i.valid & ~last):
+                    m.d.sync += acc.eq(total)
+            y = Mux(total < 0, 0, total) if st.relu else total
+            results.append(requantize(m, y, st.acc, st.quant, f"q{o}") if st.quant else y)
+
+        with m.If(self.i.valid & last & can_out):
+            m.d.sync += self.o.valid.eq(1)
+            m.d.sync += [self.o.payload[o].eq(y) for o, y in enumerate(results)]
+        with m.Elif(self.o.ready):
+            m.d.sync += self.o.valid.eq(0)
+        if r > 1:
+            with m.If(self.i.valid & ~last):
+                m.d.sync += phase.eq(phase + 1)
+            with m.Elif(self.i.valid & can_out):
+                m.d.sync += phase.eq(0)
+        return m
