@@ -107,7 +107,7 @@ class FixedType:
     def covering(cls, lo: int, hi: int, frac: int) -> FixedType:
         """The narrowest type at ``frac`` holding every integer in ``[lo, hi]``."""
         signed = lo < 0
-        mag_bits = max(int(hi).bit_length(), int(-lo - 1).bit_length() if signed else 0, 1)
+        mag_bits = max(max(int(hi), 0).bit_length(), int(-lo - 1).bit_length() if signed else 0, 1)
         return cls(mag_bits + int(signed), frac, signed)
 
 

@@ -137,9 +137,13 @@ class StreamSim:
             (d / "rpat.hex").write_text("\n".join(map(str, rpat.astype(int))) + "\n")
             limit = max_cycles if max_cycles is not None else 64 * (n + 64) * p
             plusargs = [
-                f"+N={n}", f"+MAXCYC={min(limit, 2**31 - 1)}", f"+IN={d / 'in.hex'}",
-                f"+VPAT={d / 'vpat.hex'}", f"+RPAT={d / 'rpat.hex'}", f"+OUT={d}/",
-            ]  # fmt: skip
+                f"+N={n}",
+                f"+MAXCYC={min(limit, 2**31 - 1)}",
+                f"+IN={d / 'in.hex'}",
+                f"+VPAT={d / 'vpat.hex'}",
+                f"+RPAT={d / 'rpat.hex'}",
+                f"+OUT={d}/",
+            ]
             try:
                 _runner().test(
                     test_module="accel.sim.tb_harness",
@@ -164,8 +168,9 @@ class StreamSim:
                 k: np.array([int(v, 16) for v in harness.read_memh(d / f"{k}.hex")], np.int64)
                 for k in ("present", "accept", "valid", "taken")
             }
-        return StreamRun(got, **stamps, cycles=stats["cycles"], wall_s=stats["wall_s"],
-                         build_s=build_s)  # fmt: skip
+        return StreamRun(
+            got, **stamps, cycles=stats["cycles"], wall_s=stats["wall_s"], build_s=build_s
+        )
 
 
 def _tile_pattern(pat: np.ndarray | None, p: int, what: str) -> np.ndarray:

@@ -1,1 +1,62 @@
-"""Model zoo: reference networks with their data, training and shipped integer weights."""
+"""The model zoo: named quantized networks with data and trained integer weights."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from accel.errors import AccelError
+from accel.ir import Graph
+
+
+@dataclass(frozen=True)
+class ZooModel:
+    name: str
+    family: str
+    after: str
+    description: str
+    build: Callable[[], Graph]
+    # Seeded real-valued inputs, as `accel predict` takes them.
+    make_inputs: Callable[[int, int], np.ndarray]
+    train: str  # import path "module:function" of the trainer (needs torch)
+
+
+def _autoencoder_inputs(n: int, seed: int) -> np.ndarray:
+    from accel.zoo.autoencoder.data import make_modules
+
+    return make_modules(n, seed)["normalized"]
+
+
+def _autoencoder_graph() -> Graph:
+    from accel.zoo.autoencoder.model import build
+
+    return build()
+
+
+MODELS: dict[str, ZooModel] = {
+    m.name: m
+    for m in [
+        ZooModel(
+            name="autoencoder",
+            family="autoencoder compression",
+            after="CMS HGCAL ECON-T on-detector autoencoder (variant 8x8_c8_S2)",
+            description=(
+                "48 trigger-cell charges (normalized to the module sum) -> 16 x 9-bit latent "
+                "code; conv 3x3/2 + dense, ~2.1k parameters"
+            ),
+            build=_autoencoder_graph,
+            make_inputs=_autoencoder_inputs,
+            train="accel.training.autoencoder:train",
+        )
+    ]
+}
+
+
+def get(name: str) -> ZooModel:
+    try:
+        return MODELS[name]
+    except KeyError:
+        known = ", ".join(sorted(MODELS))
+        raise AccelError(f"unknown model {name!r} (the zoo has: {known})") from None

@@ -1,0 +1,340 @@
+"""The ``accel`` command line.
+
+Contract (see ARCHITECTURE.md): ``--json`` prints one JSON document on stdout
+and nothing else there; progress goes to stderr; a bad model, input, option or
+file ends with one line ``accel: error: ...`` and a non-zero exit, never a
+traceback; outputs are written to a temporary place and moved into position,
+so a failed run never leaves a half-written or clobbered result.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+
+from accel import zoo
+from accel.errors import AccelError
+
+EPILOG = """\
+examples:
+  accel zoo list                                 what models there are
+  accel sim autoencoder --samples 10000 --json   RTL vs reference, cycles vs model
+  accel sim autoencoder --reuse 4 --backpressure fewer multipliers, stalls on both ends
+  accel predict autoencoder --engine rtl --inputs X.npy --out Y.npy
+  accel train autoencoder --epochs 12 -o trained/
+
+numbers: inputs and outputs are fixed-point; --out files hold the raw integers
+(value = raw * 2**-frac, the types are printed by 'accel zoo list --json').
+"""
+
+
+def _console():
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+@contextmanager
+def _status(message: str, quiet: bool = False):
+    if quiet or not sys.stderr.isatty():
+        print(message, file=sys.stderr)
+        yield
+        return
+    with _console().status(message):
+        yield
+
+
+# -- accel zoo ----------------------------------------------------------------------
+def cmd_zoo(args: argparse.Namespace) -> int:
+    rows = []
+    for m in zoo.MODELS.values():
+        g = m.build()
+        i, o = g.tensors[g.inputs[0]], g.tensors[g.outputs[0]]
+        rows.append(
+            {
+                "name": m.name,
+                "family": m.family,
+                "after": m.after,
+                "description": m.description,
+                "parameters": g.n_params(),
+                "input": {"shape": list(i.shape), "type": g.input_quant[i.name].ap()},
+                "output": {"shape": list(o.shape), "type": o.type.ap()},
+            }
+        )
+    if args.json:
+        print(json.dumps({"models": rows}, indent=1))
+        return 0
+    from rich.table import Table
+
+    table = Table("model", "family", "after", "params", "input", "output")
+    for r in rows:
+        table.add_row(
+            r["name"],
+            r["family"],
+            r["after"],
+            str(r["parameters"]),
+            f"{tuple(r['input']['shape'])} {r['input']['type']}",
+            f"{tuple(r['output']['shape'])} {r['output']['type']}",
+        )
+    from rich.console import Console
+
+    Console().print(table)
+    return 0
+
+
+# -- accel train --------------------------------------------------------------------
+@contextmanager
+def staged_dir(out: Path, force: bool):
+    """Yield a temporary directory that replaces ``out`` only if the block succeeds."""
+    if out.exists() and not force:
+        raise AccelError(f"output directory {out} exists; pass --force to replace it")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    try:
+        yield tmp
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    model = zoo.get(args.model)
+    module, func = model.train.split(":")
+    try:
+        train = getattr(importlib.import_module(module), func)
+    except ImportError as e:
+        raise AccelError(f"training needs torch: pip install 'accel[train]' ({e.name})") from None
+    if args.epochs is not None and args.epochs < 1:
+        raise AccelError("--epochs must be at least 1")
+    kwargs = {"seed": args.seed}
+    if args.epochs is not None:
+        kwargs["epochs"] = args.epochs
+    if args.n_train is not None:
+        kwargs["n_train"] = args.n_train
+    with staged_dir(Path(args.out), args.force) as tmp:
+        metrics = train(out_dir=tmp, progress=not args.json, **kwargs)
+    if args.json:
+        print(json.dumps(metrics, indent=1))
+    else:
+        _console().print(f"trained {model.name}; weights and metrics in {args.out}")
+        print(json.dumps(metrics.get("quality", metrics), indent=1))
+    return 0
+
+
+# -- accel predict ------------------------------------------------------------------
+def load_inputs(path: Path, graph) -> np.ndarray:
+    """Float charges are quantized with the graph's input mode; integers are raw values."""
+    from accel import reference
+
+    if not path.is_file():
+        raise AccelError(f"input file {path} not found")
+    try:
+        x = np.load(path, allow_pickle=False)
+    except (ValueError, OSError) as e:
+        raise AccelError(f"cannot read {path} as a .npy array: {e}") from None
+    name = graph.inputs[0]
+    if x.dtype.kind == "f":
+        return reference.quantize_inputs(graph, name, x)
+    if x.dtype.kind in "iu":
+        return reference.check_raw_inputs(graph, name, x)
+    raise AccelError(f"{path}: dtype {x.dtype} is neither floating point nor integer")
+
+
+def save_array(path: Path, y: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", suffix=".npy", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.save(f, y)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from accel import engines
+
+    graph = zoo.get(args.model).build()
+    x = load_inputs(Path(args.inputs), graph)
+    with _status(
+        f"running {len(x)} samples on the {args.engine} engine", quiet=args.engine == "reference"
+    ):
+        y = engines.predict(graph, x, args.engine, args.reuse)
+    save_array(Path(args.out), y)
+    print(
+        f"wrote {y.shape} raw {graph.tensors[graph.outputs[0]].type.ap()} to {args.out}",
+        file=sys.stderr,
+    )
+    return 0
+
+
+# -- accel sim ----------------------------------------------------------------------
+def cmd_sim(args: argparse.Namespace) -> int:
+    from accel import engines, reference
+    from accel.sim import stimulus
+
+    if args.samples < 1:
+        raise AccelError("--samples must be at least 1")
+    if args.simulator != "verilator":
+        raise AccelError(f"simulator {args.simulator!r} is not available (use verilator)")
+    model = zoo.get(args.model)
+    graph = model.build()
+    name = graph.inputs[0]
+    real = reference.quantize_inputs(graph, name, model.make_inputs(args.samples, args.seed))
+    x = np.concatenate([stimulus.edge_inputs(graph), real])[: args.samples]
+    pats = stimulus.backpressure(args.seed) if args.backpressure else (None, None)
+    with _status(
+        f"simulating {len(x)} samples under Verilator (first build takes a while)", quiet=args.json
+    ):
+        run = engines.run_rtl(graph, x, args.reuse, *pats)
+    ref = reference.predict(graph, x)
+    mismatches = int((run.outputs != ref).reshape(len(x), -1).any(axis=1).sum())
+    m = run.measured
+    report = {
+        "model": model.name,
+        "simulator": "verilator",
+        "reuse": args.reuse,
+        "backpressure": args.backpressure,
+        "samples": len(x),
+        "mismatches": mismatches,
+        "latency": {
+            "measured": int(m["valid"][0] - m["present"][0]),
+            "model": run.timing.latency,
+        },
+        "ii": {
+            "measured": _measured_ii(m["accept"]) if not args.backpressure else None,
+            "model": run.timing.ii,
+        },
+        "cycles_match_model": run.cycles_match,
+        "cycles": run.cycles,
+        "sim_seconds": round(run.wall_s, 4),
+        "samples_per_s": round(len(x) / run.wall_s, 1),
+        "cycles_per_s": round(run.cycles / run.wall_s, 1),
+        "build_seconds": round(run.build_s, 2),
+    }
+    ok = mismatches == 0 and run.cycles_match
+    if args.json:
+        print(json.dumps(report, indent=1))
+    else:
+        from rich.console import Console
+
+        c = Console()
+        verdict = "[green]PASS[/]" if ok else "[red]FAIL[/]"
+        c.print(f"{verdict} {report['samples']} samples, {mismatches} mismatches vs reference")
+        c.print(
+            f"latency {report['latency']}  II {report['ii']}  cycles match model: "
+            f"{run.cycles_match}"
+        )
+        c.print(
+            f"{report['samples_per_s']:.0f} samples/s, {report['cycles_per_s']:.0f} cycles/s "
+            f"simulated (build {report['build_seconds']} s)"
+        )
+    return 0 if ok else 1
+
+
+def _measured_ii(accept: np.ndarray) -> int | None:
+    """Steady-state cycles between input handshakes (the largest gap when nothing stalls)."""
+    return int(np.diff(accept).max()) if len(accept) > 1 else None
+
+
+# -- parser -------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="accel",
+        description="Design FPGA accelerators for quantized neural networks: a model zoo, "
+        "bit-exact numpy references, Amaranth RTL verified under Verilator.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    from accel import __version__
+
+    p.add_argument("--version", action="version", version=f"accel {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    z = sub.add_parser("zoo", help="list the models in the zoo")
+    z.add_argument("action", choices=["list"])
+    z.add_argument("--json", action="store_true", help="one JSON document on stdout")
+    z.set_defaults(func=cmd_zoo)
+
+    t = sub.add_parser("train", help="train a zoo model quantization-aware (needs torch)")
+    t.add_argument("model")
+    t.add_argument("--epochs", type=int)
+    t.add_argument("--n-train", type=int, help="training samples (default: the model's)")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("-o", "--out", default="trained", help="output directory (default: trained)")
+    t.add_argument("--force", action="store_true", help="replace an existing output directory")
+    t.add_argument("--json", action="store_true")
+    t.set_defaults(func=cmd_train)
+
+    pr = sub.add_parser(
+        "predict",
+        help="run a model on an input file with one engine",
+        description="X.npy holds float64 real values (quantized with the model's input "
+        "rounding and saturation) or integers (already-quantized raw values, range-checked). "
+        "Y.npy gets the raw integer outputs.",
+    )
+    pr.add_argument("model")
+    pr.add_argument("--engine", choices=["reference", "rtl", "amaranth"], default="reference")
+    pr.add_argument("--inputs", required=True, metavar="X.npy")
+    pr.add_argument("--out", required=True, metavar="Y.npy")
+    pr.add_argument("--reuse", type=_positive, default=1, help="RTL reuse factor (default 1)")
+    pr.set_defaults(func=cmd_predict)
+
+    s = sub.add_parser(
+        "sim",
+        help="verify the RTL against the reference and the cycle model",
+        description="Streams edge-value and synthetic samples through the generated RTL under "
+        "Verilator; compares every output with the numpy reference and every interface cycle "
+        "with the cycle model. Exit status 1 on any mismatch.",
+    )
+    s.add_argument("model")
+    s.add_argument("--samples", type=int, default=1000)
+    s.add_argument("--reuse", type=_positive, default=1, help="reuse factor per layer")
+    s.add_argument(
+        "--backpressure", action="store_true", help="random source stalls and sink back-pressure"
+    )
+    s.add_argument("--simulator", default="verilator", help="verilator (default)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--json", action="store_true", help="one JSON document on stdout")
+    s.set_defaults(func=cmd_sim)
+    return p
+
+
+def _positive(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {v}")
+    return v
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except AccelError as e:
+        print(f"accel: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("accel: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,26 @@
+import numpy as np
+import pytest
+
+from accel.zoo.autoencoder.model import WEIGHT, encoder_graph
+
+
+def random_weights(seed: int, extreme: bool = False) -> dict[str, np.ndarray]:
+    """Random encoder weights; ``extreme`` draws only the type's limits and zero."""
+    rng = np.random.default_rng(seed)
+    lo, hi = WEIGHT.min_int, WEIGHT.max_int
+    shapes = {"conv_w": (3, 3, 1, 8), "conv_b": (8,), "dense_w": (128, 16), "dense_b": (16,)}
+    if extreme:
+        return {k: rng.choice([lo, 0, hi], size=s) for k, s in shapes.items()}
+    return {k: rng.integers(lo, hi + 1, size=s) for k, s in shapes.items()}
+
+
+@pytest.fixture(scope="session")
+def trained_graph():
+    from accel import zoo
+
+    return zoo.get("autoencoder").build()
+
+
+@pytest.fixture(scope="session")
+def random_graph():
+    return encoder_graph(random_weights(1))
