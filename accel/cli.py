@@ -251,8 +251,15 @@ def _measured_ii(accept: np.ndarray) -> int | None:
 
 
 # -- parser -------------------------------------------------------------------------
+class Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line naming the problem (and the help to read)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="accel",
         description="Design FPGA accelerators for quantized neural networks: a model zoo, "
         "bit-exact numpy references, Amaranth RTL verified under Verilator.",

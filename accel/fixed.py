@@ -140,6 +140,8 @@ class Quant:
 def _overflow(v: np.ndarray, t: FixedType, mode: Overflow) -> np.ndarray:
     if mode is Overflow.SAT:
         return np.clip(v, t.min_int, t.max_int)
+    if t.contains(v):  # two reductions are much cheaper than the wrap arithmetic
+        return v
     v = v & ((1 << t.width) - 1)
     if t.signed:
         v = v - ((v >> (t.width - 1)) & 1) * (1 << t.width)

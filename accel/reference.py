@@ -49,9 +49,15 @@ def _conv2d(node, xs, ts):
     _, top, bottom = conv_padding(h, kh, s, p)
     _, left, right = conv_padding(wd, kw, s, p)
     return kernels.conv2d(
-        xs[0], w.data, _bias(node), (top, bottom, left, right), s, ts[0].type, w.type,
+        xs[0],
+        w.data,
+        _bias(node),
+        (top, bottom, left, right),
+        s,
+        ts[0].type,
+        w.type,
         node.attrs["acc"],
-    )  # fmt: skip
+    )
 
 
 @kernel("relu")

@@ -63,7 +63,8 @@ class StreamSim:
     def __init__(self, verilog: str, dut: str, in_width: int, out_width: int, n_max: int) -> None:
         self.verilog, self.dut = verilog, dut
         self.in_width, self.out_width = in_width, out_width
-        self.n_max = 1 << max(int(n_max - 1).bit_length(), 10)
+        # One capacity for all ordinary runs, so sample counts do not cause rebuilds.
+        self.n_max = 1 << max(int(n_max - 1).bit_length(), 16)
         self.harness = harness.render(dut, in_width, out_width, self.n_max, PATTERN_BITS)
         key = hashlib.sha256(
             "\0".join(
