@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from accel import zoo
+from accel.engines import ENGINES
 from accel.errors import AccelError
 
 EPILOG = """\
@@ -116,8 +117,6 @@ def cmd_train(args: argparse.Namespace) -> int:
         train = getattr(importlib.import_module(module), func)
     except ImportError as e:
         raise AccelError(f"training needs torch: pip install 'accel[train]' ({e.name})") from None
-    if args.epochs is not None and args.epochs < 1:
-        raise AccelError("--epochs must be at least 1")
     kwargs = {"seed": args.seed}
     if args.epochs is not None:
         kwargs["epochs"] = args.epochs
@@ -278,8 +277,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train a zoo model quantization-aware (needs torch)")
     t.add_argument("model")
-    t.add_argument("--epochs", type=int)
-    t.add_argument("--n-train", type=int, help="training samples (default: the model's)")
+    t.add_argument("--epochs", type=_positive, help="passes over the data (default: the model's)")
+    t.add_argument("--n-train", type=_positive, help="training samples (default: the model's)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("-o", "--out", default="trained", help="output directory (default: trained)")
     t.add_argument("--force", action="store_true", help="replace an existing output directory")
@@ -294,7 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Y.npy gets the raw integer outputs.",
     )
     pr.add_argument("model")
-    pr.add_argument("--engine", choices=["reference", "rtl", "amaranth"], default="reference")
+    pr.add_argument("--engine", choices=ENGINES, default="reference")
     pr.add_argument("--inputs", required=True, metavar="X.npy")
     pr.add_argument("--out", required=True, metavar="Y.npy")
     pr.add_argument("--reuse", type=_positive, default=1, help="RTL reuse factor (default 1)")

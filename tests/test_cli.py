@@ -172,3 +172,24 @@ def test_train_refuses_to_overwrite(tmp_path):
     r = run_cli("train", "autoencoder", "--epochs", "1", "--n-train", "500", "-o", str(out))
     assert r.returncode == 2 and "exists; pass --force" in r.stderr
     assert (out / "keep.txt").read_text() == "mine"
+
+
+def test_train_writes_a_loadable_model(tmp_path, trained_graph):
+    out = tmp_path / "trained"
+    r = run_cli(
+        "train", "autoencoder", "--epochs", "1", "--n-train", "500", "-o", str(out), "--json"
+    )
+    assert r.returncode == 0, r.stderr
+    metrics = json.loads(r.stdout)
+    assert metrics["encoder_parameters"] == 2144
+    assert sorted(p.name for p in out.iterdir()) == [
+        "decoder.npz",
+        "encoder_int.npz",
+        "metrics.json",
+    ]
+    assert not list(tmp_path.glob(".trained-*"))  # the staging directory is gone
+    from accel.zoo.autoencoder.model import build
+
+    g = build(out / "encoder_int.npz")
+    x = np.zeros((2, 48), np.int64)
+    assert reference.predict(g, x).shape == (2, 16)

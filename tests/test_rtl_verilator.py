@@ -43,7 +43,8 @@ def test_trained_autoencoder(trained_graph, reuse):
     assert run.timing.latency == 2 * reuse and run.timing.ii == reuse
     assert run.measured["valid"][0] - run.measured["present"][0] == 2 * reuse
     assert np.diff(run.measured["accept"]).max() == reuse
-    check(trained_graph, x[:3000], reuse, stimulus.backpressure(seed=7))
+    again = check(trained_graph, x[:3000], reuse, stimulus.backpressure(seed=7))
+    assert again.build_s == 0  # the same design is never compiled twice
 
 
 def test_extreme_weights_per_layer_reuse():

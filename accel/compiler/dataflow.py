@@ -175,3 +175,20 @@ def lower(graph: Graph, reuse: int | dict[str, int] = 1) -> DataflowPlan:
         if unknown:
             raise AccelError(f"reuse given for unknown layer(s): {', '.join(sorted(unknown))}")
     return plan
+
+
+def evaluate(plan: DataflowPlan, x: np.ndarray) -> np.ndarray:
+    """Run the lowered stages in numpy: what the generated RTL computes, tap by tap.
+
+    A check on the lowering that needs no simulator; not a fast path.
+    """
+    from accel.fixed import Overflow, requantize
+
+    v = np.asarray(x, dtype=np.int64).reshape(len(x), -1)
+    for st in plan.stages:
+        acc = np.stack([(v[:, i] * w).sum(axis=1) for i, w in zip(st.idx, st.w, strict=True)], 1)
+        acc = requantize(acc + st.bias, st.acc.frac, Quant(st.acc, overflow=Overflow.WRAP))
+        if st.relu:
+            acc = np.maximum(acc, 0)
+        v = requantize(acc, st.acc.frac, st.quant) if st.quant else acc
+    return v.reshape(len(x), *plan.out_shape)
