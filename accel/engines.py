@@ -61,14 +61,12 @@ def run_rtl(
     sink_ready: np.ndarray | None = None,
 ) -> RtlRun:
     """Simulate the dataflow RTL on raw inputs ``x`` under Verilator."""
-    from accel.sim.harness import unpack_hex
+    from accel.sim.harness import pack_hex, unpack_hex
 
     x = reference.check_raw_inputs(graph, graph.inputs[0], x)
     plan = lower(graph, reuse)
     sim = stream_sim(plan, len(x))
-    from accel.sim.harness import pack_hex
-
-    run = sim.run(pack_hex(x.reshape(len(x), -1), plan.in_type.width), src_valid, sink_ready)
+    run = sim.run(pack_hex(x.reshape(len(x), plan.n_in), plan.in_type.width), src_valid, sink_ready)
     t = plan.out_type
     y = unpack_hex(run.outputs, t.width, plan.n_out, t.signed).reshape(len(x), *plan.out_shape)
     timing = DataflowTiming(tuple(plan.reuse))

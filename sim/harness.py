@@ -123,7 +123,7 @@ def pack_hex(raw: np.ndarray, width: int) -> list[str]:
     bits = ((raw[:, :, None] >> np.arange(width)) & 1).astype(np.uint8).reshape(n, k * width)
     pad = (-bits.shape[1]) % 4
     bits = np.pad(bits, ((0, 0), (0, pad)))
-    nibbles = bits.reshape(n, -1, 4) @ np.array([1, 2, 4, 8], np.uint8)
+    nibbles = bits.reshape(n, bits.shape[1] // 4, 4) @ np.array([1, 2, 4, 8], np.uint8)
     digits = np.frombuffer(b"0123456789abcdef", np.uint8)[nibbles[:, ::-1]]
     return [row.tobytes().decode() for row in digits]
 
@@ -134,7 +134,8 @@ def unpack_hex(lines: list[str], width: int, count: int, signed: bool) -> np.nda
     text = np.array([ln.rjust(n_digits, "0") for ln in lines], dtype=f"S{n_digits}")
     chars = text.view(np.uint8).reshape(len(lines), n_digits)[:, ::-1]
     nib = np.where(chars >= ord("a"), chars - ord("a") + 10, chars - ord("0")).astype(np.int64)
-    bits = ((nib[:, :, None] >> np.arange(4)) & 1).reshape(len(lines), -1)[:, : width * count]
+    bits = ((nib[:, :, None] >> np.arange(4)) & 1).reshape(len(lines), 4 * n_digits)
+    bits = bits[:, : width * count]
     vals = bits.reshape(len(lines), count, width) @ (np.int64(1) << np.arange(width))
     if signed:
         vals = vals - ((vals >> (width - 1)) & 1) * (np.int64(1) << width)

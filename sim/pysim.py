@@ -19,7 +19,7 @@ from accel.sim.harness import pack_hex, unpack_hex
 def run(plan: DataflowPlan, x: np.ndarray) -> tuple[np.ndarray, dict]:
     """Stream raw input rows through the design; returns raw outputs and stats."""
     dut = DataflowAccelerator(plan)
-    words = [int(h, 16) for h in pack_hex(x.reshape(len(x), -1), plan.in_type.width)]
+    words = [int(h, 16) for h in pack_hex(x.reshape(len(x), plan.n_in), plan.in_type.width)]
     got: list[int] = []
     stats = {"cycles": 0}
 

@@ -128,6 +128,9 @@ class StreamSim:
         if n > self.n_max:
             raise AccelError(f"{n} samples exceed the harness capacity {self.n_max}")
         build_s = self.build()
+        if n == 0:
+            empty = np.zeros(0, np.int64)
+            return StreamRun([], empty, empty, empty, empty, 0, 0.0, build_s)
         p = 1 << PATTERN_BITS
         vpat = _tile_pattern(src_valid, p, "source-valid")
         rpat = _tile_pattern(sink_ready, p, "sink-ready")
@@ -162,7 +165,7 @@ class StreamSim:
                 tail = (d / "sim.log").read_text()[-2000:] if (d / "sim.log").exists() else ""
                 raise AccelError(f"simulation ended without a result: {tail.splitlines()[-1:]}")
             stats = json.loads((d / "stats.json").read_text())
-            got = harness.read_memh(d / "out.hex") if n else []
+            got = harness.read_memh(d / "out.hex")
             if len(got) != n:
                 raise AccelError(f"simulation timed out: {len(got)} of {n} samples came out")
             stamps = {

@@ -59,6 +59,11 @@ def test_extreme_weights_per_layer_reuse():
     check(graph, x, reuse, stimulus.backpressure(seed=1, p_valid=0.3, p_ready=0.2))
 
 
+def test_empty_batch(trained_graph):
+    run = engines.run_rtl(trained_graph, np.zeros((0, 48), np.int64))
+    assert run.outputs.shape == (0, 16) and run.cycles_match
+
+
 def test_amaranth_simulator_agrees(random_graph):
     x = np.concatenate(
         [stimulus.edge_inputs(random_graph), stimulus.random_inputs(random_graph, 8, 0)]
