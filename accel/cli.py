@@ -46,12 +46,46 @@ def _console():
 
 @contextmanager
 def _status(message: str, quiet: bool = False):
+    """Progress on stderr: a live spinner on a terminal, plain lines otherwise.
+
+    Yields a function that reports the current step.
+    """
     if quiet or not sys.stderr.isatty():
         print(message, file=sys.stderr)
-        yield
+        yield lambda step: print(f"  {step}", file=sys.stderr)
         return
-    with _console().status(message):
-        yield
+    with _console().status(message) as status:
+        yield lambda step: status.update(f"{message}: {step}")
+
+
+# -- models -------------------------------------------------------------------------
+def load_model(spec: str):
+    """A zoo name or a QONNX/ONNX file -> (graph, zoo entry or None)."""
+    if spec in zoo.MODELS:
+        model = zoo.get(spec)
+        return model.build(), model
+    path = Path(spec)
+    if path.suffix == ".onnx" or path.exists():
+        if not path.is_file():
+            raise AccelError(f"model file {path} not found")
+        from accel import qonnx
+
+        return qonnx.load(path), None
+    zoo.get(spec)  # raises: unknown model, listing the zoo
+    raise AssertionError
+
+
+def sample_inputs(graph, model, n: int, seed: int) -> np.ndarray:
+    """Edge values first, then the model's own data (or uniform raw values), as raw ints."""
+    from accel import reference
+    from accel.sim import stimulus
+
+    name = graph.inputs[0]
+    if model is not None:
+        rest = reference.quantize_inputs(graph, name, model.make_inputs(n, seed))
+    else:
+        rest = stimulus.random_inputs(graph, n, seed)
+    return np.concatenate([stimulus.edge_inputs(graph), rest])[:n]
 
 
 # -- accel zoo ----------------------------------------------------------------------
@@ -166,7 +200,7 @@ def save_array(path: Path, y: np.ndarray) -> None:
 def cmd_predict(args: argparse.Namespace) -> int:
     from accel import engines
 
-    graph = zoo.get(args.model).build()
+    graph, _ = load_model(args.model)
     x = load_inputs(Path(args.inputs), graph)
     with _status(
         f"running {len(x)} samples on the {args.engine} engine", quiet=args.engine == "reference"
@@ -189,11 +223,8 @@ def cmd_sim(args: argparse.Namespace) -> int:
         raise AccelError("--samples must be at least 1")
     if args.simulator != "verilator":
         raise AccelError(f"simulator {args.simulator!r} is not available (use verilator)")
-    model = zoo.get(args.model)
-    graph = model.build()
-    name = graph.inputs[0]
-    real = reference.quantize_inputs(graph, name, model.make_inputs(args.samples, args.seed))
-    x = np.concatenate([stimulus.edge_inputs(graph), real])[: args.samples]
+    graph, model = load_model(args.model)
+    x = sample_inputs(graph, model, args.samples, args.seed)
     pats = stimulus.backpressure(args.seed) if args.backpressure else (None, None)
     with _status(
         f"simulating {len(x)} samples under Verilator (first build takes a while)", quiet=args.json
@@ -203,7 +234,7 @@ def cmd_sim(args: argparse.Namespace) -> int:
     mismatches = int((run.outputs != ref).reshape(len(x), -1).any(axis=1).sum())
     m = run.measured
     report = {
-        "model": model.name,
+        "model": graph.name,
         "simulator": "verilator",
         "reuse": args.reuse,
         "backpressure": args.backpressure,
@@ -242,6 +273,87 @@ def cmd_sim(args: argparse.Namespace) -> int:
             f"simulated (build {report['build_seconds']} s)"
         )
     return 0 if ok else 1
+
+
+# -- accel generate -----------------------------------------------------------------
+def cmd_generate(args: argparse.Namespace) -> int:
+    graph, model = load_model(args.model)
+    out = Path(args.out)
+    board = None
+    if args.target == "bitstream":
+        from accel.flows import boards
+
+        board = boards.get(args.board)  # an unknown board fails before any work
+    with staged_dir(out, args.force) as tmp:
+        if args.target == "verilog":
+            from accel.flows import verilog
+
+            x = sample_inputs(graph, model, args.vectors, args.seed)
+            doc = verilog.write(graph, tmp, reuse=args.reuse, vectors=x)
+            summary = {
+                "top": doc["top"],
+                "latency_cycles": doc["latency_cycles"],
+                "ii_cycles": doc["ii_cycles"],
+                "vectors": len(x),
+            }
+        elif args.target == "hls4ml":
+            from accel.flows import hls4ml
+
+            with _status("writing the hls4ml project", quiet=args.json):
+                hls4ml.write_project(graph, tmp, reuse=args.reuse, backend=args.backend)
+            summary = {"backend": args.backend, "reuse": args.reuse}
+        else:
+            summary = build_bitstream(graph, board, tmp, args)
+    summary = {"model": graph.name, "target": args.target, "out": str(out), **summary}
+    if args.json:
+        print(json.dumps(summary, indent=1))
+    else:
+        print(f"wrote the {args.target} target of {graph.name} to {out}", file=sys.stderr)
+    return 0
+
+
+def build_bitstream(graph, board, work: Path, args: argparse.Namespace) -> dict:
+    from accel.compiler.dataflow import lower
+    from accel.flows import fpga
+    from accel.perf import DataflowTiming
+
+    plan = lower(graph, args.reuse)
+    top = fpga.BoardTop(plan, args.baud)
+    with _status(f"building a bitstream for {board.name}", quiet=args.json) as update:
+        impl = fpga.implement(
+            board,
+            top,
+            work,
+            seed=args.seed,
+            progress=update,
+            multipliers=sum(s.n_mult for s in plan.stages),
+        )
+    timing = DataflowTiming(tuple(plan.reuse))
+    report = implementation_report(impl, timing)
+    report.update(
+        board=board.name,
+        seed=args.seed,
+        baud=args.baud,
+        bitstream="accel_top.bit",
+        logs=["yosys.log", "nextpnr-ecp5.log", "ecppack.log"],
+    )
+    (work / "report.json").write_text(json.dumps(report, indent=1) + "\n")
+    return report
+
+
+def implementation_report(impl, timing) -> dict:
+    """Resources and Fmax from the tools, with latency and throughput at that Fmax."""
+    doc = impl.summary()
+    fmax = impl.fmax_mhz
+    doc.update(
+        latency_cycles=timing.latency,
+        ii_cycles=timing.ii,
+        latency_ns=round(timing.latency * 1e3 / fmax, 2) if fmax else None,
+        ii_ns=round(timing.ii * 1e3 / fmax, 2) if fmax else None,
+        samples_per_s=round(fmax * 1e6 / timing.ii) if fmax else None,
+        timing_met=bool(fmax and fmax >= impl.clock_mhz),
+    )
+    return doc
 
 
 def _measured_ii(accept: np.ndarray) -> int | None:
@@ -316,6 +428,29 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--json", action="store_true", help="one JSON document on stdout")
     s.set_defaults(func=cmd_sim)
+
+    ge = sub.add_parser(
+        "generate",
+        help="write Verilog, an hls4ml project or an ECP5 bitstream",
+        description="verilog: the design, test vectors, a self-checking testbench, manifest.json. "
+        "hls4ml: a project with every precision explicit, bit-exact in C simulation. "
+        "bitstream: the design behind a UART bridge for an ECP5 board, through yosys, nextpnr "
+        "and ecppack (logs and report.json kept in the output directory).",
+    )
+    ge.add_argument("model", help="a zoo name or a QONNX/ONNX file")
+    ge.add_argument("--target", choices=["verilog", "hls4ml", "bitstream"], required=True)
+    ge.add_argument("-o", "--out", required=True, metavar="DIR")
+    ge.add_argument("--force", action="store_true", help="replace an existing DIR")
+    ge.add_argument("--reuse", type=_positive, default=1, help="reuse factor (default 1)")
+    ge.add_argument("--board", default="ulx3s-85f", help="bitstream board (default ulx3s-85f)")
+    ge.add_argument("--baud", type=_positive, default=1_000_000, help="UART rate on the board")
+    ge.add_argument(
+        "--backend", choices=["Vitis", "Vivado"], default="Vitis", help="hls4ml backend"
+    )
+    ge.add_argument("--vectors", type=_positive, default=1000, help="test vectors (verilog)")
+    ge.add_argument("--seed", type=int, default=1, help="stimulus and place-and-route seed")
+    ge.add_argument("--json", action="store_true")
+    ge.set_defaults(func=cmd_generate)
     return p
 
 

