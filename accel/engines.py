@@ -1,7 +1,8 @@
 """The engines that execute a graph, all returning the same raw integers.
 
 ``reference`` is numpy; ``rtl`` is the generated Verilog under Verilator
-(through cocotb); ``amaranth`` is the same design in Amaranth's simulator.
+(through cocotb); ``amaranth`` is the same design in Amaranth's simulator;
+``hls4ml`` is hls4ml's compiled C simulation of the project accel writes.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from accel.errors import AccelError
 from accel.ir import Graph
 from accel.perf import DataflowTiming
 
-ENGINES = ("reference", "rtl", "amaranth")
+ENGINES = ("reference", "rtl", "amaranth", "hls4ml")
 
 
 def dataflow_verilog(plan: DataflowPlan) -> tuple[str, str]:
@@ -93,4 +94,9 @@ def predict(graph: Graph, x: np.ndarray, engine: str = "reference", reuse: int =
 
         x = reference.check_raw_inputs(graph, graph.inputs[0], x)
         return pysim.run(lower(graph, reuse), x)[0]
+    if engine == "hls4ml":
+        from accel.flows import hls4ml
+
+        x = reference.check_raw_inputs(graph, graph.inputs[0], x)
+        return hls4ml.predict(graph, x, reuse=reuse)
     raise AccelError(f"unknown engine {engine!r} (choose from {', '.join(ENGINES)})")

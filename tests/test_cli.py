@@ -45,55 +45,19 @@ def test_predict_float_and_integer_inputs_agree(charges, trained_graph, tmp_path
     d, x = charges
     raw = reference.quantize_inputs(trained_graph, "charges", x)
     np.save(tmp_path / "raw.npy", raw)
-    assert (
-        main(
-            [
-                "predict",
-                "autoencoder",
-                "--inputs",
-                str(d / "x.npy"),
-                "--out",
-                str(tmp_path / "a.npy"),
-            ]
-        )
-        == 0
-    )
-    assert (
-        main(
-            [
-                "predict",
-                "autoencoder",
-                "--inputs",
-                str(tmp_path / "raw.npy"),
-                "--out",
-                str(tmp_path / "b.npy"),
-            ]
-        )
-        == 0
-    )
+    for src, dst in [(d / "x.npy", tmp_path / "a.npy"), (tmp_path / "raw.npy", tmp_path / "b.npy")]:
+        assert main(["predict", "autoencoder", "--inputs", str(src), "--out", str(dst)]) == 0
     a, b = np.load(tmp_path / "a.npy"), np.load(tmp_path / "b.npy")
     assert a.dtype == np.int64 and np.array_equal(a, b)
     assert np.array_equal(a, reference.predict(trained_graph, raw))
 
 
-def test_predict_rtl_engine(charges, trained_graph, tmp_path):
+@pytest.mark.parametrize("engine", ["rtl", "hls4ml"])
+def test_predict_other_engines(charges, trained_graph, tmp_path, engine):
     d, x = charges
     out = tmp_path / "y.npy"
-    assert (
-        main(
-            [
-                "predict",
-                "autoencoder",
-                "--engine",
-                "rtl",
-                "--inputs",
-                str(d / "x.npy"),
-                "--out",
-                str(out),
-            ]
-        )
-        == 0
-    )
+    args = ["predict", "autoencoder", "--engine", engine, "--inputs", str(d / "x.npy")]
+    assert main([*args, "--out", str(out)]) == 0
     want = reference.predict(trained_graph, reference.quantize_inputs(trained_graph, "charges", x))
     assert np.array_equal(np.load(out), want)
 
