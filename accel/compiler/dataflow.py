@@ -49,13 +49,24 @@ class DotStage:
         """Useful multiplications per sample (after dropping zero taps)."""
         return sum(len(i) for i in self.idx)
 
-    def lanes(self, o: int) -> int:
-        """Multipliers output ``o`` needs so its taps fit in ``reuse`` phases."""
-        return -(-len(self.idx[o]) // self.reuse)
+    def lanes(self) -> list[list[tuple[int, int, int]]]:
+        """Multiplier lanes: ``lanes[j][p]`` = (output, input index, weight) in phase ``p``.
+
+        All (output, tap) pairs, output by output, cut into runs of ``reuse``:
+        ``ceil(taps / reuse)`` multipliers however few taps each output has. A
+        lane may serve several outputs in turn; each output's accumulator adds
+        the lanes that serve it in the current phase.
+        """
+        pairs = [
+            (o, int(i), int(w))
+            for o in range(self.n_out)
+            for i, w in zip(self.idx[o], self.w[o], strict=True)
+        ]
+        return [pairs[k : k + self.reuse] for k in range(0, len(pairs), self.reuse)]
 
     @property
     def n_mult(self) -> int:
-        return sum(self.lanes(o) for o in range(self.n_out))
+        return -(-self.n_taps // self.reuse)
 
 
 @dataclass
