@@ -356,6 +356,67 @@ def implementation_report(impl, timing) -> dict:
     return doc
 
 
+# -- accel report -------------------------------------------------------------------
+def cmd_report(args: argparse.Namespace) -> int:
+    from accel.compiler.dataflow import lower
+    from accel.flows import boards, fpga
+    from accel.perf import DataflowTiming
+    from accel.sim.verilator import cache_root
+
+    graph, _ = load_model(args.model)
+    board = boards.get(args.board)
+    plan = lower(graph, args.reuse)
+    designs = {}
+    with _status(
+        f"implementing {graph.name} on {board.name} (cached after the first run)", quiet=args.json
+    ) as update:
+        impl = fpga.implement_cached(
+            board,
+            fpga.BoardTop(plan),
+            cache_root() / "fpga",
+            seed=args.seed,
+            multipliers=sum(s.n_mult for s in plan.stages),
+            progress=update,
+        )
+        designs["accel"] = implementation_report(impl, DataflowTiming(tuple(plan.reuse)))
+        designs["accel"]["reuse"] = args.reuse
+        designs["accel"]["multipliers"] = sum(s.n_mult for s in plan.stages)
+        if not args.no_da4ml:
+            from accel.flows import da4ml_board
+
+            designs["da4ml"] = da4ml_board.report(graph, board, seed=args.seed, progress=update)
+    doc = {
+        "model": graph.name,
+        "board": board.name,
+        "seed": args.seed,
+        "designs": designs,
+        "note": "both designs behind the same UART bridge, same yosys/nextpnr script",
+    }
+    if args.json:
+        print(json.dumps(doc, indent=1))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    rows = [
+        "luts",
+        "flip_flops",
+        "dsps",
+        "block_rams",
+        "fmax_mhz",
+        "latency_cycles",
+        "ii_cycles",
+        "latency_ns",
+        "ii_ns",
+        "samples_per_s",
+    ]
+    table = Table("", *designs, title=f"{graph.name} on {board.name} ({impl.device})")
+    for r in rows:
+        table.add_row(r, *(str(d.get(r)) for d in designs.values()))
+    Console().print(table)
+    return 0
+
+
 def _measured_ii(accept: np.ndarray) -> int | None:
     """Steady-state cycles between input handshakes (the largest gap when nothing stalls)."""
     return int(np.diff(accept).max()) if len(accept) > 1 else None
@@ -451,6 +512,21 @@ def build_parser() -> argparse.ArgumentParser:
     ge.add_argument("--seed", type=int, default=1, help="stimulus and place-and-route seed")
     ge.add_argument("--json", action="store_true")
     ge.set_defaults(func=cmd_generate)
+
+    re_ = sub.add_parser(
+        "report",
+        help="resources, Fmax, latency and throughput from real yosys/nextpnr runs",
+        description="Implements the design for an ECP5 board (cached) and reports LUTs, "
+        "flip-flops, DSPs, block RAM, Fmax, latency and II in cycles and ns, and samples/s; "
+        "da4ml's Verilog of the same quantized network goes through the same flow beside it.",
+    )
+    re_.add_argument("model", help="a zoo name or a QONNX/ONNX file")
+    re_.add_argument("--board", default="ulx3s-85f")
+    re_.add_argument("--reuse", type=_positive, default=16, help="reuse factor (default 16)")
+    re_.add_argument("--seed", type=int, default=1, help="place-and-route seed")
+    re_.add_argument("--no-da4ml", action="store_true", help="skip the da4ml comparison")
+    re_.add_argument("--json", action="store_true")
+    re_.set_defaults(func=cmd_report)
     return p
 
 
