@@ -318,7 +318,7 @@ def build_bitstream(graph, board, work: Path, args: argparse.Namespace) -> dict:
     from accel.perf import DataflowTiming
 
     plan = lower(graph, args.reuse)
-    top = fpga.BoardTop(plan, args.baud)
+    top = fpga.BoardTop.dataflow(plan, args.baud)
     with _status(f"building a bitstream for {board.name}", quiet=args.json) as update:
         impl = fpga.implement(
             board,
@@ -329,31 +329,22 @@ def build_bitstream(graph, board, work: Path, args: argparse.Namespace) -> dict:
             multipliers=sum(s.n_mult for s in plan.stages),
         )
     timing = DataflowTiming(tuple(plan.reuse))
-    report = implementation_report(impl, timing)
+    report = impl.report(timing.latency, timing.ii)
     report.update(
         board=board.name,
         seed=args.seed,
         baud=args.baud,
         bitstream="accel_top.bit",
-        logs=["yosys.log", "nextpnr-ecp5.log", "ecppack.log"],
+        logs=impl.logs,
     )
     (work / "report.json").write_text(json.dumps(report, indent=1) + "\n")
+    if not report["timing_met"]:
+        print(
+            f"accel: warning: timing not met: Fmax {impl.fmax_mhz} MHz is below the board "
+            f"clock {impl.clock_mhz} MHz; raise --reuse or see report.json",
+            file=sys.stderr,
+        )
     return report
-
-
-def implementation_report(impl, timing) -> dict:
-    """Resources and Fmax from the tools, with latency and throughput at that Fmax."""
-    doc = impl.summary()
-    fmax = impl.fmax_mhz
-    doc.update(
-        latency_cycles=timing.latency,
-        ii_cycles=timing.ii,
-        latency_ns=round(timing.latency * 1e3 / fmax, 2) if fmax else None,
-        ii_ns=round(timing.ii * 1e3 / fmax, 2) if fmax else None,
-        samples_per_s=round(fmax * 1e6 / timing.ii) if fmax else None,
-        timing_met=bool(fmax and fmax >= impl.clock_mhz),
-    )
-    return doc
 
 
 # -- accel report -------------------------------------------------------------------
@@ -372,13 +363,14 @@ def cmd_report(args: argparse.Namespace) -> int:
     ) as update:
         impl = fpga.implement_cached(
             board,
-            fpga.BoardTop(plan),
+            fpga.BoardTop.dataflow(plan),
             cache_root() / "fpga",
             seed=args.seed,
             multipliers=sum(s.n_mult for s in plan.stages),
             progress=update,
         )
-        designs["accel"] = implementation_report(impl, DataflowTiming(tuple(plan.reuse)))
+        timing = DataflowTiming(tuple(plan.reuse))
+        designs["accel"] = impl.report(timing.latency, timing.ii)
         designs["accel"]["reuse"] = args.reuse
         designs["accel"]["multipliers"] = sum(s.n_mult for s in plan.stages)
         if not args.no_da4ml:

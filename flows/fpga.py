@@ -24,6 +24,7 @@ from pathlib import Path
 
 from amaranth.build import ResourceError
 from amaranth.hdl import Elaboratable, Module
+from amaranth.lib import wiring
 
 from accel.compiler.dataflow import DataflowPlan
 from accel.errors import AccelError
@@ -52,15 +53,23 @@ DSP_BLOCKS = {
 
 
 class BoardTop(Elaboratable):
-    """The accelerator behind the UART bridge on a board's serial port; LED 0 shows busy."""
+    """A stream core behind the UART bridge on a board's serial port; LED 0 shows busy.
 
-    def __init__(self, plan: DataflowPlan, baud: int = DEFAULT_BAUD) -> None:
-        self.plan, self.baud = plan, baud
+    ``make_core`` builds the core afresh for every elaboration (the flow
+    elaborates once to hash the design and once to build it).
+    """
+
+    def __init__(self, make_core: Callable[[], wiring.Component], baud: int = DEFAULT_BAUD):
+        self.make_core, self.baud = make_core, baud
+
+    @classmethod
+    def dataflow(cls, plan: DataflowPlan, baud: int = DEFAULT_BAUD) -> BoardTop:
+        return cls(lambda: DataflowAccelerator(plan), baud)
 
     def elaborate(self, platform) -> Module:
         m = Module()
         divisor = round(platform.default_clk_frequency / self.baud)
-        m.submodules.bridge = bridge = UARTBridge(DataflowAccelerator(self.plan), divisor)
+        m.submodules.bridge = bridge = UARTBridge(self.make_core(), divisor)
         uart = platform.request("uart", 0)
         m.d.comb += [bridge.rx.eq(uart.rx.i), uart.tx.o.eq(bridge.tx)]
         with contextlib.suppress(ResourceError):
@@ -80,6 +89,7 @@ class Implementation:
     cells: dict[str, int]
     utilization: dict[str, dict[str, int]]
     seconds: dict[str, float] = field(default_factory=dict)
+    logs: list[str] = field(default_factory=list)
     dsp_mode: str = "DSP blocks"
 
     @property
@@ -112,6 +122,19 @@ class Implementation:
             "utilization": self.utilization,
             "tool_seconds": self.seconds,
         }
+
+    def report(self, latency: int, ii: int) -> dict:
+        """The summary plus latency and throughput in time, at the achieved Fmax."""
+        doc, fmax = self.summary(), self.fmax_mhz
+        doc.update(
+            latency_cycles=latency,
+            ii_cycles=ii,
+            latency_ns=round(latency * 1e3 / fmax, 2) if fmax else None,
+            ii_ns=round(ii * 1e3 / fmax, 2) if fmax else None,
+            samples_per_s=round(fmax * 1e6 / ii) if fmax else None,
+            timing_met=bool(fmax and fmax >= self.clock_mhz),
+        )
+        return doc
 
 
 def _tool(name: str) -> str:
@@ -148,14 +171,17 @@ def implement(
     name: str = "accel_top",
     seed: int = 1,
     multipliers: int = 0,
+    extra_files: dict[str, str] | None = None,
     progress: Callable[[str], None] = lambda s: None,
 ) -> Implementation:
     """Synthesize, place, route and pack ``top`` for ``board`` inside ``work``.
 
+    ``extra_files`` (name -> Verilog text) are read by yosys with the design.
+
     ``multipliers`` is how many the design has; past the device's DSP blocks
     they all go to LUTs (yosys has no DSP budget of its own).
     """
-    platform = board.platform()
+    platform = _platform(board, extra_files)
     nodsp = multipliers > DSP_BLOCKS.get(platform.device, 0)
     plan = platform.prepare(
         top,
@@ -166,21 +192,31 @@ def implement(
     )
     plan.extract(work)
     commands = json.loads(plan.files[f"build_{name}.json"])["commands"]
-    seconds = {}
+    # yosys writes its log with -l NAME.rpt, nextpnr with --log NAME.tim; ecppack
+    # only talks on stdout. Console output is kept beside them when there is any.
+    tool_logs = {"yosys": f"{name}.rpt", "nextpnr-ecp5": f"{name}.tim"}
+    seconds, logs = {}, []
     for cmd in commands:
         exe = _tool(cmd[0])
         step = STEP_NAMES.get(cmd[0], cmd[0])
         progress(f"{step} ({exe})")
-        log = work / f"{cmd[0]}.log"
+        console = work / f"{cmd[0]}.log"
         t0 = time.perf_counter()
-        with open(log, "w") as f:
+        with open(console, "w") as f:
             r = subprocess.run([exe, *cmd[1:]], cwd=work, stdout=f, stderr=subprocess.STDOUT)
         seconds[step] = round(time.perf_counter() - t0, 1)
+        log = work / tool_logs.get(cmd[0], console.name)
+        for path in dict.fromkeys([log, console]):
+            if path.is_file() and path.stat().st_size:
+                logs.append(path.name)
+            elif path == console:
+                path.unlink(missing_ok=True)
         if r.returncode != 0:
-            detail = _overflow_message(platform.device, work / f"{name}.tim") or _overflow_message(
-                platform.device, log
-            )
-            raise AccelError(detail or f"{step} failed: {_first_error(log)} (log: {log.name})")
+            detail = _overflow_message(platform.device, log)
+            if detail is None:
+                first = _first_error(console) if console.exists() else _first_error(log)
+                detail = f"{step} failed: {first} (log: {log.name})"
+            raise AccelError(detail)
     stat = json.loads((work / f"{name}.stat.json").read_text())
     report = json.loads((work / f"{name}.report.json").read_text())
     fmax = [v["achieved"] for v in report.get("fmax", {}).values()]
@@ -196,8 +232,16 @@ def implement(
         cells=stat.get("design", {}).get("num_cells_by_type", {}),
         utilization=util,
         seconds=seconds,
+        logs=logs,
         dsp_mode="LUTs only (-nodsp)" if nodsp else "DSP blocks",
     )
+
+
+def _platform(board: Board, extra_files: dict[str, str] | None):
+    platform = board.platform()
+    for name, text in (extra_files or {}).items():
+        platform.add_file(name, text)
+    return platform
 
 
 def tool_versions() -> dict[str, str]:
@@ -214,13 +258,13 @@ def implement_cached(
     name: str = "accel_top",
     seed: int = 1,
     multipliers: int = 0,
+    extra_files: dict[str, str] | None = None,
     progress: Callable[[str], None] = lambda s: None,
 ) -> Implementation:
     """:func:`implement`, remembered by a hash of the design, board, seed and tools."""
-    platform = board.platform()
-    il = platform.prepare(top, name=name).files[f"{name}.il"]
+    il = _platform(board, extra_files).prepare(top, name=name).files[f"{name}.il"]
     key = hashlib.sha256(
-        json.dumps([il, board.name, seed, multipliers, tool_versions()]).encode()
+        json.dumps([il, extra_files, board.name, seed, multipliers, tool_versions()]).encode()
     ).hexdigest()[:20]
     hit = cache / key / "implementation.json"
     if hit.is_file():
@@ -229,7 +273,14 @@ def implement_cached(
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     impl = implement(
-        board, top, work, name=name, seed=seed, multipliers=multipliers, progress=progress
+        board,
+        top,
+        work,
+        name=name,
+        seed=seed,
+        multipliers=multipliers,
+        extra_files=extra_files,
+        progress=progress,
     )
     (work / "implementation.json").write_text(json.dumps(dataclasses.asdict(impl), indent=1))
     shutil.rmtree(cache / key, ignore_errors=True)

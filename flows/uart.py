@@ -12,7 +12,7 @@ before the next one has arrived.
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Const, Module, Signal, unsigned
+from amaranth.hdl import Cat, Const, Module, Shape, Signal, unsigned
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -148,8 +148,8 @@ class UARTBridge(wiring.Component):
     def elaborate(self, platform) -> Module:
         m = Module()
         acc = self.accelerator
-        in_bits = acc.i.payload.shape().size
-        out_bits = acc.o.payload.shape().size
+        in_bits = Shape.cast(acc.i.payload.shape()).width
+        out_bits = Shape.cast(acc.o.payload.shape()).width
         m.submodules.rx = rx = UARTRx(self.divisor)
         m.submodules.deser = deser = Deserializer(in_bits)
         m.submodules.accelerator = acc

@@ -48,6 +48,11 @@ def conv_graphs(draw):
         x = g.add("relu", x)
     x = g.add("requantize", x, quant=rq)
     x = g.add("reshape", x, shape=(g.tensors[x].size,))
+    if draw(st.booleans()):  # a gather between layers, as an NCHW flatten imports
+        n = g.tensors[x].size
+        perm = rng.permutation(n)
+        perm[rng.random(n) < 0.1] = -1
+        x = g.add("gather", x, index=perm, shape=(n,))
     x = g.add("dense", x, params={"weight": Param(weights((g.tensors[x].size, n_dense)), wt)})
     g.mark_output(x)
     data = rng.integers(xt.min_int, xt.max_int + 1, (20, h * w * c + 2))

@@ -150,8 +150,6 @@ def lower(graph: Graph, reuse: int | dict[str, int] = 1) -> DataflowPlan:
         shape = graph.tensors[cur].shape
         cur = node.outputs[0]
         if node.op in ("dense", "conv2d"):
-            if stage is not None:
-                src = np.arange(stage.n_out)
             t = graph.tensors[node.inputs[0]]
             idx, ws = _taps_dense(node, src) if node.op == "dense" else _taps_conv(node, shape, src)
             b = node.params.get("bias")
@@ -165,11 +163,14 @@ def lower(graph: Graph, reuse: int | dict[str, int] = 1) -> DataflowPlan:
                 raise AccelError(f"node {node.name}: reuse factor must be >= 1, got {r}")
             stage = DotStage(node.name, t.type, n_in, idx, ws, bias, acc, reuse=r)
             plan.stages.append(stage)
+            src = np.arange(stage.n_out)
         elif node.op == "relu" and stage is not None and stage.quant is None and not stage.relu:
             stage.relu = True
         elif node.op == "requantize" and stage is not None and stage.quant is None:
             stage.quant = node.attrs["quant"]
-        elif node.op == "gather" and stage is None:
+        elif node.op == "gather":
+            # Wiring: it folds into the next layer's tap indices. Between layers it
+            # commutes with the ReLU and requantize that follow (both keep 0 at 0).
             index = np.asarray(node.attrs["index"])
             src = np.where(index >= 0, src[np.maximum(index, 0)], -1)
         elif node.op == "reshape":
@@ -177,10 +178,15 @@ def lower(graph: Graph, reuse: int | dict[str, int] = 1) -> DataflowPlan:
         else:
             raise AccelError(
                 f"node {node.name}: op {node.op!r} at this position is not supported by the "
-                "dataflow lowering (expected gather before, then dense/conv2d [relu] [requantize])"
+                "dataflow lowering (expected dense/conv2d [relu] [requantize], gathers between)"
             )
     if stage is None:
         raise AccelError(f"graph {graph.name} has no dense or conv2d layer to build")
+    if not np.array_equal(src, np.arange(stage.n_out)):
+        raise AccelError(
+            f"graph {graph.name}: a gather after the last layer is not supported by the "
+            "dataflow lowering"
+        )
     if isinstance(reuse, dict):
         unknown = set(reuse) - {s.name for s in plan.stages}
         if unknown:
