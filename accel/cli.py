@@ -13,7 +13,6 @@ import argparse
 import importlib
 import json
 import os
-import shutil
 import sys
 import tempfile
 from contextlib import contextmanager
@@ -127,21 +126,11 @@ def cmd_zoo(args: argparse.Namespace) -> int:
 
 
 # -- accel train --------------------------------------------------------------------
-@contextmanager
 def staged_dir(out: Path, force: bool):
-    """Yield a temporary directory that replaces ``out`` only if the block succeeds."""
-    if out.exists() and not force:
-        raise AccelError(f"output directory {out} exists; pass --force to replace it")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
-    try:
-        yield tmp
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
+    """The shared staging of outputs, with the CLI's ``--force`` to replace."""
+    from accel.outputs import staged_dir as staged
+
+    return staged(out, replace=force, hint="; pass --force to replace it")
 
 
 def cmd_train(args: argparse.Namespace) -> int:

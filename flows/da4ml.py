@@ -36,8 +36,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
-import tempfile
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -49,6 +47,7 @@ from accel.errors import AccelError
 from accel.fixed import FixedType, Overflow, Quant, Rounding, requantize
 from accel.ir.graph import Graph, Node
 from accel.ir.ops import conv_padding
+from accel.outputs import staged_dir
 
 # Pipeline cut every 5 adder levels: da4ml's documented example value. For the
 # autoencoder (17 adder levels) it gives 4 stages and 4767 flip-flops; 3 gives 6
@@ -501,27 +500,16 @@ def generate(
     import time
 
     t0 = time.perf_counter()
-    out_dir = Path(out_dir).absolute()
-    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
-        raise AccelError(f"{out_dir} already exists and is not an empty directory")
-    design = build(graph, latency_cutoff=latency_cutoff, name=name)
-    check = _self_check(graph, design)
     from da4ml.codegen import VerilogModel
     from da4ml.types import Pipeline
 
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
+    with staged_dir(out_dir) as tmp:
+        design = build(graph, latency_cutoff=latency_cutoff, name=name)
+        check = _self_check(graph, design)
         solution = Pipeline(design.stages) if design.pipelined else design.stages[0]
         VerilogModel(solution, design.name, tmp).write()
         doc = _manifest(design, tmp, time.perf_counter() - t0, check)
         (tmp / MANIFEST).write_text(json.dumps(doc, indent=1) + "\n")
-        if out_dir.exists():
-            out_dir.rmdir()
-        tmp.rename(out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return doc
 
 

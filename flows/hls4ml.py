@@ -64,6 +64,7 @@ from accel.errors import AccelError
 from accel.fixed import FixedType, Quant
 from accel.ir.graph import Graph, Node
 from accel.ir.ops import conv_padding
+from accel.outputs import staged_dir
 
 BACKENDS = ("Vitis", "Vivado")
 STRATEGIES = ("Latency", "Resource")
@@ -638,11 +639,7 @@ def write_project(
     _check_options(backend, strategy, reuse)
     low = _lower(graph)
     out_dir = Path(out_dir).absolute()
-    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
-        raise AccelError(f"{out_dir} already exists and is not an empty directory")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
+    with staged_dir(out_dir) as tmp:
         model = _convert(
             graph,
             low,
@@ -657,12 +654,6 @@ def write_project(
             model.write()
         _finish_project(graph, low, model, tmp)
         _set_output_dir(tmp, out_dir)
-        if out_dir.exists():
-            out_dir.rmdir()
-        tmp.rename(out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out_dir
 
 

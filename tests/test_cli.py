@@ -134,7 +134,7 @@ def test_train_refuses_to_overwrite(tmp_path):
     out.mkdir()
     (out / "keep.txt").write_text("mine")
     r = run_cli("train", "autoencoder", "--epochs", "1", "--n-train", "500", "-o", str(out))
-    assert r.returncode == 2 and "exists; pass --force" in r.stderr
+    assert r.returncode == 2 and "pass --force to replace it" in r.stderr
     assert (out / "keep.txt").read_text() == "mine"
 
 

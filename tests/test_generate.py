@@ -110,7 +110,7 @@ def test_existing_output_is_kept(tmp_path):
     out.mkdir()
     (out / "mine.txt").write_text("x")
     r = accel("generate", "autoencoder", "--target", "verilog", "-o", str(out))
-    assert r.returncode == 2 and "exists; pass --force" in r.stderr
+    assert r.returncode == 2 and "pass --force to replace it" in r.stderr
     assert (out / "mine.txt").read_text() == "x"
 
 
