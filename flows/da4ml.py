@@ -43,10 +43,10 @@ from typing import Any
 
 import numpy as np
 
+from accel.compiler.dataflow import conv_taps
 from accel.errors import AccelError
 from accel.fixed import FixedType, Overflow, Quant, Rounding, requantize
 from accel.ir.graph import Graph, Node
-from accel.ir.ops import conv_padding
 from accel.outputs import staged_dir
 
 # Pipeline cut every 5 adder levels: da4ml's documented example value. For the
@@ -86,36 +86,23 @@ def _exact(raw: int, frac: int) -> Fraction:
 # -- tracing -------------------------------------------------------------------
 
 
-def _conv_matrix(node: Node, in_shape: tuple[int, ...]) -> tuple[np.ndarray, tuple[int, ...]]:
-    """The conv as one (H*W*Cin, OH*OW*Cout) matrix of raw weights; padding taps omitted."""
-    w = node.params["weight"].data
-    kh, kw, cin, cout = w.shape
-    h, wd, _ = in_shape
-    s, p = node.attrs["stride"], node.attrs["padding"]
-    oh, top, _ = conv_padding(h, kh, s, p)
-    ow, left, _ = conv_padding(wd, kw, s, p)
-    m = np.zeros((h * wd * cin, oh * ow * cout), dtype=np.int64)
-    for y in range(oh):
-        for x in range(ow):
-            cols = slice((y * ow + x) * cout, (y * ow + x + 1) * cout)
-            for ky in range(kh):
-                for kx in range(kw):
-                    iy, ix = y * s - top + ky, x * s - left + kx
-                    if 0 <= iy < h and 0 <= ix < wd:
-                        rows = slice((iy * wd + ix) * cin, (iy * wd + ix + 1) * cin)
-                        m[rows, cols] = w[ky, kx]
-    return m, (oh, ow, cout)
+def _conv_matrix(node: Node, in_shape: tuple[int, ...]) -> np.ndarray:
+    """The conv as one (H*W*Cin, OH*OW*Cout) matrix of raw weights, from the lowering's taps."""
+    idx, ws = conv_taps(node, in_shape, np.arange(int(np.prod(in_shape))))
+    m = np.zeros((int(np.prod(in_shape)), len(idx)), dtype=np.int64)
+    for o, (i, w) in enumerate(zip(idx, ws, strict=True)):
+        m[i, o] = w
+    return m
 
 
-def _linear(node: Node, x: np.ndarray, in_shape: tuple[int, ...], hw: Any) -> np.ndarray:
+def _linear(
+    node: Node, x: np.ndarray, in_shape: tuple[int, ...], out_shape: tuple[int, ...], hw: Any
+) -> np.ndarray:
     """Dense/conv2d: ``x @ M + b`` as one da4ml CMVM, then wrap to the accumulator."""
     from da4ml.trace import FixedVariable, FixedVariableArray
 
     w, b = node.params["weight"], node.params.get("bias")
-    if node.op == "dense":
-        m_raw, out_shape = w.data, (w.data.shape[1],)
-    else:
-        m_raw, out_shape = _conv_matrix(node, in_shape)
+    m_raw = w.data if node.op == "dense" else _conv_matrix(node, in_shape)
     m = _real(m_raw, w.type)
     flat = x.ravel()
     # Exact constant part: the bias plus every constant input (the gather's zeros).
@@ -252,7 +239,13 @@ def trace(graph: Graph) -> Any:
                 index = np.asarray(node.attrs["index"], dtype=np.int64)
                 y = np.array([flat[j] if j >= 0 else zero for j in index], dtype=object)
             elif node.op in ("dense", "conv2d"):
-                y = _linear(node, x, graph.tensors[node.inputs[0]].shape, hw)
+                y = _linear(
+                    node,
+                    x,
+                    graph.tensors[node.inputs[0]].shape,
+                    graph.tensors[node.outputs[0]].shape,
+                    hw,
+                )
             elif node.op == "relu":
                 y = _relu(x, hw)
             elif node.op == "requantize":

@@ -159,6 +159,11 @@ def _dot_layer(graph: Graph, node: Node, prev: str, name: str) -> tuple[dict, di
     return layer, prec
 
 
+def _activation(name: str, kind: str, prev: str) -> dict:
+    """An hls4ml Activation layer; its result type (set by the caller) does the requantize."""
+    return {"name": name, "class_name": "Activation", "activation": kind, "inputs": [prev]}
+
+
 def _lower(graph: Graph) -> _Lowered:
     if len(graph.inputs) != 1 or len(graph.outputs) != 1:
         raise AccelError(f"graph {graph.name}: the hls4ml flow needs one input and one output")
@@ -205,12 +210,7 @@ def _lower(graph: Graph) -> _Lowered:
         if node.op in ("dense", "conv2d"):
             layer, prec = _dot_layer(graph, node, prev, name)
         elif node.op == "relu":
-            layer = {
-                "name": name,
-                "class_name": "Activation",
-                "activation": "relu",
-                "inputs": [prev],
-            }
+            layer = _activation(name, "relu", prev)
             users = list(graph.consumers(out))
             if len(users) == 1 and users[0].op == "requantize" and out not in graph.outputs:
                 q: Quant = users[0].attrs["quant"]
@@ -221,12 +221,7 @@ def _lower(graph: Graph) -> _Lowered:
             else:
                 prec = {"result": graph.tensors[out].type.ap()}
         elif node.op == "requantize":
-            layer = {
-                "name": name,
-                "class_name": "Activation",
-                "activation": "linear",
-                "inputs": [prev],
-            }
+            layer = _activation(name, "linear", prev)
             prec = {"result": node.attrs["quant"].ap()}
         elif node.op == "reshape":
             layer = {

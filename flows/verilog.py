@@ -119,6 +119,17 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def _payload(direction: str, n: int, t, shape: tuple[int, ...]) -> dict:
+    return {
+        "direction": direction,
+        "width": n * t.width,
+        "elements": n,
+        "element_type": t.ap(),
+        "element_shape": list(shape),
+        "layout": "element k at bits [k*w + w-1 : k*w], C order",
+    }
+
+
 def manifest(graph: Graph, plan: DataflowPlan, top: str, files: dict[str, str]) -> dict:
     timing = DataflowTiming(tuple(plan.reuse))
     t_in, t_out = plan.in_type, plan.out_type
@@ -130,24 +141,10 @@ def manifest(graph: Graph, plan: DataflowPlan, top: str, files: dict[str, str]) 
         "ports": {
             "clk": {"direction": "in", "width": 1},
             "rst": {"direction": "in", "width": 1, "reset": "synchronous, active high"},
-            "i__payload": {
-                "direction": "in",
-                "width": plan.n_in * t_in.width,
-                "elements": plan.n_in,
-                "element_type": t_in.ap(),
-                "element_shape": list(plan.in_shape),
-                "layout": "element k at bits [k*w + w-1 : k*w], C order",
-            },
+            "i__payload": _payload("in", plan.n_in, t_in, plan.in_shape),
             "i__valid": {"direction": "in", "width": 1},
             "i__ready": {"direction": "out", "width": 1},
-            "o__payload": {
-                "direction": "out",
-                "width": plan.n_out * t_out.width,
-                "elements": plan.n_out,
-                "element_type": t_out.ap(),
-                "element_shape": list(plan.out_shape),
-                "layout": "element k at bits [k*w + w-1 : k*w], C order",
-            },
+            "o__payload": _payload("out", plan.n_out, t_out, plan.out_shape),
             "o__valid": {"direction": "out", "width": 1},
             "o__ready": {"direction": "in", "width": 1},
         },

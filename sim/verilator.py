@@ -169,7 +169,7 @@ class StreamSim:
             if len(got) != n:
                 raise AccelError(f"simulation timed out: {len(got)} of {n} samples came out")
             stamps = {
-                k: np.array([int(v, 16) for v in harness.read_memh(d / f"{k}.hex")], np.int64)
+                k: harness.unpack_hex(harness.read_memh(d / f"{k}.hex"), 32, 1, False)[:, 0]
                 for k in ("present", "accept", "valid", "taken")
             }
         return StreamRun(

@@ -102,7 +102,12 @@ def _taps_dense(node: Node, src: np.ndarray) -> tuple[list[np.ndarray], list[np.
     return _prune([src] * w.shape[1], [w[:, o] for o in range(w.shape[1])])
 
 
-def _taps_conv(node: Node, shape, src: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray]]:
+def conv_taps(node: Node, shape, src: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Per conv output (in (y, x, c) order): the input positions and raw weights it sums.
+
+    ``src`` maps the conv input's flat positions to the positions to report
+    (-1 for a constant zero); padding, zero inputs and zero weights are dropped.
+    """
     w = node.params["weight"].data
     kh, kw, cin, cout = w.shape
     h, wd, _ = shape
@@ -151,7 +156,7 @@ def lower(graph: Graph, reuse: int | dict[str, int] = 1) -> DataflowPlan:
         cur = node.outputs[0]
         if node.op in ("dense", "conv2d"):
             t = graph.tensors[node.inputs[0]]
-            idx, ws = _taps_dense(node, src) if node.op == "dense" else _taps_conv(node, shape, src)
+            idx, ws = _taps_dense(node, src) if node.op == "dense" else conv_taps(node, shape, src)
             b = node.params.get("bias")
             acc = node.attrs["acc"]
             bias = np.zeros(len(idx), np.int64) if b is None else align_bias(b.data, b.type, acc)
