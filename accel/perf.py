@@ -1,18 +1,22 @@
 """Cycle model of the dataflow pipeline: exact, including back-pressure.
 
 Each stage of reuse factor ``R`` reads its input from the upstream output
-register while it works, spends ``R`` phase cycles per sample, and hands the
-sample on (input handshake) in its last phase, when its own output register is
-free or being emptied that cycle. That gives, per sample ``n`` and stage ``k``
-(``f`` = cycle of the stage's handshake, ``A`` = cycle its input turns valid)::
+register while it works and spends ``R`` phase cycles per sample, handing the
+sample on (input handshake) in its last phase. Its products are registered, so
+a sample's last partial sum reaches the output register one cycle later, when
+that register is free or being emptied; until then the stage stalls. Per
+sample ``n`` and stage ``k`` (``f`` = cycle of the stage's input handshake,
+``w`` = cycle it writes its output register, ``A`` = cycle its input turns
+valid, ``h`` = cycle the consumer takes the stage's output)::
 
-    f[k][n] = max(A[k][n], f[k][n-1] + 1) + R[k] - 1,  raised to  h[k+1][n-1]
-    A[k+1][n] = f[k][n] + 1
+    f[k][n] = max(A[k][n], w[k][n-1]) + R[k] - 1
+    w[k][n] = max(f[k][n] + 1, h[k][n-1])
+    A[k+1][n] = w[k][n] + 1
 
-where ``h[k+1][n-1]`` is when the consumer took the previous sample. With an
-always-valid source and an always-ready sink, latency is ``sum(R)`` and the
-initiation interval ``max(R)``. The source and sink patterns are periodic
-bit vectors indexed by ``cycle % len(pattern)``, as in the RTL test harness.
+With an always-valid source and an always-ready sink, latency is
+``sum(R) + stages`` and the initiation interval ``max(R)``. The source and sink
+patterns are periodic bit vectors indexed by ``cycle % len(pattern)``, as in the
+RTL test harness.
 """
 
 from __future__ import annotations
@@ -47,7 +51,7 @@ class DataflowTiming:
     @property
     def latency(self) -> int:
         """Cycles from a sample's input turning valid to its output turning valid (idle pipe)."""
-        return sum(self.reuse)
+        return sum(self.reuse) + len(self.reuse)
 
     @property
     def ii(self) -> int:
@@ -71,17 +75,18 @@ class DataflowTiming:
         ps, pk = len(src), len(snk)
         stages = len(self.reuse)
         out = {k: np.zeros(n, np.int64) for k in ("present", "accept", "valid", "taken")}
-        f_prev = [-1] * stages  # handshake cycle of each stage for the previous sample
+        f_prev = [-1] * stages  # input handshake of each stage for the previous sample
+        w_prev = [-1] * stages  # output-register write of each stage for the previous sample
         taken_prev = -1
         for i in range(n):
             c = f_prev[0] + 1
             a = c + int(src[c % ps])
             out["present"][i] = a
             for k, r in enumerate(self.reuse):
-                start = max(a, f_prev[k] + 1)
+                f_prev[k] = max(a, w_prev[k]) + r - 1
                 downstream = f_prev[k + 1] if k + 1 < stages else taken_prev
-                f_prev[k] = max(start + r - 1, downstream)
-                a = f_prev[k] + 1
+                w_prev[k] = max(f_prev[k] + 1, downstream)
+                a = w_prev[k] + 1
             out["accept"][i] = f_prev[0]
             out["valid"][i] = a
             taken_prev = a + int(snk[a % pk])

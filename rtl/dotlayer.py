@@ -28,13 +28,19 @@ def vector_stream(t, n: int) -> stream.Signature:
 
 
 class DotLayer(wiring.Component):
-    """Computes one :class:`DotStage` in ``reuse`` cycles per sample.
+    """Computes one :class:`DotStage` in ``reuse`` cycles per sample, plus one pipeline stage.
 
     The layer reads its input straight from the upstream output register,
     which holds the sample until this layer accepts it in its last phase, so no
     input copy is needed. The layer has ``ceil(taps / reuse)`` multipliers
     shared by all its outputs (see :meth:`DotStage.lanes`); every output keeps
     its own accumulator, which wraps at its declared width like the reference.
+
+    Products are registered before the adder tree: it splits the operand
+    multiplexer and multiplier from the accumulate and requantize logic, which
+    roughly doubles Fmax for one cycle of latency per layer. When the output
+    register cannot take a finished sample, the whole layer stalls (products,
+    phase and accumulators hold), so nothing is lost or recomputed.
     """
 
     def __init__(self, stage: DotStage) -> None:
@@ -52,9 +58,22 @@ class DotLayer(wiring.Component):
         r = st.reuse
         phase = Signal(range(max(r, 2)))
         last = (phase == r - 1) if r > 1 else Const(1)
+        # The product stage: products of phase ``phase_d`` of a sample, valid if ``live``.
+        live = Signal()
+        phase_d = Signal.like(phase)
+        last_d = (phase_d == r - 1) if r > 1 else Const(1)
         can_out = ~self.o.valid | self.o.ready
-        m.d.comb += self.i.ready.eq(last & can_out)
+        stall = named(m, live & last_d & ~can_out, "stall")
+        m.d.comb += self.i.ready.eq(last & ~stall)
+        with m.If(~stall):
+            m.d.sync += [live.eq(self.i.valid), phase_d.eq(phase)]
         x = self.i.payload
+
+        def register(product: Value, name: str) -> Signal:
+            reg = Signal(product.shape(), name=name)
+            with m.If(~stall):
+                m.d.sync += reg.eq(product)
+            return reg
 
         # Each lane multiplies one (input, weight) pair per phase; its product goes
         # to the output it serves in that phase.
@@ -62,14 +81,14 @@ class DotLayer(wiring.Component):
         for j, lane in enumerate(st.lanes()):
             if r == 1:
                 o, i, w = lane[0]
-                served[o].append((x[i] * w, [0]))
+                served[o].append((register(x[i] * w, f"p{j}"), [0]))
                 continue
             pad = [Const(0)] * (r - len(lane))
             # Name both muxes: arithmetic on an ArrayProxy is applied element by
             # element, so multiplying two proxies directly would multiply r*r pairs.
             a = named(m, Array([x[i] for _, i, _ in lane] + pad)[phase], f"x{j}")
             b = named(m, Array([Const(w) for _, _, w in lane] + pad)[phase], f"w{j}")
-            prod = named(m, a * b, f"p{j}")
+            prod = register(a * b, f"p{j}")
             phases = defaultdict(list)
             for p, (o, _, _) in enumerate(lane):
                 phases[o].append(p)
@@ -80,28 +99,28 @@ class DotLayer(wiring.Component):
         for o in range(st.n_out):
             bias = Const(int(st.bias[o]), shape_of(st.acc))
             terms = [
-                prod if r == 1 else Mux(Cat(*(phase == p for p in ps)).any(), prod, 0)
+                prod if r == 1 else Mux(Cat(*(phase_d == p for p in ps)).any(), prod, 0)
                 for prod, ps in served[o]
             ]
             if r > 1 and served[o]:
                 acc = Signal(shape_of(st.acc), name=f"acc{o}")
                 first = min(p for _, ps in served[o] for p in ps)
-                bias = Mux(phase == first, bias, acc)
+                bias = Mux(phase_d == first, bias, acc)
             total = named(m, (bias + tree_sum(terms))[: st.acc.width].as_signed(), f"sum{o}")
             if r > 1 and served[o]:
-                with m.If(self.i.valid & ~last):
+                with m.If(live & ~last_d):
                     m.d.sync += acc.eq(total)
             y = Mux(total < 0, 0, total) if st.relu else total
             results.append(requantize(m, y, st.acc, st.quant, f"q{o}") if st.quant else y)
 
-        with m.If(self.i.valid & last & can_out):
+        with m.If(live & last_d & can_out):
             m.d.sync += self.o.valid.eq(1)
             m.d.sync += [self.o.payload[o].eq(y) for o, y in enumerate(results)]
         with m.Elif(self.o.ready):
             m.d.sync += self.o.valid.eq(0)
         if r > 1:
-            with m.If(self.i.valid & ~last):
+            with m.If(self.i.valid & ~last & ~stall):
                 m.d.sync += phase.eq(phase + 1)
-            with m.Elif(self.i.valid & can_out):
+            with m.Elif(self.i.valid & self.i.ready):
                 m.d.sync += phase.eq(0)
         return m

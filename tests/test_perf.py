@@ -13,7 +13,7 @@ from accel.perf import DataflowTiming
 def test_unstalled_pipeline_has_closed_form(reuse):
     t = DataflowTiming(tuple(reuse))
     s = t.schedule(100)
-    assert s["valid"][0] - s["present"][0] == t.latency == sum(reuse)
+    assert s["valid"][0] - s["present"][0] == t.latency == sum(reuse) + len(reuse)
     # a faster first stage runs ahead until the registers behind it fill; then one per II
     assert set(np.diff(s["accept"])[-20:].tolist()) == {t.ii} == {max(reuse)}
     assert np.diff(s["accept"]).max() == t.ii
@@ -32,7 +32,7 @@ def test_stalled_schedule_invariants(reuse, vp, rp):
     s = t.schedule(40, np.array(vp), np.array(rp))
     assert (s["present"] <= s["accept"]).all()
     assert (s["accept"] - s["present"] >= reuse[0] - 1).all()
-    assert (s["valid"] - s["accept"] >= sum(reuse[1:]) + 1).all()
+    assert (s["valid"] - s["accept"] >= sum(reuse[1:]) + len(reuse) + 1).all()
     assert (s["valid"] <= s["taken"]).all()
     assert (np.diff(s["taken"]) >= 1).all() and (np.diff(s["accept"]) >= 1).all()
     # in the long run no faster than the II (a stall can let one result queue up per stage)
