@@ -30,7 +30,8 @@ def matmul_exact(
     return x @ w
 
 
-def _finish(acc: np.ndarray, bias: np.ndarray | None, acc_type: FixedType) -> np.ndarray:
+def finish(acc: np.ndarray, bias: np.ndarray | None, acc_type: FixedType) -> np.ndarray:
+    """Add the (aligned) bias and wrap to the accumulator width, as the hardware does."""
     if bias is not None:
         acc = acc + bias
     return requantize(acc, acc_type.frac, Quant(acc_type, overflow=Overflow.WRAP))
@@ -51,7 +52,19 @@ def dense(
 ) -> np.ndarray:
     """(N, K) x (K, O) + bias (already aligned) -> (N, O) accumulators."""
     bmax = 0 if bias is None else int(np.abs(bias).max(initial=0))
-    return _finish(matmul_exact(x, w, x_type, w_type, bmax), bias, acc_type)
+    return finish(matmul_exact(x, w, x_type, w_type, bmax), bias, acc_type)
+
+
+def im2col(
+    x: np.ndarray, kh: int, kw: int, pads: tuple[int, int, int, int], stride: int
+) -> tuple[np.ndarray, tuple[int, int, int]]:
+    """(N,H,W,C) -> (N*OH*OW, KH*KW*C) patch rows, columns ordered (KH, KW, C) like weights."""
+    top, bottom, left, right = pads
+    xp = np.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)))
+    win = sliding_window_view(xp, (kh, kw), axis=(1, 2))[:, ::stride, ::stride]
+    # win: (N, OH, OW, C, KH, KW)
+    n, oh, ow, cin = win.shape[:4]
+    return win.transpose(0, 1, 2, 4, 5, 3).reshape(n * oh * ow, kh * kw * cin), (n, oh, ow)
 
 
 def conv2d(
@@ -66,12 +79,7 @@ def conv2d(
 ) -> np.ndarray:
     """NHWC convolution by im2col: (N,H,W,C) * (KH,KW,C,O) -> (N,OH,OW,O)."""
     kh, kw, cin, cout = w.shape
-    top, bottom, left, right = pads
-    xp = np.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)))
-    win = sliding_window_view(xp, (kh, kw), axis=(1, 2))[:, ::stride, ::stride]
-    # win: (N, OH, OW, C, KH, KW) -> columns ordered (KH, KW, C) like the weight
-    n, oh, ow = win.shape[:3]
-    cols = win.transpose(0, 1, 2, 4, 5, 3).reshape(n * oh * ow, kh * kw * cin)
+    cols, (n, oh, ow) = im2col(x, kh, kw, pads, stride)
     bmax = 0 if bias is None else int(np.abs(bias).max(initial=0))
     acc = matmul_exact(cols, w.reshape(kh * kw * cin, cout), x_type, w_type, bmax)
-    return _finish(acc, bias, acc_type).reshape(n, oh, ow, cout)
+    return finish(acc, bias, acc_type).reshape(n, oh, ow, cout)

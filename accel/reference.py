@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from accel import kernels
+from accel import kernels, nm
 from accel.errors import AccelError
 from accel.fixed import quantize, requantize
 from accel.ir.graph import Graph, Node, Tensor
@@ -40,24 +40,50 @@ def _dense(node, xs, ts):
     return kernels.dense(xs[0], w.data, _bias(node), ts[0].type, w.type, node.attrs["acc"])
 
 
+def _conv_pads(node: Node, x: Tensor) -> tuple[int, int, int, int]:
+    kh, kw = node.params["weight"].data.shape[:2]
+    s, p = node.attrs["stride"], node.attrs["padding"]
+    _, top, bottom = conv_padding(x.shape[0], kh, s, p)
+    _, left, right = conv_padding(x.shape[1], kw, s, p)
+    return top, bottom, left, right
+
+
 @kernel("conv2d")
 def _conv2d(node, xs, ts):
     w = node.params["weight"]
-    kh, kw = w.data.shape[:2]
-    h, wd = ts[0].shape[:2]
-    s, p = node.attrs["stride"], node.attrs["padding"]
-    _, top, bottom = conv_padding(h, kh, s, p)
-    _, left, right = conv_padding(wd, kw, s, p)
     return kernels.conv2d(
         xs[0],
         w.data,
         _bias(node),
-        (top, bottom, left, right),
-        s,
+        _conv_pads(node, ts[0]),
+        node.attrs["stride"],
         ts[0].type,
         w.type,
         node.attrs["acc"],
     )
+
+
+def _compressed(node: Node) -> nm.Compressed:
+    """The forward-pattern compressed weight of a dot node, as (K, C)."""
+    w = node.params["weight"].data
+    return nm.compress(w.reshape(-1, w.shape[-1]), nm.NM.parse(node.attrs["nm"]), 0, node.name)
+
+
+def _dense_compressed(node, xs, ts):
+    return kernels.finish(
+        nm.matmul_compressed(xs[0], _compressed(node)), _bias(node), node.attrs["acc"]
+    )
+
+
+def _conv2d_compressed(node, xs, ts):
+    kh, kw, _, cout = node.params["weight"].data.shape
+    cols, (n, oh, ow) = kernels.im2col(xs[0], kh, kw, _conv_pads(node, ts[0]), node.attrs["stride"])
+    acc = nm.matmul_compressed(cols, _compressed(node))
+    return kernels.finish(acc, _bias(node), node.attrs["acc"]).reshape(n, oh, ow, cout)
+
+
+# Kernels that read only the kept weights of an N:M node (``run(..., compressed=True)``).
+COMPRESSED_KERNELS: dict[str, Kernel] = {"dense": _dense_compressed, "conv2d": _conv2d_compressed}
 
 
 @kernel("relu")
@@ -112,8 +138,14 @@ def quantize_inputs(graph: Graph, name: str, x: np.ndarray) -> np.ndarray:
     return quantize(x, graph.input_quant[name])
 
 
-def run(graph: Graph, inputs: dict[str, np.ndarray] | np.ndarray) -> dict[str, np.ndarray]:
-    """Execute ``graph`` on raw integer inputs; returns every tensor by name."""
+def run(
+    graph: Graph, inputs: dict[str, np.ndarray] | np.ndarray, compressed: bool = False
+) -> dict[str, np.ndarray]:
+    """Execute ``graph`` on raw integer inputs; returns every tensor by name.
+
+    ``compressed=True`` runs N:M nodes from their compressed weights (values and
+    indices), the way the sparse engine reads them; the result is identical.
+    """
     if not isinstance(inputs, dict):
         if len(graph.inputs) != 1:
             raise AccelError(f"graph {graph.name} has {len(graph.inputs)} inputs; pass a dict")
@@ -121,6 +153,8 @@ def run(graph: Graph, inputs: dict[str, np.ndarray] | np.ndarray) -> dict[str, n
     values = {n: check_raw_inputs(graph, n, inputs[n]) for n in graph.inputs}
     for node in graph.nodes:
         fn = KERNELS.get(node.op)
+        if compressed and node.attrs.get("nm") is not None:
+            fn = COMPRESSED_KERNELS[node.op]
         if fn is None:
             raise AccelError(f"node {node.name}: the reference has no kernel for op {node.op!r}")
         ts = [graph.tensors[t] for t in node.inputs]

@@ -11,6 +11,7 @@ from typing import ClassVar
 
 import numpy as np
 
+from accel import nm
 from accel.errors import AccelError
 from accel.fixed import MAX_WIDTH, FixedType, Quant
 from accel.ir.graph import Node, Param, Tensor
@@ -91,7 +92,19 @@ class _DotOp(Op):
                     f"node {node.name}: accumulator must have {frac} fraction bits, got {acc.frac}"
                 )
         node.attrs["acc"] = acc
+        cls._check_sparsity(node, w.data.reshape(-1, w.data.shape[-1]))
         return acc
+
+    @staticmethod
+    def _check_sparsity(node: Node, w2: np.ndarray) -> None:
+        """Declared N:M patterns: ``nm`` groups the reduction axis (the forward pass's
+        mask on W), ``nm_t`` the output axis (the backward pass's mask on W^T)."""
+        for key, axis in (("nm", 0), ("nm_t", 1)):
+            if node.attrs.get(key) is None:
+                continue
+            pattern = nm.NM.parse(node.attrs[key])
+            nm.check(w2, pattern, axis, f"node {node.name} ({key} {pattern})")
+            node.attrs[key] = pattern.to_json()
 
 
 @register
