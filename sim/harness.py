@@ -3,8 +3,9 @@
 The harness owns the clock (``always #5``), loads every input sample and the
 periodic source-valid / sink-ready patterns from files with ``$readmemh``,
 drives the DUT's input stream and drains its output stream at full speed,
-stamps four cycle numbers per sample, and writes results with ``$writememh``
-when the last sample is out. cocotb only waits for ``done``. Any design with
+stamps two cycle numbers per input word and two per output word, and writes
+results with ``$writememh`` when the expected number of outputs (``+NOUT``,
+by default one per input) is out. cocotb only waits for ``done``. Any design with
 ``i``/``o`` vector streams (``clk rst i__payload i__valid i__ready o__...``)
 can be dropped in.
 """
@@ -34,6 +35,7 @@ module accel_harness;
   logic [31:0] cycle /*verilator public_flat_rd*/ = 32'd0;
 
   int n_samples;
+  int n_out;
   int max_cycles;
   string in_file, vpat_file, rpat_file, out_prefix;
 
@@ -65,6 +67,7 @@ module accel_harness;
 
   initial begin
     if (!$value$plusargs("N=%d", n_samples)) $fatal(1, "+N= missing");
+    if (!$value$plusargs("NOUT=%d", n_out)) n_out = n_samples;
     if (!$value$plusargs("MAXCYC=%d", max_cycles)) max_cycles = 32'h7fffffff;
     if (!$value$plusargs("IN=%s", in_file)) $fatal(1, "+IN= missing");
     if (!$value$plusargs("VPAT=%s", vpat_file)) $fatal(1, "+VPAT= missing");
@@ -92,15 +95,17 @@ module accel_harness;
       recv <= recv + 1;
       seen <= 1'b0;
     end else if (o_valid) seen <= 1'b1;
-    if (recv == n_samples || cycle >= max_cycles) begin
+    if (recv == n_out || cycle >= max_cycles) begin
+      if (sent > 0) begin
+        $writememh({{out_prefix, "present.hex"}}, t_present, 0, sent - 1);
+        $writememh({{out_prefix, "accept.hex"}}, t_accept, 0, sent - 1);
+      end
       if (recv > 0) begin
         $writememh({{out_prefix, "out.hex"}}, out_mem, 0, recv - 1);
-        $writememh({{out_prefix, "present.hex"}}, t_present, 0, recv - 1);
-        $writememh({{out_prefix, "accept.hex"}}, t_accept, 0, recv - 1);
         $writememh({{out_prefix, "valid.hex"}}, t_valid, 0, recv - 1);
         $writememh({{out_prefix, "taken.hex"}}, t_taken, 0, recv - 1);
       end
-      timeout <= recv != n_samples;
+      timeout <= recv != n_out;
       done <= 1'b1;
     end
   end
@@ -118,11 +123,24 @@ def render(dut: str, in_width: int, out_width: int, n_max: int, pattern_bits: in
 
 def pack_hex(raw: np.ndarray, width: int) -> list[str]:
     """Rows of raw integers -> one hex word per row, element 0 in the low bits."""
-    raw = np.asarray(raw, dtype=np.int64)
-    n, k = raw.shape
-    bits = ((raw[:, :, None] >> np.arange(width)) & 1).astype(np.uint8).reshape(n, k * width)
-    pad = (-bits.shape[1]) % 4
+    return pack_fields_hex([(raw, width)])
+
+
+def pack_fields_hex(fields: list[tuple[np.ndarray, int]], word_bits: int = 0) -> list[str]:
+    """Rows of several fields, each (n, k) integers of one width, low field first.
+
+    Words are padded to ``word_bits`` (at least) so every line has the same length.
+    """
+    parts = []
+    for raw, width in fields:
+        raw = np.asarray(raw, dtype=np.int64)
+        n, k = raw.shape
+        bits = ((raw[:, :, None] >> np.arange(width)) & 1).astype(np.uint8)
+        parts.append(bits.reshape(n, k * width))
+    bits = np.concatenate(parts, axis=1)
+    pad = (-bits.shape[1]) % 4 + max(0, word_bits - bits.shape[1]) // 4 * 4
     bits = np.pad(bits, ((0, 0), (0, pad)))
+    n = len(bits)
     nibbles = bits.reshape(n, bits.shape[1] // 4, 4) @ np.array([1, 2, 4, 8], np.uint8)
     digits = np.frombuffer(b"0123456789abcdef", np.uint8)[nibbles[:, ::-1]]
     return [row.tobytes().decode() for row in digits]

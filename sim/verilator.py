@@ -122,11 +122,16 @@ class StreamSim:
         src_valid: np.ndarray | None = None,
         sink_ready: np.ndarray | None = None,
         max_cycles: int | None = None,
+        n_out: int | None = None,
     ) -> StreamRun:
-        """Stream hex words through the design; returns output words and stamps."""
+        """Stream hex words through the design; returns output words and stamps.
+
+        ``n_out`` output words are awaited (default: one per input word).
+        """
         n = len(words_in)
-        if n > self.n_max:
-            raise AccelError(f"{n} samples exceed the harness capacity {self.n_max}")
+        n_out = n if n_out is None else n_out
+        if max(n, n_out) > self.n_max:
+            raise AccelError(f"{max(n, n_out)} words exceed the harness capacity {self.n_max}")
         build_s = self.build()
         if n == 0:
             empty = np.zeros(0, np.int64)
@@ -139,9 +144,10 @@ class StreamSim:
             (d / "in.hex").write_text("\n".join(words_in) + "\n")
             (d / "vpat.hex").write_text("\n".join(map(str, vpat.astype(int))) + "\n")
             (d / "rpat.hex").write_text("\n".join(map(str, rpat.astype(int))) + "\n")
-            limit = max_cycles if max_cycles is not None else 64 * (n + 64) * p
+            limit = max_cycles if max_cycles is not None else 64 * (n + n_out + 64) * p
             plusargs = [
                 f"+N={n}",
+                f"+NOUT={n_out}",
                 f"+MAXCYC={min(limit, 2**31 - 1)}",
                 f"+IN={d / 'in.hex'}",
                 f"+VPAT={d / 'vpat.hex'}",
@@ -166,10 +172,12 @@ class StreamSim:
                 raise AccelError(f"simulation ended without a result: {tail.splitlines()[-1:]}")
             stats = json.loads((d / "stats.json").read_text())
             got = harness.read_memh(d / "out.hex")
-            if len(got) != n:
-                raise AccelError(f"simulation timed out: {len(got)} of {n} samples came out")
+            if len(got) != n_out:
+                raise AccelError(f"simulation timed out: {len(got)} of {n_out} words came out")
             stamps = {
                 k: harness.unpack_hex(harness.read_memh(d / f"{k}.hex"), 32, 1, False)[:, 0]
+                if (d / f"{k}.hex").is_file()
+                else np.zeros(0, np.int64)
                 for k in ("present", "accept", "valid", "taken")
             }
         return StreamRun(

@@ -1,0 +1,153 @@
+"""Compile GEMMs onto the engine: tiling, weight packing and buffer allocation.
+
+Tiling is fixed by the array: a GEMM ``C (R x C) = A (R x K) @ B (K x C)`` runs as
+a grid of ``rows x cols`` output tiles, column tile outer and row block inner,
+each tile sweeping K one group at a time. What the compiler decides is how many
+weights of each group a tile reads (``n``: the declared N:M pattern mapped onto
+the hardware's group), where every operand lives in the buffers, and the
+stream words that carry them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from accel import nm
+from accel.engine.config import EngineConfig
+from accel.engine.isa import Target
+from accel.engine.program import (
+    Drain,
+    Gemm,
+    Load,
+    Program,
+    a_words,
+    b_words,
+    bias_words,
+    ceil_to,
+)
+from accel.errors import AccelError
+
+
+def kept_per_group(cfg: EngineConfig, pattern: nm.NM | None) -> int:
+    """Weights a tile reads per hardware group for a layer declared ``pattern``.
+
+    N:M with M dividing the group is (N * group / M):group; with the group
+    dividing M each hardware group holds at most N; otherwise the layer runs dense.
+    """
+    g = cfg.group
+    if pattern is None:
+        return g
+    if g % pattern.m == 0:
+        return pattern.n * (g // pattern.m)
+    if pattern.m % g == 0:
+        return min(pattern.n, g)
+    return g
+
+
+@dataclass
+class GemmSpec:
+    """One GEMM with its operands as raw integers; ``pattern`` is B's along K."""
+
+    name: str
+    a: np.ndarray
+    b: np.ndarray
+    drain: Drain
+    pattern: nm.NM | None = None
+    bias: np.ndarray | None = None  # aligned to the accumulator
+
+
+def _fits(x: np.ndarray, bits: int, what: str) -> None:
+    lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+    if x.size and (x.min() < lo or x.max() > hi):
+        raise AccelError(f"{what}: values outside the engine's {bits}-bit signed operands")
+
+
+class Allocator:
+    """Bump allocation in the weight and bias buffers, with one-line overflow errors."""
+
+    def __init__(self, cfg: EngineConfig) -> None:
+        self.cfg = cfg
+        self.b = 0
+        self.bias = 0
+
+    def weights(self, words: int, what: str) -> int:
+        base, self.b = self.b, self.b + words
+        if self.b > self.cfg.b_depth:
+            raise AccelError(
+                f"{what}: weights need {self.b} words of the weight buffer, which holds "
+                f"{self.cfg.b_depth}; use a larger b_depth or fewer layers"
+            )
+        return base
+
+    def biases(self, words: int, what: str) -> int:
+        base, self.bias = self.bias, self.bias + words
+        if self.bias > self.cfg.bias_depth:
+            raise AccelError(
+                f"{what}: biases need {self.bias} words, the bias buffer holds "
+                f"{self.cfg.bias_depth}"
+            )
+        return base
+
+
+def check_a_region(cfg: EngineConfig, words: int, what: str) -> None:
+    if words > cfg.a_depth:
+        raise AccelError(
+            f"{what}: activations need {words} words per bank, the banks hold {cfg.a_depth}"
+        )
+
+
+def place(
+    cfg: EngineConfig,
+    spec: GemmSpec,
+    alloc: Allocator,
+    rows: int,
+    a_base: int,
+    out_base: int,
+    to_stream: bool,
+) -> tuple[Gemm, list[Load]]:
+    """A GEMM with its weights and biases allocated; the loads that fill them."""
+    b = np.asarray(spec.b, dtype=np.int64)
+    _fits(b, cfg.b_bits, f"{spec.name}: B")
+    if spec.pattern is not None:
+        nm.check(b, spec.pattern, 0, spec.name)
+    k = ceil_to(b.shape[0], cfg.group)
+    cols = ceil_to(b.shape[1], cfg.cols)
+    n = kept_per_group(cfg, spec.pattern)
+    dense = n == cfg.group
+    gemm = Gemm(
+        name=spec.name,
+        rows=rows,
+        k=k,
+        cols=cols,
+        n=n,
+        dense=dense,
+        a_base=a_base,
+        b_base=0,
+        bias_base=0,
+        out_base=out_base,
+        to_stream=to_stream,
+        drain=spec.drain,
+        useful_macs=rows * int((b != 0).sum()),
+    )
+    words = b_words(cfg, b, k, cols, n, dense, spec.name)
+    gemm.b_base = alloc.weights(len(words), spec.name)
+    biases = bias_words(cfg, spec.bias, cols)
+    gemm.bias_base = alloc.biases(len(biases), spec.name)
+    return gemm, [Load(Target.B, gemm.b_base, words), Load(Target.BIAS, gemm.bias_base, biases)]
+
+
+def compile_gemms(cfg: EngineConfig, specs: list[GemmSpec]) -> Program:
+    """Independent GEMMs, each loading its A and streaming its C out."""
+    alloc = Allocator(cfg)
+    prog = Program(cfg)
+    for spec in specs:
+        a = np.asarray(spec.a, dtype=np.int64)
+        if a.ndim != 2 or np.asarray(spec.b).ndim != 2 or a.shape[1] != spec.b.shape[0]:
+            raise AccelError(f"{spec.name}: A {a.shape} and B {np.shape(spec.b)} do not multiply")
+        _fits(a, cfg.a_bits, f"{spec.name}: A")
+        gemm, loads = place(cfg, spec, alloc, len(a), 0, 0, True)
+        check_a_region(cfg, gemm.a_words(cfg), spec.name)
+        prog.steps += [*loads, Load(Target.A, 0, a_words(cfg, a, gemm.k)), gemm]
+    return prog

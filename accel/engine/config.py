@@ -1,0 +1,52 @@
+"""Engine parameters: array size, operand widths, buffer sizes."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from accel.errors import AccelError
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """A ``rows`` x ``cols`` MAC array with group width ``group``.
+
+    ``group`` is the hardware's M: every PE holds a ``group``-to-1 multiplexer,
+    so a layer whose weights keep ``n`` of every ``group`` runs a group in ``n``
+    cycles instead of ``group``. Any N:M pattern with M dividing ``group`` maps
+    onto it at the same ratio (2:4 is 4:8), and a dense layer is ``group:group``.
+    Operands are signed; unsigned 8-bit activations need ``a_bits`` of 9.
+    """
+
+    rows: int = 8
+    cols: int = 8
+    group: int = 8
+    a_bits: int = 9
+    b_bits: int = 9
+    acc_bits: int = 32
+    a_depth: int = 1024  # words of ``group`` activations, per bank (one bank per row)
+    b_depth: int = 2048  # words of ``cols`` (weight, index) pairs
+    bias_depth: int = 128  # words of ``cols`` biases
+    imem_depth: int = 64  # instructions
+
+    def __post_init__(self) -> None:
+        for name in ("rows", "cols", "group", "a_bits", "b_bits", "acc_bits"):
+            if getattr(self, name) < 1:
+                raise AccelError(f"engine {name} must be positive")
+        if self.cols % self.group:
+            raise AccelError(
+                f"engine cols ({self.cols}) must be a multiple of the group ({self.group})"
+            )
+        if self.acc_bits > 62:
+            raise AccelError("engine accumulators are limited to 62 bits")
+
+    @property
+    def idx_bits(self) -> int:
+        return max(1, (self.group - 1).bit_length())
+
+    @property
+    def macs(self) -> int:
+        return self.rows * self.cols
+
+    def to_json(self) -> dict:
+        return asdict(self)

@@ -1,0 +1,73 @@
+"""The engine's cycle model: exact cycles of a program on a free-flowing stream.
+
+Derived from the controller (``accel.rtl.engine.core``), with the input always
+valid and the output always ready:
+
+- boot: the count word, one cycle per instruction, one to finish;
+- every instruction: a fetch and a decode cycle;
+- LOAD of ``w`` words: ``w`` cycles plus one;
+- GEMM: tiles issue back to back, ``T = groups * n`` steps each, unless the
+  drain (``D = rows * cols / group`` words per tile) is slower: then each tile
+  waits for the previous one's drain, so tiles start ``max(T, D)`` apart. The
+  last tile's sums reach the drain 2 cycles after its last step; the controller
+  moves on when the drain has emptied and the pipeline is idle (3 + D cycles
+  after the last step).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from accel.engine.program import Gemm, Load, Program
+
+
+@dataclass
+class GemmTiming:
+    name: str
+    start: int  # cycle of the first issued step
+    cycles: int  # fetch to the next instruction's fetch
+    ideal: float  # useful MACs / MAC units
+    useful_macs: int
+
+    @property
+    def utilisation(self) -> float:
+        return self.ideal / self.cycles
+
+
+@dataclass
+class ProgramTiming:
+    total: int  # cycles from reset to the HALT instruction's decode
+    out_valid: np.ndarray  # cycle each output word first turns valid
+    gemms: list[GemmTiming]
+
+
+def predict(program: Program) -> ProgramTiming:
+    cfg = program.cfg
+    n_ins = len(program.instructions())
+    t = 1 + n_ins + 1  # count word, instructions, the check that ends the boot
+    words_per_tile = cfg.rows * cfg.cols // cfg.group
+    out_valid: list[np.ndarray] = []
+    gemms = []
+    for s in program.steps:
+        fetch = t
+        t += 2
+        if isinstance(s, Load):
+            t += len(s.words) + 1
+            continue
+        assert isinstance(s, Gemm)
+        steps, drain = s.steps_per_tile(cfg), words_per_tile
+        period = max(steps, drain)
+        tiles = s.tiles(cfg)
+        last = [t + steps - 1 + i * period for i in range(tiles)]  # each tile's last step
+        if s.to_stream:
+            w = np.arange(drain)
+            out_valid += [e + 3 + w for e in last]
+        t = last[-1] + 4 + drain
+        gemms.append(
+            GemmTiming(s.name, fetch + 2, t - fetch, s.useful_macs / cfg.macs, s.useful_macs)
+        )
+    t += 2  # the HALT's fetch and decode
+    valid = np.concatenate(out_valid) if out_valid else np.zeros(0, np.int64)
+    return ProgramTiming(t, valid.astype(np.int64), gemms)

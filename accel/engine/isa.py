@@ -1,0 +1,86 @@
+"""The engine's instruction set: one flat record per instruction.
+
+The layout is an Amaranth ``StructLayout``, so the controller decodes and the
+compiler encodes the very same fields. A program is streamed in ahead of its
+data: first a word holding the instruction count, then the instructions, then
+whatever the program's LOADs consume.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import unsigned
+from amaranth.lib import data, enum
+
+from accel.engine.config import EngineConfig
+
+
+class Opcode(enum.Enum, shape=2):
+    HALT = 0
+    LOAD = 1  # copy ``count`` stream words into a buffer
+    GEMM = 2  # run a grid of output tiles
+
+
+class Target(enum.Enum, shape=2):
+    A = 0  # activation banks: word i goes to bank i % rows, address base + i // rows
+    B = 1  # weight words: address base + i
+    BIAS = 2  # bias words: address base + i
+
+
+class Rounding(enum.Enum, shape=2):
+    TRN = 0
+    RND = 1
+    RND_CONV = 2
+
+
+def _bits(n: int) -> int:
+    return max(1, (n - 1).bit_length())
+
+
+def instruction_layout(cfg: EngineConfig) -> data.StructLayout:
+    """All fields of all opcodes; an opcode ignores the ones it does not use."""
+    a, b, c = _bits(cfg.a_depth), _bits(cfg.b_depth + 1), _bits(cfg.bias_depth)
+    return data.StructLayout(
+        {
+            "op": Opcode,
+            "target": Target,
+            "count": unsigned(24),  # LOAD: words
+            "base": unsigned(max(a, b, c)),  # LOAD: first address
+            # GEMM: C[rb*P + p, ct*Q + q] = sum_k A[.., k] * B[k, ..] over tiles (ct, rb)
+            "a_base": unsigned(a),
+            "a_stride": unsigned(a),  # words between row blocks
+            "b_base": unsigned(b),
+            "bias_base": unsigned(c),
+            "groups": unsigned(b),  # K / group
+            "n": unsigned(_bits(cfg.group + 1)),  # kept weights per group (group when dense)
+            "dense": unsigned(1),  # indices are 0..group-1, not read from B
+            "row_blocks": unsigned(a),
+            "col_tiles": unsigned(b),
+            "to_stream": unsigned(1),  # results leave on the output stream, not into A
+            "out_base": unsigned(a),
+            "out_stride": unsigned(a),
+            # drain: v = wrap(acc + bias, acc_width); relu; round >> shift; sat or wrap
+            "acc_width": unsigned(7),
+            "relu": unsigned(1),
+            "shift": unsigned(6),
+            "rounding": Rounding,
+            "sat": unsigned(1),
+            "out_width": unsigned(7),
+            "out_signed": unsigned(1),
+        }
+    )
+
+
+def word_width(cfg: EngineConfig) -> int:
+    """Input stream word: wide enough for an instruction and every buffer word."""
+    return max(
+        instruction_layout(cfg).size,
+        cfg.group * cfg.a_bits,
+        cfg.cols * (cfg.b_bits + cfg.idx_bits),
+        cfg.cols * cfg.acc_bits,
+        24,
+    )
+
+
+def encode(cfg: EngineConfig, **fields) -> int:
+    """One instruction as an integer (unset fields are zero)."""
+    return instruction_layout(cfg).const(fields).as_bits()

@@ -1,0 +1,236 @@
+"""Engine programs: GEMMs placed in the buffers, and the stream words that carry them.
+
+A :class:`Program` is what the compiler emits and the engine runs: LOADs that
+fill the buffers from the input stream and GEMMs that read them. It knows how
+to lay its operands out as stream words (the buffers' bit layouts) and how to
+put the output words back together into matrices.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from accel import nm
+from accel.engine.config import EngineConfig
+from accel.engine.isa import Opcode, Rounding, Target, encode, word_width
+from accel.errors import AccelError
+from accel.fixed import FixedType, Overflow, Quant
+from accel.fixed import Rounding as FixedRounding
+from accel.sim.harness import pack_fields_hex, unpack_hex
+
+ROUNDING = {
+    FixedRounding.TRN: Rounding.TRN,
+    FixedRounding.RND: Rounding.RND,
+    FixedRounding.RND_CONV: Rounding.RND_CONV,
+}
+
+
+def ceil_to(x: int, m: int) -> int:
+    return -(-x // m) * m
+
+
+@dataclass(frozen=True)
+class Drain:
+    """What happens to a finished accumulator on its way out (see ``isa``)."""
+
+    acc: FixedType
+    relu: bool = False
+    quant: Quant | None = None
+
+    def fields(self, bits: int, what: str) -> dict:
+        if self.acc.width > bits:
+            raise AccelError(
+                f"{what}: accumulator needs {self.acc.width} bits, the engine has {bits}"
+            )
+        if self.quant is None:
+            return {
+                "acc_width": self.acc.width,
+                "relu": int(self.relu),
+                "out_width": self.acc.width,
+                "out_signed": 1,
+            }
+        shift = self.acc.frac - self.quant.type.frac
+        if shift < 0:
+            raise AccelError(f"{what}: requantize adds fraction bits, which the engine cannot")
+        return {
+            "acc_width": self.acc.width,
+            "relu": int(self.relu),
+            "shift": shift,
+            "rounding": ROUNDING[self.quant.rounding],
+            "sat": int(self.quant.overflow is Overflow.SAT),
+            "out_width": self.quant.type.width,
+            "out_signed": int(self.quant.type.signed),
+        }
+
+
+@dataclass
+class Load:
+    target: Target
+    base: int
+    words: list[str]  # hex, one per stream word
+
+
+@dataclass
+class Gemm:
+    """``C = drain(A @ B + bias)`` with A in the activation banks, B in the weight buffer.
+
+    ``n`` kept weights per group of ``cfg.group`` (``dense``: all, indices implicit).
+    Rows are padded to a multiple of the array's rows, columns to its columns.
+    """
+
+    name: str
+    rows: int  # rows of A and C
+    k: int  # padded reduction length (a multiple of the group)
+    cols: int  # padded columns of B and C
+    n: int
+    dense: bool
+    a_base: int
+    b_base: int
+    bias_base: int
+    out_base: int
+    to_stream: bool
+    drain: Drain
+    useful_macs: int  # rows x non-zero weights
+
+    def row_blocks(self, cfg: EngineConfig) -> int:
+        return -(-self.rows // cfg.rows)
+
+    def col_tiles(self, cfg: EngineConfig) -> int:
+        return self.cols // cfg.cols
+
+    def groups(self, cfg: EngineConfig) -> int:
+        return self.k // cfg.group
+
+    def tiles(self, cfg: EngineConfig) -> int:
+        return self.row_blocks(cfg) * self.col_tiles(cfg)
+
+    def steps_per_tile(self, cfg: EngineConfig) -> int:
+        return self.groups(cfg) * self.n
+
+    def b_words(self, cfg: EngineConfig) -> int:
+        return self.col_tiles(cfg) * self.steps_per_tile(cfg)
+
+    def a_words(self, cfg: EngineConfig) -> int:
+        """Words per bank of the input."""
+        return self.row_blocks(cfg) * self.groups(cfg)
+
+    def out_words(self, cfg: EngineConfig) -> int:
+        """Words per bank of the output (or stream words / rows, when streamed)."""
+        return self.row_blocks(cfg) * self.cols // cfg.group
+
+    def encode(self, cfg: EngineConfig) -> int:
+        return encode(
+            cfg,
+            op=Opcode.GEMM,
+            a_base=self.a_base,
+            a_stride=self.groups(cfg),
+            b_base=self.b_base,
+            bias_base=self.bias_base,
+            groups=self.groups(cfg),
+            n=self.n,
+            dense=int(self.dense),
+            row_blocks=self.row_blocks(cfg),
+            col_tiles=self.col_tiles(cfg),
+            to_stream=int(self.to_stream),
+            out_base=self.out_base,
+            out_stride=self.cols // cfg.group,
+            **self.drain.fields(cfg.acc_bits, self.name),
+        )
+
+
+@dataclass
+class Program:
+    cfg: EngineConfig
+    steps: list[Load | Gemm] = field(default_factory=list)
+
+    @property
+    def gemms(self) -> list[Gemm]:
+        return [s for s in self.steps if isinstance(s, Gemm)]
+
+    def instructions(self) -> list[int]:
+        out = []
+        for s in self.steps:
+            if isinstance(s, Load):
+                out.append(
+                    encode(
+                        self.cfg, op=Opcode.LOAD, target=s.target, base=s.base, count=len(s.words)
+                    )
+                )
+            else:
+                out.append(s.encode(self.cfg))
+        out.append(encode(self.cfg, op=Opcode.HALT))
+        if len(out) > self.cfg.imem_depth:
+            raise AccelError(
+                f"program has {len(out)} instructions, the engine holds {self.cfg.imem_depth}"
+            )
+        return out
+
+    def words(self) -> list[str]:
+        """The whole input stream: count, instructions, then the loads' data."""
+        w = word_width(self.cfg)
+        digits = -(-w // 4)
+        ins = self.instructions()
+        head = [format(len(ins), "x").rjust(digits, "0")]
+        head += [format(v, "x").rjust(digits, "0") for v in ins]
+        data = [x.rjust(digits, "0") for s in self.steps if isinstance(s, Load) for x in s.words]
+        return head + data
+
+    def n_out_words(self) -> int:
+        return sum(g.out_words(self.cfg) * self.cfg.rows for g in self.gemms if g.to_stream)
+
+    def split_outputs(self, lines: list[str]) -> list[np.ndarray]:
+        """Output words -> one padded C matrix per streamed GEMM, in program order."""
+        cfg = self.cfg
+        vals = unpack_hex(lines, cfg.acc_bits, cfg.group, True) if lines else np.zeros((0, 0))
+        out, at = [], 0
+        for g in self.gemms:
+            if not g.to_stream:
+                continue
+            rb, ct, words = g.row_blocks(cfg), g.col_tiles(cfg), cfg.cols // cfg.group
+            n = rb * ct * cfg.rows * words
+            block = vals[at : at + n].reshape(ct, rb, cfg.rows, words * cfg.group)
+            out.append(block.transpose(1, 2, 0, 3).reshape(rb * cfg.rows, ct * cfg.cols))
+            at += n
+        return out
+
+
+# -- operand layouts -------------------------------------------------------------
+def a_words(cfg: EngineConfig, a: np.ndarray, k: int) -> list[str]:
+    """Rows of A, padded to (row blocks x P, k), as bank-interleaved stream words."""
+    r = ceil_to(len(a), cfg.rows)
+    pad = np.zeros((r, k), np.int64)
+    pad[: len(a), : a.shape[1]] = a
+    g = k // cfg.group
+    words = pad.reshape(r // cfg.rows, cfg.rows, g, cfg.group).transpose(0, 2, 1, 3)
+    return pack_fields_hex([(words.reshape(-1, cfg.group), cfg.a_bits)])
+
+
+def b_words(
+    cfg: EngineConfig, b: np.ndarray, k: int, cols: int, n: int, dense: bool, what: str = "B"
+) -> list[str]:
+    """B (K x C), padded, as (value, index) words: column tile, group, kept weight."""
+    pad = np.zeros((k, cols), np.int64)
+    pad[: b.shape[0], : b.shape[1]] = b
+    if dense:
+        groups = k // cfg.group
+        values = pad.reshape(groups, cfg.group, cols)
+        index = np.broadcast_to(np.arange(cfg.group)[None, :, None], values.shape)
+    else:
+        c = nm.compress(pad, nm.NM(n, cfg.group), 0, what)
+        values, index = c.values, c.index
+    ct = cols // cfg.cols
+    # (groups, n, ct, Q) -> (ct, groups, n, Q)
+    v = values.reshape(values.shape[0], values.shape[1], ct, cfg.cols).transpose(2, 0, 1, 3)
+    i = index.reshape(v.shape[1], v.shape[2], ct, cfg.cols).transpose(2, 0, 1, 3)
+    return pack_fields_hex(
+        [(v.reshape(-1, cfg.cols), cfg.b_bits), (i.reshape(-1, cfg.cols), cfg.idx_bits)]
+    )
+
+
+def bias_words(cfg: EngineConfig, bias: np.ndarray | None, cols: int) -> list[str]:
+    pad = np.zeros(cols, np.int64)
+    if bias is not None:
+        pad[: len(bias)] = bias
+    return pack_fields_hex([(pad.reshape(-1, cfg.cols), cfg.acc_bits)])

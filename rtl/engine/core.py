@@ -1,0 +1,265 @@
+"""The engine: buffers, a small controller and the MAC array, between two streams."""
+
+from __future__ import annotations
+
+from amaranth.back import verilog
+from amaranth.hdl import Module, Signal, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from accel.engine.config import EngineConfig
+from accel.engine.isa import Opcode, Target, instruction_layout, word_width
+from accel.rtl.engine.drain import Drain, out_word
+from accel.rtl.engine.mac_array import MacArray
+
+
+def b_entry(cfg: EngineConfig) -> data.StructLayout:
+    return data.StructLayout(
+        {
+            "w": data.ArrayLayout(cfg.b_bits, cfg.cols),
+            "idx": data.ArrayLayout(cfg.idx_bits, cfg.cols),
+        }
+    )
+
+
+class Engine(wiring.Component):
+    """Runs the program streamed into ``i``; results leave on ``o``.
+
+    ``i`` carries the instruction count, the instructions, then the words the
+    program's LOADs take; ``o`` carries the words of GEMMs that write to the
+    stream. Buffers: one activation bank per array row (``group`` values per
+    word), a weight buffer (``cols`` value/index pairs per word), a bias buffer
+    and the instruction memory.
+
+    GEMM pipeline: issue (addresses) -> buffer read -> product -> accumulate ->
+    drain. Each cycle issues one step: one group of activations per row and one
+    kept weight per column, so a tile takes ``groups * n`` cycles.
+    """
+
+    def __init__(self, cfg: EngineConfig) -> None:
+        self.cfg = cfg
+        super().__init__(
+            {
+                "i": In(stream.Signature(unsigned(word_width(cfg)))),
+                "o": Out(stream.Signature(out_word(cfg))),
+                "halted": Out(1),
+            }
+        )
+
+    def elaborate(self, platform) -> Module:
+        m = Module()
+        cfg = self.cfg
+        ilayout = instruction_layout(cfg)
+        a_word = data.ArrayLayout(cfg.a_bits, cfg.group)
+        bias_word = data.ArrayLayout(cfg.acc_bits, cfg.cols)
+
+        m.submodules.imem = imem = Memory(shape=ilayout, depth=cfg.imem_depth, init=[])
+        m.submodules.bmem = bmem = Memory(shape=b_entry(cfg), depth=cfg.b_depth, init=[])
+        m.submodules.cmem = cmem = Memory(shape=bias_word, depth=cfg.bias_depth, init=[])
+        banks = []
+        for r in range(cfg.rows):
+            mem = Memory(shape=a_word, depth=cfg.a_depth, init=[])
+            m.submodules[f"abank{r}"] = mem
+            banks.append(mem)
+        i_rd, i_wr = imem.read_port(), imem.write_port()
+        b_rd, b_wr = bmem.read_port(), bmem.write_port()
+        c_rd, c_wr = cmem.read_port(), cmem.write_port()
+        a_rd = [b.read_port() for b in banks]
+        a_wr = [b.write_port() for b in banks]
+
+        m.submodules.array = array = MacArray(cfg)
+        m.submodules.drain = drain = Drain(cfg)
+        wiring.connect(m, drain.o, wiring.flipped(self.o))
+
+        instr = Signal(ilayout)
+        m.d.comb += drain.instr.eq(instr)
+        stall = Signal()
+        m.d.comb += [
+            drain.offer.eq(array.finishing),
+            stall.eq(array.finishing & ~drain.accept),
+            array.stall.eq(stall),
+            drain.result.eq(array.result),
+        ]
+
+        # -- load path: stream words into a buffer --------------------------------
+        count = Signal(24)
+        pc = Signal(range(cfg.imem_depth + 1))
+        n_instr = Signal(range(cfg.imem_depth + 1))
+        l_bank = Signal(range(max(cfg.rows, 2)))
+        l_addr = Signal(unsigned(len(instr.base)))
+        word = self.i.payload
+        m.d.comb += [
+            i_wr.data.eq(word[: ilayout.size]),
+            i_wr.addr.eq(count),
+            b_wr.data.eq(word[: b_entry(cfg).size]),
+            b_wr.addr.eq(l_addr),
+            c_wr.data.eq(word[: bias_word.size]),
+            c_wr.addr.eq(l_addr),
+        ]
+        for r, port in enumerate(a_wr):
+            m.d.comb += [
+                port.addr.eq(drain.waddr),
+                port.data.eq(drain.wdata),
+                port.en.eq(drain.we[r]),
+            ]
+
+        # -- issue stage counters -------------------------------------------------
+        j = Signal.like(instr.n)
+        g = Signal.like(instr.groups)
+        rb = Signal.like(instr.row_blocks)
+        ct = Signal.like(instr.col_tiles)
+        a_row = Signal.like(instr.a_base)
+        b_ptr = Signal.like(instr.b_base)
+        b_tile = Signal.like(instr.b_base)
+        c_ptr = Signal.like(instr.bias_base)
+        issue = Signal()
+        first0 = (j == 0) & (g == 0)
+        last_step = (j == instr.n - 1) & (g == instr.groups - 1)
+        last_tile = (rb == instr.row_blocks - 1) & (ct == instr.col_tiles - 1)
+        for port in a_rd:
+            m.d.comb += [port.addr.eq(a_row + g), port.en.eq(~stall)]
+        m.d.comb += [
+            b_rd.addr.eq(b_ptr),
+            b_rd.en.eq(~stall),
+            c_rd.addr.eq(c_ptr),
+            c_rd.en.eq(~stall),
+        ]
+        # stage 1: buffer outputs, with the step's flags
+        valid1, first1, last1 = Signal(), Signal(), Signal()
+        j1 = Signal.like(j)
+        bias2 = Signal(bias_word)  # the finishing tile's biases, beside its products
+        with m.If(~stall):
+            m.d.sync += [
+                valid1.eq(issue),
+                first1.eq(first0),
+                last1.eq(last_step),
+                j1.eq(j),
+            ]
+            with m.If(valid1 & last1):
+                m.d.sync += bias2.eq(c_rd.data)
+        b_data = data.View(b_entry(cfg), b_rd.data)
+        m.d.comb += [
+            array.valid.eq(valid1),
+            array.first.eq(first1),
+            array.last.eq(last1),
+            drain.bias.eq(bias2),
+        ]
+        for r, port in enumerate(a_rd):
+            m.d.comb += array.a[r].eq(port.data)
+        for q in range(cfg.cols):
+            m.d.comb += [
+                array.w[q].eq(b_data.w[q].as_signed()),
+                array.idx[q].eq(
+                    instr.dense.replicate(cfg.idx_bits) & j1
+                    | ~instr.dense.replicate(cfg.idx_bits) & b_data.idx[q]
+                ),
+            ]
+
+        # -- controller --------------------------------------------------------------
+        m.d.comb += drain.start.eq(0)
+        with m.FSM():
+            with m.State("BOOT"):
+                m.d.comb += self.i.ready.eq(1)
+                with m.If(self.i.valid):
+                    m.d.sync += [n_instr.eq(word[:16]), count.eq(0)]
+                    m.next = "PROGRAM"
+            with m.State("PROGRAM"):
+                with m.If(count == n_instr):
+                    m.d.sync += pc.eq(0)
+                    m.next = "FETCH"
+                with m.Else():
+                    m.d.comb += [self.i.ready.eq(1), i_wr.en.eq(self.i.valid)]
+                    with m.If(self.i.valid):
+                        m.d.sync += count.eq(count + 1)
+            with m.State("FETCH"):
+                m.d.comb += i_rd.addr.eq(pc)
+                m.next = "DECODE"
+            with m.State("DECODE"):
+                m.d.comb += i_rd.addr.eq(pc)
+                fetched = data.View(ilayout, i_rd.data)
+                m.d.sync += [
+                    instr.eq(i_rd.data),
+                    count.eq(0),
+                    l_bank.eq(0),
+                    l_addr.eq(fetched.base),
+                    j.eq(0),
+                    g.eq(0),
+                    rb.eq(0),
+                    ct.eq(0),
+                    a_row.eq(fetched.a_base),
+                    b_ptr.eq(fetched.b_base),
+                    b_tile.eq(fetched.b_base),
+                    c_ptr.eq(fetched.bias_base),
+                    pc.eq(pc + 1),
+                ]
+                with m.Switch(fetched.op):
+                    with m.Case(Opcode.LOAD):
+                        m.next = "LOAD"
+                    with m.Case(Opcode.GEMM):
+                        m.d.comb += drain.start.eq(1)
+                        m.next = "GEMM"
+                    with m.Default():
+                        m.next = "HALT"
+            with m.State("LOAD"):
+                with m.If(count == instr.count):
+                    m.next = "FETCH"
+                with m.Else():
+                    m.d.comb += self.i.ready.eq(1)
+                    with m.If(self.i.valid):
+                        m.d.sync += count.eq(count + 1)
+                        with m.Switch(instr.target):
+                            with m.Case(Target.A):
+                                for r, port in enumerate(a_wr):
+                                    with m.If(l_bank == r):
+                                        m.d.comb += [
+                                            port.addr.eq(l_addr),
+                                            port.data.eq(word[: a_word.size]),
+                                            port.en.eq(1),
+                                        ]
+                                with m.If(l_bank == cfg.rows - 1):
+                                    m.d.sync += [l_bank.eq(0), l_addr.eq(l_addr + 1)]
+                                with m.Else():
+                                    m.d.sync += l_bank.eq(l_bank + 1)
+                            with m.Case(Target.B):
+                                m.d.comb += b_wr.en.eq(1)
+                                m.d.sync += l_addr.eq(l_addr + 1)
+                            with m.Case(Target.BIAS):
+                                m.d.comb += c_wr.en.eq(1)
+                                m.d.sync += l_addr.eq(l_addr + 1)
+            with m.State("GEMM"):
+                m.d.comb += issue.eq(1)
+                with m.If(~stall):
+                    m.d.sync += [j.eq(j + 1), b_ptr.eq(b_ptr + 1)]
+                    with m.If(j == instr.n - 1):
+                        m.d.sync += [j.eq(0), g.eq(g + 1)]
+                        with m.If(g == instr.groups - 1):
+                            m.d.sync += g.eq(0)
+                            with m.If(rb == instr.row_blocks - 1):
+                                # next column tile: its weights follow this tile's
+                                m.d.sync += [
+                                    rb.eq(0),
+                                    ct.eq(ct + 1),
+                                    a_row.eq(instr.a_base),
+                                    b_tile.eq(b_ptr + 1),
+                                    c_ptr.eq(c_ptr + 1),
+                                ]
+                            with m.Else():
+                                m.d.sync += [
+                                    rb.eq(rb + 1),
+                                    a_row.eq(a_row + instr.a_stride),
+                                    b_ptr.eq(b_tile),
+                                ]
+                            with m.If(last_tile):
+                                m.next = "FLUSH"
+            with m.State("FLUSH"):
+                with m.If(~valid1 & ~array.busy & ~drain.busy):
+                    m.next = "FETCH"
+            with m.State("HALT"):
+                m.d.comb += self.halted.eq(1)
+        return m
+
+
+def to_verilog(cfg: EngineConfig, name: str = "accel_engine") -> str:
+    """Verilog of the engine; ports ``clk rst i__payload i__valid i__ready o__... halted``."""
+    return verilog.convert(Engine(cfg), name=name, emit_src=False)

@@ -1,0 +1,102 @@
+"""The drain: bias, wrap, ReLU and requantize finished tiles, one word per cycle."""
+
+from __future__ import annotations
+
+from amaranth.hdl import Array, Module, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from accel.engine.config import EngineConfig
+from accel.engine.isa import instruction_layout
+from accel.rtl.engine.requant import requantize
+
+
+def out_word(cfg: EngineConfig) -> data.ArrayLayout:
+    """An output-stream word: ``group`` results, each a signed accumulator-width value."""
+    return data.ArrayLayout(signed(cfg.acc_bits), cfg.group)
+
+
+class Drain(wiring.Component):
+    """Empties the array's result registers while the next tile computes.
+
+    A tile of ``rows x cols`` results leaves as ``rows * cols / group`` words of
+    ``group`` values, row by row: into the activation bank of its row (the next
+    layer's input) or onto the output stream. Tiles arrive in the GEMM's order
+    (column tile outer, row block inner), which sets their write addresses.
+    """
+
+    def __init__(self, cfg: EngineConfig) -> None:
+        self.cfg = cfg
+        a_addr = max(1, (cfg.a_depth - 1).bit_length())
+        super().__init__(
+            {
+                "instr": In(instruction_layout(cfg)),
+                "start": In(1),  # a GEMM begins: reset the tile counters
+                "result": In(
+                    data.ArrayLayout(data.ArrayLayout(signed(cfg.acc_bits), cfg.cols), cfg.rows)
+                ),
+                "bias": In(data.ArrayLayout(signed(cfg.acc_bits), cfg.cols)),
+                "offer": In(1),  # the array holds a finished tile this cycle
+                "accept": Out(1),  # ... and may hand it over
+                "busy": Out(1),
+                "o": Out(stream.Signature(out_word(cfg))),
+                "we": Out(cfg.rows),  # one write enable per activation bank
+                "waddr": Out(unsigned(a_addr)),
+                "wdata": Out(data.ArrayLayout(signed(cfg.a_bits), cfg.group)),
+            }
+        )
+
+    def elaborate(self, platform) -> Module:
+        m = Module()
+        cfg = self.cfg
+        words = cfg.cols // cfg.group
+        p = self.instr
+        active = Signal()
+        row = Signal(range(max(cfg.rows, 2)))
+        word = Signal(range(max(words, 2)))
+        bias = Signal.like(self.bias)
+        # tile position -> output address
+        rb = Signal(unsigned(len(p.row_blocks)))
+        row_addr = Signal.like(self.waddr)
+        col_addr = Signal.like(self.waddr)
+
+        step = Signal()
+        final = Signal()
+        m.d.comb += [
+            self.busy.eq(active),
+            step.eq(active & (~p.to_stream | self.o.ready)),
+            final.eq(step & (row == cfg.rows - 1) & (word == words - 1)),
+            self.accept.eq(~active | final),
+        ]
+        pos = Signal(range(cfg.rows * words))  # row * words + word
+        lane = []
+        for e in range(cfg.group):
+            cells = [
+                self.result[r][k * cfg.group + e] for r in range(cfg.rows) for k in range(words)
+            ]
+            b = Array(bias[k * cfg.group + e] for k in range(words))[word]
+            lane.append(requantize(m, Array(cells)[pos] + b, p, cfg.acc_bits, f"lane{e}"))
+        m.d.comb += [
+            self.o.valid.eq(active & p.to_stream),
+            self.waddr.eq(row_addr + col_addr + word),
+        ]
+        for e, v in enumerate(lane):
+            m.d.comb += [self.o.payload[e].eq(v), self.wdata[e].eq(v)]
+        with m.If(active & ~p.to_stream):
+            m.d.comb += self.we.eq(1 << row)
+
+        with m.If(step):
+            m.d.sync += [word.eq(word + 1), pos.eq(pos + 1)]
+            with m.If(word == words - 1):
+                m.d.sync += [word.eq(0), row.eq(row + 1)]
+        with m.If(final):
+            m.d.sync += [row.eq(0), pos.eq(0), active.eq(0)]
+            with m.If(rb == p.row_blocks - 1):
+                m.d.sync += [rb.eq(0), row_addr.eq(p.out_base), col_addr.eq(col_addr + words)]
+            with m.Else():
+                m.d.sync += [rb.eq(rb + 1), row_addr.eq(row_addr + p.out_stride)]
+        with m.If(self.offer & self.accept):
+            m.d.sync += [active.eq(1), bias.eq(self.bias)]
+        with m.If(self.start):
+            m.d.sync += [rb.eq(0), row_addr.eq(p.out_base), col_addr.eq(0)]
+        return m

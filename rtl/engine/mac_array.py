@@ -1,0 +1,74 @@
+"""The P x Q multiply-accumulate array with an index-driven N:M sparse mode."""
+
+from __future__ import annotations
+
+from amaranth.hdl import Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, wiring
+from amaranth.lib.wiring import In, Out
+
+from accel.engine.config import EngineConfig
+
+
+class MacArray(wiring.Component):
+    """Output-stationary array: PE (p, q) accumulates ``C[p, q]`` over one tile.
+
+    Every cycle row ``p`` sees a whole group of ``group`` activations and
+    column ``q`` one weight with its index in the group; each PE picks its
+    activation with a ``group``-to-1 multiplexer driven by the column's index,
+    so a group whose weights keep ``n`` of ``group`` takes ``n`` cycles. In dense
+    mode the index is the step within the group.
+
+    Two pipeline stages: products are registered, then accumulated. On a tile's
+    last step the finished sums move to ``result`` (``loaded`` pulses) while the
+    accumulators start the next tile, so tiles run back to back. ``stall``
+    freezes both stages.
+    """
+
+    def __init__(self, cfg: EngineConfig) -> None:
+        self.cfg = cfg
+        p, q, g = cfg.rows, cfg.cols, cfg.group
+        super().__init__(
+            {
+                "a": In(data.ArrayLayout(data.ArrayLayout(signed(cfg.a_bits), g), p)),
+                "w": In(data.ArrayLayout(signed(cfg.b_bits), q)),
+                "idx": In(data.ArrayLayout(unsigned(cfg.idx_bits), q)),
+                "valid": In(1),
+                "first": In(1),
+                "last": In(1),
+                "stall": In(1),
+                "result": Out(data.ArrayLayout(data.ArrayLayout(signed(cfg.acc_bits), q), p)),
+                "loaded": Out(1),
+                "busy": Out(1),  # a step is in flight
+                "finishing": Out(1),  # the accumulate stage holds a tile's last step
+            }
+        )
+
+    def elaborate(self, platform) -> Module:
+        m = Module()
+        cfg = self.cfg
+        valid2, first2, last2 = Signal(), Signal(), Signal()
+        go = ~self.stall
+        with m.If(go):
+            m.d.sync += [valid2.eq(self.valid), first2.eq(self.first), last2.eq(self.last)]
+        m.d.comb += [
+            self.busy.eq(valid2),
+            self.finishing.eq(valid2 & last2),
+        ]
+        m.d.sync += self.loaded.eq(0)
+        for p in range(cfg.rows):
+            for q in range(cfg.cols):
+                a = Signal(signed(cfg.a_bits), name=f"a_{p}_{q}")
+                m.d.comb += a.eq(self.a[p][self.idx[q]])
+                prod = Signal(signed(cfg.a_bits + cfg.b_bits), name=f"prod_{p}_{q}")
+                acc = Signal(signed(cfg.acc_bits), name=f"acc_{p}_{q}")
+                total = Signal(signed(cfg.acc_bits), name=f"sum_{p}_{q}")
+                m.d.comb += total.eq(Mux(first2, prod, prod + acc)[: cfg.acc_bits].as_signed())
+                with m.If(go):
+                    m.d.sync += prod.eq(a * self.w[q])
+                    with m.If(valid2):
+                        m.d.sync += acc.eq(total)
+                        with m.If(last2):
+                            m.d.sync += self.result[p][q].eq(total)
+        with m.If(go & valid2 & last2):
+            m.d.sync += self.loaded.eq(1)
+        return m
