@@ -10,6 +10,7 @@ from accel.engine.config import EngineConfig
 from accel.engine.cycles import ProgramTiming, predict
 from accel.engine.isa import word_width
 from accel.engine.program import Program
+from accel.ir.graph import Graph
 from accel.sim.verilator import StreamSim
 
 TOP = "accel_engine"
@@ -36,18 +37,41 @@ class EngineRun:
         return np.array_equal(self.out_valid, self.model.out_valid)
 
 
-def run_program(
-    program: Program,
-    src_valid: np.ndarray | None = None,
-    sink_ready: np.ndarray | None = None,
-) -> EngineRun:
-    sim = engine_sim(program.cfg)
-    run = sim.run(program.words(), src_valid, sink_ready, n_out=program.n_out_words())
-    return EngineRun(
-        outputs=program.split_outputs(run.outputs),
+def _simulate(
+    program: Program, src_valid: np.ndarray | None = None, sink_ready: np.ndarray | None = None
+) -> tuple[list[str], EngineRun]:
+    run = engine_sim(program.cfg).run(
+        program.words(), src_valid, sink_ready, n_out=program.n_out_words()
+    )
+    return run.outputs, EngineRun(
+        outputs=[],
         out_valid=run.valid,
         cycles=int(run.taken[-1]) if len(run.taken) else 0,
         model=predict(program),
         wall_s=run.wall_s,
         build_s=run.build_s,
     )
+
+
+def run_program(
+    program: Program,
+    src_valid: np.ndarray | None = None,
+    sink_ready: np.ndarray | None = None,
+) -> EngineRun:
+    """Run a compiled program; ``outputs`` holds one padded C per streamed GEMM."""
+    lines, run = _simulate(program, src_valid, sink_ready)
+    run.outputs = program.split_outputs(lines)
+    return run
+
+
+def run_graph(graph: Graph, cfg: EngineConfig, x: np.ndarray) -> tuple[np.ndarray, EngineRun]:
+    """Raw integer outputs of ``graph`` on the engine, with the run's measurements."""
+    from accel.engine.graph import compile_graph, outputs
+
+    program, sizes = compile_graph(graph, cfg, x)
+    lines, run = _simulate(program)
+    y = outputs(program, sizes, graph, lines).reshape(
+        len(x), *graph.tensors[graph.outputs[0]].shape
+    )
+    run.outputs = [y]
+    return y, run

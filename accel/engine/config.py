@@ -27,7 +27,7 @@ class EngineConfig:
     a_depth: int = 1024  # words of ``group`` activations, per bank (one bank per row)
     b_depth: int = 2048  # words of ``cols`` (weight, index) pairs
     bias_depth: int = 128  # words of ``cols`` biases
-    imem_depth: int = 64  # instructions
+    imem_depth: int = 128  # instructions
 
     def __post_init__(self) -> None:
         for name in ("rows", "cols", "group", "a_bits", "b_bits", "acc_bits"):

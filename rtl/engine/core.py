@@ -157,7 +157,11 @@ class Engine(wiring.Component):
             ]
 
         # -- controller --------------------------------------------------------------
-        m.d.comb += drain.start.eq(0)
+        # the drain resets its tile counters in the GEMM's first cycle, when
+        # ``instr`` holds the new instruction
+        starting = Signal()
+        m.d.sync += starting.eq(0)
+        m.d.comb += drain.start.eq(starting)
         with m.FSM():
             with m.State("BOOT"):
                 m.d.comb += self.i.ready.eq(1)
@@ -197,7 +201,7 @@ class Engine(wiring.Component):
                     with m.Case(Opcode.LOAD):
                         m.next = "LOAD"
                     with m.Case(Opcode.GEMM):
-                        m.d.comb += drain.start.eq(1)
+                        m.d.sync += starting.eq(1)
                         m.next = "GEMM"
                     with m.Default():
                         m.next = "HALT"
