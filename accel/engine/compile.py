@@ -139,10 +139,10 @@ def place(
 
 
 def compile_gemms(cfg: EngineConfig, specs: list[GemmSpec]) -> Program:
-    """Independent GEMMs, each loading its A and streaming its C out."""
-    alloc = Allocator(cfg)
+    """Independent GEMMs, each loading its operands (over the previous ones) and streaming C."""
     prog = Program(cfg)
     for spec in specs:
+        alloc = Allocator(cfg)
         a = np.asarray(spec.a, dtype=np.int64)
         if a.ndim != 2 or np.asarray(spec.b).ndim != 2 or a.shape[1] != spec.b.shape[0]:
             raise AccelError(f"{spec.name}: A {a.shape} and B {np.shape(spec.b)} do not multiply")
