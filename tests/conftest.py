@@ -24,3 +24,11 @@ def trained_graph():
 @pytest.fixture(scope="session")
 def random_graph():
     return encoder_graph(random_weights(1))
+
+
+@pytest.fixture(scope="session")
+def engine_cfg():
+    """The engine configuration the regression builds once (4 x 8 array, groups of 8)."""
+    from accel.engine.config import EngineConfig
+
+    return EngineConfig(rows=4, cols=8, group=8, a_depth=512, b_depth=4096, bias_depth=64)

@@ -13,7 +13,9 @@ from accel.fixed import FixedType, Overflow, Quant, Rounding, requantize
 from accel.kernels import finish
 from accel.sim.engine import run_program
 
-CFG = EngineConfig(rows=4, cols=8, group=8, a_depth=512, b_depth=2048, bias_depth=64)
+CFG = EngineConfig(
+    rows=4, cols=8, group=8, a_depth=512, b_depth=2048, bias_depth=64
+)  # = engine_cfg
 ACC = FixedType(32, 0)
 
 

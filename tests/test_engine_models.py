@@ -1,0 +1,122 @@
+"""Networks on the engine: inference of dense-layer graphs and one BDWP training step."""
+
+import itertools
+
+import numpy as np
+import pytest
+
+from accel import nm, reference
+from accel.engine.compile import compile_gemms
+from accel.engine.config import EngineConfig
+from accel.engine.graph import compile_graph
+from accel.engine.training import step_gemms
+from accel.errors import AccelError
+from accel.fixed import FixedType, Overflow, Quant, Rounding
+from accel.ir import Graph, Param
+from accel.sim.engine import run_graph, run_program
+
+ACT = Quant(FixedType(8, 4, False), Rounding.RND, Overflow.SAT)
+
+
+def mlp(seed: int, pattern: str | None = "2:8", dims=(64, 128, 128, 10), extreme=False) -> Graph:
+    rng = np.random.default_rng(seed)
+    g = Graph("mlp")
+    x = g.add_input("x", (dims[0],), Quant(FixedType(8, 8, False), Rounding.RND, Overflow.SAT))
+    wt = FixedType(8, 6)
+    for li, (k, o) in enumerate(itertools.pairwise(dims)):
+        w = (
+            rng.choice([-128, 127], (k, o), p=[0.05, 0.95])
+            if extreme
+            else rng.integers(-128, 128, (k, o))
+        )
+        hidden = li < len(dims) - 2
+        p = pattern if hidden else None
+        if p:
+            w = w * nm.mask(w, nm.NM.parse(p))
+        params = {"weight": Param(w, wt), "bias": Param(rng.integers(-128, 128, o), wt)}
+        x = g.add("dense", x, name=f"fc{li}", nm=p, params=params)
+        if hidden:
+            x = g.add("relu", x)
+            x = g.add("requantize", x, quant=ACT)
+    g.mark_output(x)
+    return g
+
+
+@pytest.mark.parametrize(("pattern", "extreme"), [("2:8", False), ("1:4", True), (None, False)])
+def test_mlp_inference_is_bit_exact_and_cycle_exact(engine_cfg, pattern, extreme):
+    g = mlp(3, pattern, extreme=extreme)
+    rng = np.random.default_rng(4)
+    x = rng.integers(0, 256, (150, 64))
+    x[0], x[1] = 0, 255  # all-zero and saturating inputs
+    y, run = run_graph(g, engine_cfg, x)
+    want = reference.predict(g, x)
+    if extreme:
+        assert (reference.run(g, x)["requantize0"] == 255).any()  # saturation is reached
+    np.testing.assert_array_equal(y, want)
+    assert run.cycles_match
+
+
+def test_a_batch_larger_than_the_banks_runs_in_chunks(engine_cfg):
+    g = mlp(5)
+    x = np.random.default_rng(6).integers(0, 256, (700, 64))
+    _, sizes = compile_graph(g, engine_cfg, x)
+    assert len(sizes) > 1 and sum(sizes) == 700
+    y, run = run_graph(g, engine_cfg, x)
+    np.testing.assert_array_equal(y, reference.predict(g, x))
+    assert run.cycles_match
+
+
+@pytest.fixture(scope="module")
+def training_step(engine_cfg):
+    g = mlp(7)
+    rng = np.random.default_rng(8)
+    x, labels = rng.integers(0, 256, (64, 64)), rng.integers(0, 10, 64)
+    out = {}
+    for sparse in (True, False):
+        specs = step_gemms(g, x, labels, FixedType(32, 0), sparse)
+        out[sparse] = specs, run_program(compile_gemms(engine_cfg, specs))
+    return out
+
+
+def test_training_step_gemms_are_bit_exact_and_cycle_exact(training_step):
+    for specs, run in training_step.values():
+        assert [s.name.split(".")[1] for s in specs[:3]] == ["forward", "backward", "update"]
+        for spec, got in zip(specs, run.outputs, strict=True):
+            want = spec.a @ spec.b
+            np.testing.assert_array_equal(got[: len(want), : want.shape[1]], want, spec.name)
+        assert run.cycles_match
+    specs, _ = training_step[True]
+    by_name = {s.name: s for s in specs}
+    # the backward GEMM's weights hold the W^T pattern, the forward's the W pattern
+    assert nm.violations(by_name["fc1.backward"].b, nm.NM(2, 8), 0) == 0
+    assert nm.violations(by_name["fc1.forward"].b, nm.NM(2, 8), 0) == 0
+    assert by_name["fc1.update"].pattern is None
+    assert by_name["fc1.backward"].a.any() and by_name["fc0.backward"].a.any()  # gradients flow
+
+
+def test_training_step_beats_sats_speedup_at_2_8(training_step):
+    sparse = sum(t.cycles for t in training_step[True][1].model.gemms)
+    dense = sum(t.cycles for t in training_step[False][1].model.gemms)
+    assert dense / sparse > 1.75
+    for t in training_step[True][1].model.gemms:
+        if t.name == "fc1.forward":
+            dense_t = next(d for d in training_step[False][1].model.gemms if d.name == t.name)
+            assert dense_t.cycles / t.cycles >= 0.9 * 4
+
+
+def test_graph_compiler_refuses_what_it_cannot_run(engine_cfg):
+    g = Graph("conv")
+    x = g.add_input("x", (4, 4, 1), ACT)
+    w = Param(np.ones((3, 3, 1, 8), np.int64), FixedType(8, 6))
+    g.add("conv2d", x, name="c1", params={"weight": w})
+    g.mark_output("c1")
+    with pytest.raises(AccelError, match="node c1: the engine compiler takes dense layers"):
+        compile_graph(g, engine_cfg, np.zeros((1, 4, 4, 1), np.int64))
+    tiny = EngineConfig(rows=4, cols=8, group=8, a_depth=8)
+    with pytest.raises(AccelError, match="fc0: a row block of activations needs 32 words"):
+        compile_graph(mlp(1), tiny, np.zeros((4, 64), np.int64))
+    narrow = EngineConfig(rows=4, cols=8, group=8, a_bits=8)
+    with pytest.raises(
+        AccelError, match=r"input: .* needs 9-bit signed operands, the engine has 8"
+    ):
+        compile_graph(mlp(1), narrow, np.zeros((4, 64), np.int64))
