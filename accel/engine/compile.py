@@ -64,6 +64,17 @@ def _fits(x: np.ndarray, bits: int, what: str) -> None:
         raise AccelError(f"{what}: values outside the engine's {bits}-bit signed operands")
 
 
+def _useful_macs(rows: int, shape: tuple[int, int], pattern: nm.NM | None) -> int:
+    """MACs the algorithm needs: all of a dense GEMM, the kept N of M of a sparse one.
+
+    Structural, not data-dependent: a zero that happens to sit in a dense
+    operand (a ReLU'd gradient, say) still costs a MAC in any dense design.
+    """
+    k, c = shape
+    kept = k if pattern is None else k // pattern.m * pattern.n
+    return rows * kept * c
+
+
 class Allocator:
     """Bump allocation in the weight and bias buffers, with one-line overflow errors."""
 
@@ -129,7 +140,7 @@ def place(
         out_base=out_base,
         to_stream=to_stream,
         drain=spec.drain,
-        useful_macs=rows * int((b != 0).sum()),
+        useful_macs=_useful_macs(rows, b.shape, spec.pattern),
     )
     words = b_words(cfg, b, k, cols, n, dense, spec.name)
     gemm.b_base = alloc.weights(len(words), spec.name)

@@ -92,7 +92,7 @@ class Gemm:
     out_base: int
     to_stream: bool
     drain: Drain
-    useful_macs: int  # rows x non-zero weights
+    useful_macs: int  # rows x kept weights (all of them when dense)
 
     def row_blocks(self, cfg: EngineConfig) -> int:
         return -(-self.rows // cfg.rows)
