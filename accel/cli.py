@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import inspect
 import json
 import os
 import sys
@@ -31,6 +32,7 @@ examples:
   accel sim autoencoder --reuse 4 --backpressure fewer multipliers, stalls on both ends
   accel predict autoencoder --engine rtl --inputs X.npy --out Y.npy
   accel train autoencoder --epochs 12 -o trained/
+  accel train nm_sparse --nm 2:8 --net cnn       N:M sparse training (SAT's BDWP)
 
 numbers: inputs and outputs are fixed-point; --out files hold the raw integers
 (value = raw * 2**-frac, the types are printed by 'accel zoo list --json').
@@ -145,6 +147,14 @@ def cmd_train(args: argparse.Namespace) -> int:
         kwargs["epochs"] = args.epochs
     if args.n_train is not None:
         kwargs["n_train"] = args.n_train
+    accepted = inspect.signature(train).parameters
+    for opt, key in (("--nm", "nm"), ("--net", "net"), ("--method", "method")):
+        value = getattr(args, key)
+        if value is None:
+            continue
+        if key not in accepted:
+            raise AccelError(f"{opt} is not an option of model {model.name}")
+        kwargs[key] = value
     with staged_dir(Path(args.out), args.force) as tmp:
         metrics = train(out_dir=tmp, progress=not args.json, **kwargs)
     if args.json:
@@ -436,6 +446,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("-o", "--out", default="trained", help="output directory (default: trained)")
     t.add_argument("--force", action="store_true", help="replace an existing output directory")
+    t.add_argument("--nm", metavar="N:M", help="nm_sparse: N:M pattern, or 'dense' (default 2:8)")
+    t.add_argument("--net", help="nm_sparse: mlp (default) or cnn")
+    t.add_argument(
+        "--method", help="nm_sparse: bdwp (default), srste or dense (the baseline without masks)"
+    )
     t.add_argument("--json", action="store_true")
     t.set_defaults(func=cmd_train)
 

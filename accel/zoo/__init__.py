@@ -35,6 +35,18 @@ def _autoencoder_graph() -> Graph:
     return build()
 
 
+def _nm_sparse_inputs(n: int, seed: int) -> np.ndarray:
+    from accel.zoo.nm_sparse.data import make_inputs
+
+    return make_inputs(n, seed)
+
+
+def _nm_sparse_graph() -> Graph:
+    from accel.zoo.nm_sparse.model import build
+
+    return build()
+
+
 MODELS: dict[str, ZooModel] = {
     m.name: m
     for m in [
@@ -49,7 +61,19 @@ MODELS: dict[str, ZooModel] = {
             build=_autoencoder_graph,
             make_inputs=_autoencoder_inputs,
             train="accel.training.autoencoder:train",
-        )
+        ),
+        ZooModel(
+            name="nm_sparse",
+            family="N:M sparse training",
+            after="SAT: bidirectional weight pruning (BDWP) for N:M sparse training",
+            description=(
+                "8x8 digits -> 10 logits; MLP 64-128-128-10 at 2:8 N:M (BDWP) by default, "
+                "other nets/patterns via accel.zoo.nm_sparse.model.build(net, pattern, method)"
+            ),
+            build=_nm_sparse_graph,
+            make_inputs=_nm_sparse_inputs,
+            train="accel.training.nm_sparse:train",
+        ),
     ]
 }
 
