@@ -224,6 +224,8 @@ def cmd_sim(args: argparse.Namespace) -> int:
         raise AccelError(f"simulator {args.simulator!r} is not available (use verilator)")
     graph, model = load_model(args.model)
     x = sample_inputs(graph, model, args.samples, args.seed)
+    if args.arch == "engine":
+        return _sim_engine(args, graph, x)
     pats = stimulus.backpressure(args.seed) if args.backpressure else (None, None)
     with _status(
         f"simulating {len(x)} samples under Verilator (first build takes a while)", quiet=args.json
@@ -272,6 +274,66 @@ def cmd_sim(args: argparse.Namespace) -> int:
             f"simulated (build {report['build_seconds']} s)"
         )
     return 0 if ok else 1
+
+
+def engine_config(array: str):
+    from accel.engine.config import EngineConfig
+
+    try:
+        rows, cols = (int(v) for v in array.lower().split("x"))
+    except ValueError:
+        raise AccelError(f"--array must look like 8x8, got {array!r}") from None
+    return EngineConfig(rows=rows, cols=cols, a_depth=512, b_depth=4096)
+
+
+def _sim_engine(args: argparse.Namespace, graph, x: np.ndarray) -> int:
+    from accel import reference
+    from accel.sim.engine import run_graph
+
+    if args.backpressure:
+        raise AccelError("--backpressure is for the dataflow design; the engine test uses GEMMs")
+    cfg = engine_config(args.array)
+    with _status(f"running {len(x)} samples on the {args.array} engine", quiet=args.json):
+        y, run = run_graph(graph, cfg, x)
+    mismatches = int((y != reference.predict(graph, x)).reshape(len(x), -1).any(axis=1).sum())
+    report = {
+        "model": graph.name,
+        "arch": "engine",
+        "engine": cfg.to_json(),
+        "samples": len(x),
+        "mismatches": mismatches,
+        "last_output_cycle": {
+            "measured": int(run.out_valid[-1]),
+            "model": int(run.model.out_valid[-1]),
+        },
+        "cycles_match_model": run.cycles_match,
+        "layers": [
+            {"gemm": t.name, "cycles": t.cycles, "utilisation": round(t.utilisation, 3)}
+            for t in run.model.gemms[: len(run.model.gemms) // max(1, _chunks(run))]
+        ],
+        "cycles_per_s": round(run.cycles / run.wall_s, 1),
+        "build_seconds": round(run.build_s, 2),
+    }
+    ok = mismatches == 0 and run.cycles_match
+    if args.json:
+        print(json.dumps(report, indent=1))
+    else:
+        from rich.console import Console
+
+        c = Console()
+        verdict = "[green]PASS[/]" if ok else "[red]FAIL[/]"
+        c.print(f"{verdict} {len(x)} samples, {mismatches} mismatches vs reference")
+        c.print(f"last output at {report['last_output_cycle']}; match model: {run.cycles_match}")
+        for layer in report["layers"]:
+            c.print(
+                f"  {layer['gemm']:<10} {layer['cycles']:>8} cycles  util {layer['utilisation']}"
+            )
+    return 0 if ok else 1
+
+
+def _chunks(run) -> int:
+    names = [t.name for t in run.model.gemms]
+    return names.count(names[0])
 
 
 # -- accel generate -----------------------------------------------------------------
@@ -482,6 +544,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--backpressure", action="store_true", help="random source stalls and sink back-pressure"
     )
     s.add_argument("--simulator", default="verilator", help="verilator (default)")
+    s.add_argument(
+        "--arch",
+        choices=["dataflow", "engine"],
+        default="dataflow",
+        help="dataflow: a pipeline per layer (default); engine: the N:M MAC-array engine",
+    )
+    s.add_argument(
+        "--array", default="8x8", metavar="PxQ", help="engine array rows x columns (default 8x8)"
+    )
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--json", action="store_true", help="one JSON document on stdout")
     s.set_defaults(func=cmd_sim)

@@ -120,3 +120,22 @@ def test_graph_compiler_refuses_what_it_cannot_run(engine_cfg):
         AccelError, match=r"input: .* needs 9-bit signed operands, the engine has 8"
     ):
         compile_graph(mlp(1), narrow, np.zeros((4, 64), np.int64))
+
+
+def test_cli_runs_the_zoo_model_on_the_engine():
+    import json
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "accel.cli", "sim", "nm_sparse", "--arch", "engine"]
+    r = subprocess.run(
+        [*cmd, "--array", "4x8", "--samples", "200", "--json"], capture_output=True, text=True
+    )
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["mismatches"] == 0 and doc["cycles_match_model"] is True
+    assert doc["last_output_cycle"]["measured"] == doc["last_output_cycle"]["model"]
+    assert [d["gemm"] for d in doc["layers"]] == ["fc1", "fc2", "out"]
+    bad = subprocess.run([*cmd, "--array", "8by8"], capture_output=True, text=True)
+    assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1].startswith("accel: error:")
+    assert "--array must look like 8x8" in bad.stderr
