@@ -196,4 +196,12 @@ def quantize(x: np.ndarray, quant: Quant) -> np.ndarray:
         r = floor + (rem >= 0.5)
     else:
         r = floor + ((rem > 0.5) | ((rem == 0.5) & (np.fmod(floor, 2) != 0)))
+    if t.frac < 0:
+        # Scaling down is exact unless the result is subnormal (|s| < 2**-1022), where
+        # ldexp drops bits (a tiny negative becomes -0.0). Such an s floors to -1 or 0,
+        # and rounds to 0 in every rounding mode.
+        lost = np.ldexp(s, -t.frac) != x
+        if lost.any():
+            exact = np.where(x < 0, -1.0, 0.0) if quant.rounding is Rounding.TRN else 0.0
+            r = np.where(lost, exact, r)
     return _overflow(r.astype(np.int64), t, quant.overflow)

@@ -70,6 +70,15 @@ def test_quantize_float_matches_oracle(q, xs, data):
     assert got.tolist() == [oracle(Fraction(x), q) for x in xs]
 
 
+@pytest.mark.parametrize("rounding", list(Rounding))
+@pytest.mark.parametrize("frac", [-1, -3])
+def test_quantize_subnormals_with_negative_frac(rounding, frac):
+    """Scaling a subnormal down underflows in float64 (-5e-324 * 2**-1 is -0.0)."""
+    q = Quant(FixedType(3, frac, signed=False), rounding, Overflow.WRAP)
+    xs = [-5e-324, 5e-324, -1e-310, 1e-310, -2.2250738585072014e-308]
+    assert quantize(np.array(xs), q).tolist() == [oracle(Fraction(x), q) for x in xs]
+
+
 @pytest.mark.parametrize(
     ("x", "rounding", "want"),
     [
