@@ -566,17 +566,22 @@ def seed_spread(seeds: list[int]) -> list[dict]:
 
 def main(argv: list[str] | None = None) -> None:
     """``python -m accel.training.nm_sparse``: retrain the shipped weights and metrics.json;
-    ``--seeds 0 1 2`` instead prints every row's accuracy over those seeds as JSON."""
+    ``--seeds 0 1 2 3 4`` instead trains every row with each seed and records the
+    accuracies as ``seed_study`` in the existing metrics.json (weights untouched)."""
     import argparse
 
     p = argparse.ArgumentParser(prog="python -m accel.training.nm_sparse")
     p.add_argument("-o", "--out", type=Path, default=zm.WEIGHTS_DIR)
-    p.add_argument("--seeds", type=int, nargs="+", help="seed study; writes nothing")
+    p.add_argument("--seeds", type=int, nargs="+", help="seed study into OUT/metrics.json")
     args = p.parse_args(argv)
-    if args.seeds:
-        print(json.dumps(seed_spread(args.seeds), indent=1))
-    else:
+    if not args.seeds:
         train_all(args.out)
+        return
+    study = seed_spread(args.seeds)
+    path = args.out / "metrics.json"
+    doc = json.loads(path.read_text())
+    doc["seed_study"] = study
+    path.write_text(json.dumps(doc, indent=1) + "\n")
 
 
 if __name__ == "__main__":
