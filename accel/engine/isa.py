@@ -8,7 +8,7 @@ whatever the program's LOADs consume.
 
 from __future__ import annotations
 
-from amaranth.hdl import unsigned
+from amaranth.hdl import signed, unsigned
 from amaranth.lib import data, enum
 
 from accel.engine.config import EngineConfig
@@ -58,14 +58,20 @@ def instruction_layout(cfg: EngineConfig) -> data.StructLayout:
             "to_stream": unsigned(1),  # results leave on the output stream, not into A
             "out_base": unsigned(a),
             "out_stride": unsigned(a),
-            # drain: v = wrap(acc + bias, acc_width); relu; round >> shift; sat or wrap
-            "acc_width": unsigned(7),
+            # drain: v = wrap(acc + bias) to the accumulator; relu; round >> shift; sat or wrap.
+            # Masks and bounds come precomputed, so the drain needs no wide shifters.
+            "acc_mask": unsigned(cfg.acc_bits),
+            "acc_sign": unsigned(cfg.acc_bits),  # the accumulator's sign bit (0: unsigned)
             "relu": unsigned(1),
             "shift": unsigned(6),
             "rounding": Rounding,
+            "rem_mask": unsigned(cfg.acc_bits),  # the bits rounding drops
+            "half": unsigned(cfg.acc_bits),  # half an output LSB (0 when shift is 0)
             "sat": unsigned(1),
-            "out_width": unsigned(7),
-            "out_signed": unsigned(1),
+            "out_lo": signed(cfg.acc_bits + 1),
+            "out_hi": signed(cfg.acc_bits + 1),
+            "out_mask": unsigned(cfg.acc_bits),
+            "out_sign": unsigned(cfg.acc_bits),
         }
     )
 

@@ -40,28 +40,32 @@ class Drain:
     quant: Quant | None = None
 
     def fields(self, bits: int, what: str) -> dict:
-        if self.acc.width > bits:
-            raise AccelError(
-                f"{what}: accumulator needs {self.acc.width} bits, the engine has {bits}"
-            )
-        if self.quant is None:
-            return {
-                "acc_width": self.acc.width,
-                "relu": int(self.relu),
-                "out_width": self.acc.width,
-                "out_signed": 1,
-            }
-        shift = self.acc.frac - self.quant.type.frac
+        """The instruction fields that make the drain compute this conversion."""
+        acc = self.acc
+        if acc.width > bits:
+            raise AccelError(f"{what}: accumulator needs {acc.width} bits, the engine has {bits}")
+        out = self.quant.type if self.quant else acc
+        if out.width > bits:
+            raise AccelError(f"{what}: output needs {out.width} bits, the engine has {bits}")
+        shift = acc.frac - out.frac
         if shift < 0:
             raise AccelError(f"{what}: requantize adds fraction bits, which the engine cannot")
+        if shift > 63:
+            raise AccelError(f"{what}: requantize drops {shift} fraction bits, at most 63")
+        q = self.quant
         return {
-            "acc_width": self.acc.width,
+            "acc_mask": (1 << acc.width) - 1,
+            "acc_sign": 1 << (acc.width - 1) if acc.signed else 0,
             "relu": int(self.relu),
             "shift": shift,
-            "rounding": ROUNDING[self.quant.rounding],
-            "sat": int(self.quant.overflow is Overflow.SAT),
-            "out_width": self.quant.type.width,
-            "out_signed": int(self.quant.type.signed),
+            "rounding": ROUNDING[q.rounding] if q else Rounding.TRN,
+            "rem_mask": (1 << shift) - 1,
+            "half": (1 << shift) >> 1,
+            "sat": int(q is not None and q.overflow is Overflow.SAT),
+            "out_lo": out.min_int,
+            "out_hi": out.max_int,
+            "out_mask": (1 << out.width) - 1,
+            "out_sign": 1 << (out.width - 1) if out.signed else 0,
         }
 
 

@@ -13,45 +13,34 @@ from accel.engine.isa import Rounding
 from accel.rtl.fixed import named
 
 
-def wrap(m: Module, v: Value, width: Value, is_signed: Value, bits: int, name: str) -> Signal:
-    """``v`` reduced modulo ``2**width`` (two's complement when ``is_signed``)."""
-    one = Value.cast(1).as_unsigned()
-    mask = named(m, (one << width) - 1, f"{name}_mask")
-    low = named(m, (v & mask)[:bits], f"{name}_low")
-    top = named(m, (low >> (width - 1).as_unsigned())[0] & is_signed, f"{name}_top")
-    return named(m, Mux(top, low.as_signed() - (one << width), low).as_signed(), name)
+def wrap(m: Module, v: Value, mask: Value, sign: Value, bits: int, name: str) -> Signal:
+    """``v`` reduced to the bits in ``mask``, two's complement when ``sign`` is its top bit."""
+    low = named(m, (v.as_unsigned() & mask)[:bits], f"{name}_low")
+    out = Signal(signed(bits + 1), name=name)
+    m.d.comb += out.eq(Mux((low & sign).any(), low - (sign << 1), low))
+    return out
 
 
 def requantize(m: Module, v: Value, p, bits: int, name: str) -> Signal:
-    """``p`` is an instruction view with ``acc_width relu shift rounding sat out_*``.
+    """``p`` is an instruction view (see :mod:`accel.engine.isa`'s drain fields).
 
-    ``bits`` is the hardware accumulator width; the result is a signed ``bits``-bit
-    value already inside the output type.
+    ``bits`` is the hardware accumulator width; the result is a signed value
+    already inside the output type. Every operation is at most ``bits + 2`` wide.
     """
-    acc = wrap(m, v, p.acc_width, 1, bits, f"{name}_acc")
+    acc = wrap(m, v, p.acc_mask, p.acc_sign, bits, f"{name}_acc")
     x = named(m, Mux(p.relu & (acc < 0), 0, acc), f"{name}_relu")
     floor = named(m, x >> p.shift, f"{name}_floor")
-    one = Value.cast(1).as_unsigned()
-    rem = named(m, x.as_unsigned() & ((one << p.shift) - 1), f"{name}_rem")
-    half = named(m, (one << p.shift) >> 1, f"{name}_half")
+    rem = named(m, x.as_unsigned()[:bits] & p.rem_mask, f"{name}_rem")
     up = Signal(name=f"{name}_up")
     with m.If(p.shift != 0):
         with m.Switch(p.rounding):
             with m.Case(Rounding.RND):
-                m.d.comb += up.eq(rem >= half)
+                m.d.comb += up.eq(rem >= p.half)
             with m.Case(Rounding.RND_CONV):
-                m.d.comb += up.eq((rem > half) | ((rem == half) & floor[0]))
+                m.d.comb += up.eq((rem > p.half) | ((rem == p.half) & floor[0]))
     r = named(m, (floor + up)[: bits + 1].as_signed(), f"{name}_rnd")
-    hi = named(
-        m,
-        Mux(p.out_signed, (one << (p.out_width - 1).as_unsigned()) - 1, (one << p.out_width) - 1),
-        f"{name}_hi",
-    )
-    lo = named(
-        m, Mux(p.out_signed, -(one << (p.out_width - 1).as_unsigned()).as_signed(), 0), f"{name}_lo"
-    )
-    sat = Mux(r > hi.as_signed(), hi, Mux(r < lo, lo, r))
-    wrapped = wrap(m, r, p.out_width, p.out_signed, bits, f"{name}_wrap")
+    sat = Mux(r > p.out_hi, p.out_hi, Mux(r < p.out_lo, p.out_lo, r))
+    wrapped = wrap(m, r, p.out_mask, p.out_sign, bits, f"{name}_wrap")
     out = Signal(signed(bits), name=name)
     m.d.comb += out.eq(Mux(p.sat, sat, wrapped))
     return out
