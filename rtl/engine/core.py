@@ -79,7 +79,8 @@ class Engine(wiring.Component):
             drain.offer.eq(array.finishing),
             stall.eq(array.finishing & ~drain.accept),
             array.stall.eq(stall),
-            drain.result.eq(array.result),
+            array.select.eq(drain.select),
+            drain.word.eq(array.word),
         ]
 
         # -- load path: stream words into a buffer --------------------------------

@@ -32,9 +32,8 @@ class Drain(wiring.Component):
             {
                 "instr": In(instruction_layout(cfg)),
                 "start": In(1),  # a GEMM begins: reset the tile counters
-                "result": In(
-                    data.ArrayLayout(data.ArrayLayout(signed(cfg.acc_bits), cfg.cols), cfg.rows)
-                ),
+                "select": Out(range(cfg.rows * (cfg.cols // cfg.group))),  # the word to read
+                "word": In(data.ArrayLayout(signed(cfg.acc_bits), cfg.group)),
                 "bias": In(data.ArrayLayout(signed(cfg.acc_bits), cfg.cols)),
                 "offer": In(1),  # the array holds a finished tile this cycle
                 "accept": Out(1),  # ... and may hand it over
@@ -69,13 +68,11 @@ class Drain(wiring.Component):
             self.accept.eq(~active | final),
         ]
         pos = Signal(range(cfg.rows * words))  # row * words + word
+        m.d.comb += self.select.eq(pos)
         lane = []
         for e in range(cfg.group):
-            cells = [
-                self.result[r][k * cfg.group + e] for r in range(cfg.rows) for k in range(words)
-            ]
             b = Array(bias[k * cfg.group + e] for k in range(words))[word]
-            lane.append(requantize(m, Array(cells)[pos] + b, p, cfg.acc_bits, f"lane{e}"))
+            lane.append(requantize(m, self.word[e] + b, p, cfg.acc_bits, f"lane{e}"))
         m.d.comb += [
             self.o.valid.eq(active & p.to_stream),
             self.waddr.eq(row_addr + col_addr + word),

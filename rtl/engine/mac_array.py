@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Array, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -19,7 +19,8 @@ class MacArray(wiring.Component):
     mode the index is the step within the group.
 
     Two pipeline stages: products are registered, then accumulated. On a tile's
-    last step the finished sums move to ``result`` (``loaded`` pulses) while the
+    last step the finished sums move to the drain registers (``loaded`` pulses),
+    read out a word at a time through ``select``/``word``, while the
     accumulators start the next tile, so tiles run back to back. ``stall``
     freezes both stages.
     """
@@ -36,7 +37,9 @@ class MacArray(wiring.Component):
                 "first": In(1),
                 "last": In(1),
                 "stall": In(1),
-                "result": Out(data.ArrayLayout(data.ArrayLayout(signed(cfg.acc_bits), q), p)),
+                # the finished tile, read out one word of ``group`` sums at a time
+                "select": In(range(p * (q // g))),  # row * (cols / group) + word
+                "word": Out(data.ArrayLayout(signed(cfg.acc_bits), g)),
                 "loaded": Out(1),
                 "busy": Out(1),  # a step is in flight
                 "finishing": Out(1),  # the accumulate stage holds a tile's last step
@@ -55,20 +58,32 @@ class MacArray(wiring.Component):
             self.finishing.eq(valid2 & last2),
         ]
         m.d.sync += self.loaded.eq(0)
+        words = cfg.cols // cfg.group
+        cells: list[list[Signal]] = [[] for _ in range(cfg.group)]  # per lane, in select order
         for p in range(cfg.rows):
+            # one signal per activation: a multiplexer over small signals, not a
+            # variable shift of the whole (wide) group word
+            group = [Signal(signed(cfg.a_bits), name=f"x_{p}_{e}") for e in range(cfg.group)]
+            m.d.comb += [x.eq(self.a[p][e]) for e, x in enumerate(group)]
             for q in range(cfg.cols):
                 a = Signal(signed(cfg.a_bits), name=f"a_{p}_{q}")
-                m.d.comb += a.eq(self.a[p][self.idx[q]])
+                m.d.comb += a.eq(Array(group)[self.idx[q]])
                 prod = Signal(signed(cfg.a_bits + cfg.b_bits), name=f"prod_{p}_{q}")
                 acc = Signal(signed(cfg.acc_bits), name=f"acc_{p}_{q}")
                 total = Signal(signed(cfg.acc_bits), name=f"sum_{p}_{q}")
+                done = Signal(signed(cfg.acc_bits), name=f"done_{p}_{q}")
+                cells[q % cfg.group].append(done)
                 m.d.comb += total.eq(Mux(first2, prod, prod + acc)[: cfg.acc_bits].as_signed())
                 with m.If(go):
                     m.d.sync += prod.eq(a * self.w[q])
                     with m.If(valid2):
                         m.d.sync += acc.eq(total)
                         with m.If(last2):
-                            m.d.sync += self.result[p][q].eq(total)
+                            m.d.sync += done.eq(total)
+        # cells[e] is ordered (p, q // group), which is the select order
+        assert all(len(c) == cfg.rows * words for c in cells)
+        for e, lane in enumerate(cells):
+            m.d.comb += self.word[e].eq(Array(lane)[self.select])
         with m.If(go & valid2 & last2):
             m.d.sync += self.loaded.eq(1)
         return m
