@@ -20,6 +20,7 @@ from accel.engine.isa import Target
 from accel.engine.program import (
     Drain,
     Gemm,
+    Geometry,
     Load,
     Program,
     a_words,
@@ -117,8 +118,12 @@ def place(
     a_base: int,
     out_base: int,
     to_stream: bool,
+    geometry: Geometry | None = None,
 ) -> tuple[Gemm, list[Load]]:
-    """A GEMM with its weights and biases allocated; the loads that fill them."""
+    """A GEMM with its weights and biases allocated; the loads that fill them.
+
+    ``geometry`` says how A is read (default: plain rows of K features).
+    """
     b = np.asarray(spec.b, dtype=np.int64)
     _fits(b, cfg.b_bits, f"{spec.name}: B")
     if spec.pattern is not None:
@@ -140,7 +145,8 @@ def place(
         out_base=out_base,
         to_stream=to_stream,
         drain=spec.drain,
-        useful_macs=_useful_macs(rows, b.shape, spec.pattern),
+        useful_macs=_useful_macs(rows, b.shape, spec.pattern) * (geometry or Geometry()).positions,
+        geometry=geometry or Geometry.rows(k),
     )
     words = b_words(cfg, b, k, cols, n, dense, spec.name)
     gemm.b_base = alloc.weights(len(words), spec.name)

@@ -45,16 +45,32 @@ def instruction_layout(cfg: EngineConfig) -> data.StructLayout:
             "target": Target,
             "count": unsigned(24),  # LOAD: words
             "base": unsigned(max(a, b, c)),  # LOAD: first address
-            # GEMM: C[rb*P + p, ct*Q + q] = sum_k A[.., k] * B[k, ..] over tiles (ct, rb)
+            # GEMM: C[rb*P + p, ct*Q + q] = sum_k A[.., k] * B[k, ..] over tiles (ct, rb);
+            # a convolution reads A as NHWC pixels (see rtl.engine.address), a dense
+            # layer is a 1x1 convolution of a 1x1 image
             "a_base": unsigned(a),
-            "a_stride": unsigned(a),  # words between row blocks
+            "a_stride": unsigned(a),  # words per sample block
             "b_base": unsigned(b),
             "bias_base": unsigned(c),
-            "groups": unsigned(b),  # K / group
             "n": unsigned(_bits(cfg.group + 1)),  # kept weights per group (group when dense)
             "dense": unsigned(1),  # indices are 0..group-1, not read from B
-            "row_blocks": unsigned(a),
+            "row_blocks": unsigned(a),  # sample blocks x out_h x out_w
             "col_tiles": unsigned(b),
+            "sample_blocks": unsigned(a),
+            "in_h": unsigned(a),
+            "in_w": unsigned(a),
+            "out_h": unsigned(a),
+            "out_w": unsigned(a),
+            "kh": unsigned(4),
+            "kw": unsigned(4),
+            "stride": unsigned(4),
+            "pad_top": unsigned(4),
+            "pad_left": unsigned(4),
+            "cblocks": unsigned(b),  # channel blocks of ``group`` channels
+            "row_words": unsigned(a + 1),  # in_w * cblocks
+            "step_x": unsigned(a + 1),  # stride * cblocks
+            "step_y": unsigned(a + 1),  # stride * row_words
+            "origin": signed(a + 8),  # -(pad_top * row_words + pad_left * cblocks)
             "to_stream": unsigned(1),  # results leave on the output stream, not into A
             "out_base": unsigned(a),
             "out_stride": unsigned(a),

@@ -76,16 +76,62 @@ class Load:
     words: list[str]  # hex, one per stream word
 
 
+@dataclass(frozen=True)
+class Geometry:
+    """How a GEMM reads A: as NHWC images (a convolution) or as plain rows (1x1)."""
+
+    in_h: int = 1
+    in_w: int = 1
+    channels: int = 8  # padded to a multiple of the group
+    kh: int = 1
+    kw: int = 1
+    stride: int = 1
+    pad_top: int = 0
+    pad_left: int = 0
+    out_h: int = 1
+    out_w: int = 1
+
+    @classmethod
+    def rows(cls, k: int) -> Geometry:
+        """A dense layer: K features are one pixel of K channels."""
+        return cls(channels=k)
+
+    @property
+    def positions(self) -> int:
+        return self.out_h * self.out_w
+
+    def fields(self, cfg: EngineConfig) -> dict:
+        cb = self.channels // cfg.group
+        row_words = self.in_w * cb
+        return {
+            "in_h": self.in_h,
+            "in_w": self.in_w,
+            "out_h": self.out_h,
+            "out_w": self.out_w,
+            "kh": self.kh,
+            "kw": self.kw,
+            "stride": self.stride,
+            "pad_top": self.pad_top,
+            "pad_left": self.pad_left,
+            "cblocks": cb,
+            "row_words": row_words,
+            "step_x": self.stride * cb,
+            "step_y": self.stride * row_words,
+            "origin": -(self.pad_top * row_words + self.pad_left * cb),
+        }
+
+
 @dataclass
 class Gemm:
     """``C = drain(A @ B + bias)`` with A in the activation banks, B in the weight buffer.
 
     ``n`` kept weights per group of ``cfg.group`` (``dense``: all, indices implicit).
-    Rows are padded to a multiple of the array's rows, columns to its columns.
+    ``rows`` are samples: padded to a multiple of the array's rows; each sample
+    has ``geometry.positions`` output rows. Columns are padded to the array's.
     """
 
     name: str
-    rows: int  # rows of A and C
+    rows: int  # samples
     k: int  # padded reduction length (a multiple of the group)
     cols: int  # padded columns of B and C
     n: int
@@ -97,9 +143,13 @@ class Gemm:
     to_stream: bool
     drain: Drain
     useful_macs: int  # rows x kept weights (all of them when dense)
+    geometry: Geometry = field(default_factory=Geometry)
+
+    def sample_blocks(self, cfg: EngineConfig) -> int:
+        return -(-self.rows // cfg.rows)
 
     def row_blocks(self, cfg: EngineConfig) -> int:
-        return -(-self.rows // cfg.rows)
+        return self.sample_blocks(cfg) * self.geometry.positions
 
     def col_tiles(self, cfg: EngineConfig) -> int:
         return self.cols // cfg.cols
@@ -116,9 +166,14 @@ class Gemm:
     def b_words(self, cfg: EngineConfig) -> int:
         return self.col_tiles(cfg) * self.steps_per_tile(cfg)
 
+    def sample_words(self, cfg: EngineConfig) -> int:
+        """Words per bank of one sample block of the input."""
+        g = self.geometry
+        return g.in_h * g.in_w * g.channels // cfg.group
+
     def a_words(self, cfg: EngineConfig) -> int:
         """Words per bank of the input."""
-        return self.row_blocks(cfg) * self.groups(cfg)
+        return self.sample_blocks(cfg) * self.sample_words(cfg)
 
     def out_words(self, cfg: EngineConfig) -> int:
         """Words per bank of the output (or stream words / rows, when streamed)."""
@@ -129,17 +184,18 @@ class Gemm:
             cfg,
             op=Opcode.GEMM,
             a_base=self.a_base,
-            a_stride=self.groups(cfg),
+            a_stride=self.sample_words(cfg),
             b_base=self.b_base,
             bias_base=self.bias_base,
-            groups=self.groups(cfg),
             n=self.n,
             dense=int(self.dense),
             row_blocks=self.row_blocks(cfg),
+            sample_blocks=self.sample_blocks(cfg),
             col_tiles=self.col_tiles(cfg),
             to_stream=int(self.to_stream),
             out_base=self.out_base,
             out_stride=self.cols // cfg.group,
+            **self.geometry.fields(cfg),
             **self.drain.fields(cfg.acc_bits, self.name),
         )
 
@@ -185,17 +241,22 @@ class Program:
         return sum(g.out_words(self.cfg) * self.cfg.rows for g in self.gemms if g.to_stream)
 
     def split_outputs(self, lines: list[str]) -> list[np.ndarray]:
-        """Output words -> one padded C matrix per streamed GEMM, in program order."""
+        """Output words -> one padded C per streamed GEMM, in program order.
+
+        C has a row per sample: its positions' padded columns, position-major
+        (NHWC when the GEMM is a convolution).
+        """
         cfg = self.cfg
         vals = unpack_hex(lines, cfg.acc_bits, cfg.group, True) if lines else np.zeros((0, 0))
         out, at = [], 0
         for g in self.gemms:
             if not g.to_stream:
                 continue
-            rb, ct, words = g.row_blocks(cfg), g.col_tiles(cfg), cfg.cols // cfg.group
-            n = rb * ct * cfg.rows * words
-            block = vals[at : at + n].reshape(ct, rb, cfg.rows, words * cfg.group)
-            out.append(block.transpose(1, 2, 0, 3).reshape(rb * cfg.rows, ct * cfg.cols))
+            sb, pos, ct = g.sample_blocks(cfg), g.geometry.positions, g.col_tiles(cfg)
+            n = sb * pos * ct * cfg.rows * (cfg.cols // cfg.group)
+            block = vals[at : at + n].reshape(ct, sb, pos, cfg.rows, cfg.cols)
+            c = block.transpose(1, 3, 2, 0, 4).reshape(sb * cfg.rows, pos * ct * cfg.cols)
+            out.append(c)
             at += n
         return out
 

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from amaranth.back import verilog
-from amaranth.hdl import Module, Signal, unsigned
+from amaranth.hdl import Module, Mux, Signal, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from accel.engine.config import EngineConfig
 from accel.engine.isa import Opcode, Target, instruction_layout, word_width
+from accel.rtl.engine.address import AddressGenerator
 from accel.rtl.engine.drain import Drain, out_word
 from accel.rtl.engine.mac_array import MacArray
 
@@ -105,37 +106,35 @@ class Engine(wiring.Component):
                 port.en.eq(drain.we[r]),
             ]
 
-        # -- issue stage counters -------------------------------------------------
-        j = Signal.like(instr.n)
-        g = Signal.like(instr.groups)
-        rb = Signal.like(instr.row_blocks)
-        ct = Signal.like(instr.col_tiles)
-        a_row = Signal.like(instr.a_base)
-        b_ptr = Signal.like(instr.b_base)
-        b_tile = Signal.like(instr.b_base)
-        c_ptr = Signal.like(instr.bias_base)
+        # -- issue stage ------------------------------------------------------------
+        m.submodules.agen = agen = AddressGenerator(cfg)
         issue = Signal()
-        first0 = (j == 0) & (g == 0)
-        last_step = (j == instr.n - 1) & (g == instr.groups - 1)
-        last_tile = (rb == instr.row_blocks - 1) & (ct == instr.col_tiles - 1)
-        for port in a_rd:
-            m.d.comb += [port.addr.eq(a_row + g), port.en.eq(~stall)]
+        decoding = Signal()
+        # the generator loads its loops while the instruction is decoded
         m.d.comb += [
-            b_rd.addr.eq(b_ptr),
+            agen.instr.eq(Mux(decoding, i_rd.data, instr)),
+            agen.init.eq(decoding),
+            agen.advance.eq(issue & ~stall),
+        ]
+        for port in a_rd:
+            m.d.comb += [port.addr.eq(agen.a_addr), port.en.eq(~stall)]
+        m.d.comb += [
+            b_rd.addr.eq(agen.b_addr),
             b_rd.en.eq(~stall),
-            c_rd.addr.eq(c_ptr),
+            c_rd.addr.eq(agen.c_addr),
             c_rd.en.eq(~stall),
         ]
         # stage 1: buffer outputs, with the step's flags
-        valid1, first1, last1 = Signal(), Signal(), Signal()
-        j1 = Signal.like(j)
+        valid1, first1, last1, zero1 = Signal(), Signal(), Signal(), Signal()
+        j1 = Signal.like(agen.j)
         bias2 = Signal(bias_word)  # the finishing tile's biases, beside its products
         with m.If(~stall):
             m.d.sync += [
                 valid1.eq(issue),
-                first1.eq(first0),
-                last1.eq(last_step),
-                j1.eq(j),
+                first1.eq(agen.first),
+                last1.eq(agen.last),
+                zero1.eq(agen.a_zero),
+                j1.eq(agen.j),
             ]
             with m.If(valid1 & last1):
                 m.d.sync += bias2.eq(c_rd.data)
@@ -147,7 +146,7 @@ class Engine(wiring.Component):
             drain.bias.eq(bias2),
         ]
         for r, port in enumerate(a_rd):
-            m.d.comb += array.a[r].eq(port.data)
+            m.d.comb += array.a[r].eq(Mux(zero1, 0, port.data))  # padding reads zeros
         for q in range(cfg.cols):
             m.d.comb += [
                 array.w[q].eq(b_data.w[q].as_signed()),
@@ -183,19 +182,12 @@ class Engine(wiring.Component):
             with m.State("DECODE"):
                 m.d.comb += i_rd.addr.eq(pc)
                 fetched = data.View(ilayout, i_rd.data)
+                m.d.comb += decoding.eq(1)
                 m.d.sync += [
                     instr.eq(i_rd.data),
                     count.eq(0),
                     l_bank.eq(0),
                     l_addr.eq(fetched.base),
-                    j.eq(0),
-                    g.eq(0),
-                    rb.eq(0),
-                    ct.eq(0),
-                    a_row.eq(fetched.a_base),
-                    b_ptr.eq(fetched.b_base),
-                    b_tile.eq(fetched.b_base),
-                    c_ptr.eq(fetched.bias_base),
                     pc.eq(pc + 1),
                 ]
                 with m.Switch(fetched.op):
@@ -234,29 +226,8 @@ class Engine(wiring.Component):
                                 m.d.sync += l_addr.eq(l_addr + 1)
             with m.State("GEMM"):
                 m.d.comb += issue.eq(1)
-                with m.If(~stall):
-                    m.d.sync += [j.eq(j + 1), b_ptr.eq(b_ptr + 1)]
-                    with m.If(j == instr.n - 1):
-                        m.d.sync += [j.eq(0), g.eq(g + 1)]
-                        with m.If(g == instr.groups - 1):
-                            m.d.sync += g.eq(0)
-                            with m.If(rb == instr.row_blocks - 1):
-                                # next column tile: its weights follow this tile's
-                                m.d.sync += [
-                                    rb.eq(0),
-                                    ct.eq(ct + 1),
-                                    a_row.eq(instr.a_base),
-                                    b_tile.eq(b_ptr + 1),
-                                    c_ptr.eq(c_ptr + 1),
-                                ]
-                            with m.Else():
-                                m.d.sync += [
-                                    rb.eq(rb + 1),
-                                    a_row.eq(a_row + instr.a_stride),
-                                    b_ptr.eq(b_tile),
-                                ]
-                            with m.If(last_tile):
-                                m.next = "FLUSH"
+                with m.If(~stall & agen.done):
+                    m.next = "FLUSH"
             with m.State("FLUSH"):
                 with m.If(~valid1 & ~array.busy & ~drain.busy):
                     m.next = "FETCH"
