@@ -105,15 +105,21 @@ def test_training_step_beats_sats_speedup_at_2_8(training_step):
 
 
 def test_graph_compiler_refuses_what_it_cannot_run(engine_cfg):
-    g = Graph("conv")
-    x = g.add_input("x", (4, 4, 1), ACT)
-    w = Param(np.ones((3, 3, 1, 8), np.int64), FixedType(8, 6))
-    g.add("conv2d", x, name="c1", params={"weight": w})
-    g.mark_output("c1")
-    with pytest.raises(AccelError, match="node c1: the engine compiler takes dense layers"):
-        compile_graph(g, engine_cfg, np.zeros((1, 4, 4, 1), np.int64))
+    g = Graph("pool")
+    x = g.add_input("x", (4, 4, 8), ACT)
+    x = g.add("gather", x, name="pick", index=np.arange(8), shape=(8,))
+    g.mark_output(x)
+    with pytest.raises(AccelError, match="node pick: the engine compiler takes dense and conv2d"):
+        compile_graph(g, engine_cfg, np.zeros((1, 4, 4, 8), np.int64))
+    g = Graph("nmconv")
+    x = g.add_input("x", (4, 4, 4), ACT)
+    w = np.zeros((2, 2, 4, 8), np.int64)
+    g.add("conv2d", x, name="c", nm="2:8", params={"weight": Param(w, FixedType(8, 6))})
+    g.mark_output("c")
+    with pytest.raises(AccelError, match=r"node c: an N:M conv needs input channels \(4\)"):
+        compile_graph(g, engine_cfg, np.zeros((1, 4, 4, 4), np.int64))
     tiny = EngineConfig(rows=4, cols=8, group=8, a_depth=8)
-    with pytest.raises(AccelError, match="fc0: a row block of activations needs 32 words"):
+    with pytest.raises(AccelError, match="fc0: a block of 4 samples needs 32 words"):
         compile_graph(mlp(1), tiny, np.zeros((4, 64), np.int64))
     narrow = EngineConfig(rows=4, cols=8, group=8, a_bits=8)
     with pytest.raises(
@@ -139,3 +145,52 @@ def test_cli_runs_the_zoo_model_on_the_engine():
     bad = subprocess.run([*cmd, "--array", "8by8"], capture_output=True, text=True)
     assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1].startswith("accel: error:")
     assert "--array must look like 8x8" in bad.stderr
+
+
+def conv_net(seed: int) -> Graph:
+    """Odd, non-square images, 'same' and 'valid' padding, strides 1 and 2, a conv output."""
+    rng = np.random.default_rng(seed)
+    wt = FixedType(8, 6)
+    g = Graph("convs")
+    x = g.add_input("x", (7, 6, 3), Quant(FixedType(8, 8, False), Rounding.RND, Overflow.SAT))
+    w1 = rng.integers(-128, 128, (3, 3, 3, 16))
+    x = g.add("conv2d", x, name="c1", stride=2, padding="same", params={"weight": Param(w1, wt)})
+    x = g.add("relu", x)
+    x = g.add("requantize", x, quant=ACT)
+    w2 = rng.integers(-128, 128, (2, 3, 16, 8))
+    w2 = w2 * nm.mask(w2.reshape(-1, 8), nm.NM(1, 4)).reshape(w2.shape)
+    b2 = Param(rng.integers(-128, 128, 8), wt)
+    x = g.add(
+        "conv2d",
+        x,
+        name="c2",
+        nm="1:4",
+        padding="valid",
+        params={"weight": Param(w2, wt), "bias": b2},
+    )
+    g.mark_output(x)
+    return g
+
+
+def test_convolutions_are_bit_exact_and_cycle_exact(engine_cfg):
+    g = conv_net(9)
+    assert g.tensors["c1"].shape == (4, 3, 16) and g.tensors["c2"].shape == (3, 1, 8)
+    x = np.random.default_rng(10).integers(0, 256, (30, 7, 6, 3))
+    x[0], x[1] = 0, 255
+    y, run = run_graph(g, engine_cfg, x)
+    np.testing.assert_array_equal(y, reference.predict(g, x))
+    assert run.cycles_match
+
+
+@pytest.mark.parametrize("pattern", ["2:8", "dense"])
+def test_zoo_cnn_inference_on_the_engine(engine_cfg, pattern):
+    from accel.zoo.nm_sparse import data
+    from accel.zoo.nm_sparse.model import build
+
+    g = build(net="cnn", pattern=pattern)
+    x = reference.quantize_inputs(g, g.inputs[0], data.make_inputs(24, 3, "cnn"))
+    y, run = run_graph(g, engine_cfg, x)
+    np.testing.assert_array_equal(y, reference.predict(g, x))
+    assert run.cycles_match
+    conv2 = next(t for t in run.model.gemms if t.name == "conv2")
+    assert conv2.utilisation > 0.95  # K = 144 of 16 channel blocks, 2:8 or dense

@@ -57,6 +57,7 @@ class GemmSpec:
     drain: Drain
     pattern: nm.NM | None = None
     bias: np.ndarray | None = None  # aligned to the accumulator
+    k_real: int | None = None  # reduction length before storage padding (for MAC counts)
 
 
 def _fits(x: np.ndarray, bits: int, what: str) -> None:
@@ -145,7 +146,8 @@ def place(
         out_base=out_base,
         to_stream=to_stream,
         drain=spec.drain,
-        useful_macs=_useful_macs(rows, b.shape, spec.pattern) * (geometry or Geometry()).positions,
+        useful_macs=_useful_macs(rows, (spec.k_real or b.shape[0], b.shape[1]), spec.pattern)
+        * (geometry or Geometry()).positions,
         geometry=geometry or Geometry.rows(k),
     )
     words = b_words(cfg, b, k, cols, n, dense, spec.name)

@@ -1,17 +1,23 @@
-"""Compile a Graph's dense layers into one engine program over a batch.
+"""Compile a Graph's dense and conv layers into one engine program over a batch.
 
-Each Dense node, with the ReLU and Requantize after it, is one GEMM whose
-drain applies the bias, ReLU and requantization and writes the next layer's
-input into the activation banks (two regions, used in turn). The last layer
-streams its results out. Weights load once; the batch runs in chunks that fit
-the banks, so the program is: weight and bias loads, then per chunk one A
-load and one GEMM per layer.
+Each Dense or Conv2D node, with the ReLU and Requantize after it, is one GEMM
+whose drain applies the bias, ReLU and requantization and writes the next
+layer's input into the activation banks (two regions, used in turn). The last
+layer streams its results out. Weights load once; the batch runs in chunks
+that fit the banks, so the program is: weight and bias loads, then per chunk
+one A load and one GEMM per layer.
+
+Activations are stored per sample as NHWC pixels with channels padded (the
+input to the group, layer outputs to the array's columns), which is also the
+flattened order a following dense layer reads: its weight rows are scattered
+to match, so a flatten costs nothing.
 """
 
 from __future__ import annotations
 
 import itertools
-from dataclasses import replace
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -19,50 +25,119 @@ from accel import nm
 from accel.engine.compile import Allocator, GemmSpec, check_a_region, place
 from accel.engine.config import EngineConfig
 from accel.engine.isa import Target
-from accel.engine.program import Drain, Load, Program, a_words, ceil_to
+from accel.engine.program import Drain, Geometry, Load, Program, a_words, ceil_to
 from accel.errors import AccelError
-from accel.ir.graph import Graph
+from accel.fixed import Quant
+from accel.ir.graph import Graph, Node
+from accel.ir.ops import conv_padding
 from accel.kernels import align_bias
 
 
-def layers(graph: Graph) -> list[GemmSpec]:
-    """The graph as GEMM specs (A left empty): dense [relu] [requantize] chains."""
-    specs: list[GemmSpec] = []
+def _chains(graph: Graph) -> Iterator[tuple[Node, bool, Quant | None]]:
+    """Each dot-product node with the ReLU and Requantize that follow it."""
     nodes = list(graph.nodes)
     i = 0
-    while i < len(nodes) and nodes[i].op == "reshape" and not specs:
-        i += 1  # a leading flatten is only a view of the input rows
     while i < len(nodes):
         node = nodes[i]
-        if node.op != "dense":
-            raise AccelError(
-                f"node {node.name}: the engine compiler takes dense layers (with ReLU and "
-                f"requantize); {node.op!r} is not supported yet"
-            )
-        w = node.params["weight"]
-        b = node.params.get("bias")
-        acc = node.attrs["acc"]
-        bias = None if b is None else align_bias(b.data, b.type, acc)
-        relu, quant = False, None
         i += 1
+        if node.op == "reshape":
+            continue  # a flatten: NHWC storage already is the flattened order
+        if node.op not in ("dense", "conv2d"):
+            raise AccelError(
+                f"node {node.name}: the engine compiler takes dense and conv2d layers (with "
+                f"ReLU and requantize); {node.op!r} is not supported yet"
+            )
+        relu, quant = False, None
         if i < len(nodes) and nodes[i].op == "relu":
             relu, i = True, i + 1
         if i < len(nodes) and nodes[i].op == "requantize":
             quant, i = nodes[i].attrs["quant"], i + 1
-        pattern = node.attrs.get("nm")
-        specs.append(
-            GemmSpec(
-                node.name,
-                np.zeros((0, w.data.shape[0]), np.int64),
-                w.data,
-                Drain(acc, relu, quant),
-                None if pattern is None else nm.NM.parse(pattern),
-                bias,
-            )
-        )
+        yield node, relu, quant
+
+
+def _spec(node: Node, w2: np.ndarray, relu: bool, quant: Quant | None) -> GemmSpec:
+    b = node.params.get("bias")
+    acc = node.attrs["acc"]
+    pattern = node.attrs.get("nm")
+    return GemmSpec(
+        node.name,
+        np.zeros((0, w2.shape[0]), np.int64),
+        w2,
+        Drain(acc, relu, quant),
+        None if pattern is None else nm.NM.parse(pattern),
+        None if b is None else align_bias(b.data, b.type, acc),
+    )
+
+
+def layers(graph: Graph) -> list[GemmSpec]:
+    """A dense-layer graph as GEMM specs (A left empty), weights as (in, out)."""
+    specs = []
+    for node, relu, quant in _chains(graph):
+        if node.op != "dense":
+            raise AccelError(f"node {node.name}: only dense layers here, not {node.op!r}")
+        specs.append(_spec(node, node.params["weight"].data, relu, quant))
     if not specs:
         raise AccelError(f"graph {graph.name} has no dense layer for the engine")
     return specs
+
+
+@dataclass
+class Placed:
+    """A layer as the engine runs it: B in the storage order of its input."""
+
+    spec: GemmSpec
+    geometry: Geometry
+    out_shape: tuple[int, ...]  # the graph's (H, W, C) or (C,)
+
+
+def _storage_rows(shape: tuple[int, ...], pad_c: int) -> np.ndarray:
+    """Storage position of each element of a C-order (H, W, C) tensor, channels padded."""
+    h, w, c = shape if len(shape) == 3 else (1, 1, shape[-1])
+    pix = np.arange(h * w)[:, None] * pad_c + np.arange(c)[None, :]
+    return pix.ravel()
+
+
+def lower(graph: Graph, cfg: EngineConfig) -> list[Placed]:
+    """Every layer with its geometry; channels padded to the group (input) or columns."""
+    t = graph.tensors[graph.inputs[0]]
+    shape = t.shape if len(t.shape) == 3 else (1, 1, t.size)
+    stored = ceil_to(shape[2], cfg.group)  # channels as stored
+    out: list[Placed] = []
+    for node, relu, quant in _chains(graph):
+        w = node.params["weight"].data
+        if node.op == "conv2d":
+            kh, kw, cin, cout = w.shape
+            if len(shape) != 3 or shape[2] != cin:
+                raise AccelError(f"node {node.name}: conv input must be (H, W, {cin})")
+            if node.attrs.get("nm") is not None and cin != stored:
+                raise AccelError(
+                    f"node {node.name}: an N:M conv needs input channels ({cin}) a multiple "
+                    f"of the engine's group ({cfg.group})"
+                )
+            wp = np.zeros((kh, kw, stored, cout), np.int64)
+            wp[:, :, :cin] = w
+            s, p = node.attrs["stride"], node.attrs["padding"]
+            oh, top, _ = conv_padding(shape[0], kh, s, p)
+            ow, left, _ = conv_padding(shape[1], kw, s, p)
+            geo = Geometry(shape[0], shape[1], stored, kh, kw, s, top, left, oh, ow)
+            spec = _spec(node, wp.reshape(kh * kw * stored, cout), relu, quant)
+            spec.k_real = kh * kw * cin
+            shape = (oh, ow, cout)
+        else:
+            rows = _storage_rows(shape, stored)
+            if len(rows) != w.shape[0]:
+                raise AccelError(f"node {node.name}: dense input does not match {shape}")
+            wp = np.zeros((shape[0] * shape[1] * stored, w.shape[1]), np.int64)
+            wp[rows] = w
+            geo = Geometry.rows(len(wp))
+            spec = _spec(node, wp, relu, quant)
+            spec.k_real = w.shape[0]
+            shape = (1, 1, w.shape[1])
+        out.append(Placed(spec, geo, shape))
+        stored = ceil_to(shape[2], cfg.cols)
+    if not out:
+        raise AccelError(f"graph {graph.name} has no dense or conv2d layer for the engine")
+    return out
 
 
 def _check_operand(t, bits: int, what: str) -> None:
@@ -71,46 +146,57 @@ def _check_operand(t, bits: int, what: str) -> None:
         raise AccelError(f"{what}: {t} needs {need}-bit signed operands, the engine has {bits}")
 
 
+def _pad_input(x: np.ndarray, shape: tuple[int, ...], stored: int) -> np.ndarray:
+    """Raw inputs (N, *shape) as stored rows: NHWC pixels, channels padded."""
+    h, w, c = shape if len(shape) == 3 else (1, 1, shape[-1])
+    out = np.zeros((len(x), h * w, stored), np.int64)
+    out[:, :, :c] = np.asarray(x, dtype=np.int64).reshape(len(x), h * w, c)
+    return out.reshape(len(x), -1)
+
+
 def compile_graph(graph: Graph, cfg: EngineConfig, x: np.ndarray) -> tuple[Program, list[int]]:
-    """The program for raw inputs ``x`` (N, ...); returns it and the rows of each chunk."""
-    specs = layers(graph)
-    _check_operand(graph.tensors[graph.inputs[0]].type, cfg.a_bits, "input")
-    for spec, node_out in itertools.pairwise(specs):
-        t = spec.drain.quant.type if spec.drain.quant else spec.drain.acc
-        _check_operand(t, cfg.a_bits, f"{node_out.name} input")
-    x = np.asarray(x, dtype=np.int64).reshape(len(x), -1)
-    widths = [ceil_to(s.b.shape[0], cfg.group) for s in specs]
-    widths += [ceil_to(s.b.shape[1], cfg.cols) for s in specs]
-    words_per_block = max(widths) // cfg.group
-    # two regions of row blocks; the largest chunk that fits, and at most the batch
-    blocks = cfg.a_depth // (2 * words_per_block)
+    """The program for raw inputs ``x`` (N, ...); returns it and the samples of each chunk."""
+    layers_ = lower(graph, cfg)
+    t_in = graph.tensors[graph.inputs[0]]
+    _check_operand(t_in.type, cfg.a_bits, "input")
+    for a, b in itertools.pairwise(layers_):
+        t = a.spec.drain.quant.type if a.spec.drain.quant else a.spec.drain.acc
+        _check_operand(t, cfg.a_bits, f"{b.spec.name} input")
+    rows = _pad_input(x, t_in.shape, layers_[0].geometry.channels)
+    # words per sample block of every tensor the banks hold
+    words = [rows.shape[1] // cfg.group]
+    words += [
+        p.geometry.positions * ceil_to(p.spec.b.shape[1], cfg.cols) // cfg.group for p in layers_
+    ]
+    per_block = max(words)
+    # two regions of sample blocks; the largest chunk that fits, and at most the batch
+    blocks = cfg.a_depth // (2 * per_block)
     if blocks < 1:
         raise AccelError(
-            f"{specs[0].name}: a row block of activations needs {2 * words_per_block} words per "
-            f"bank (two regions), the banks hold {cfg.a_depth}"
+            f"{layers_[0].spec.name}: a block of {cfg.rows} samples needs {2 * per_block} words "
+            f"per bank (two regions), the banks hold {cfg.a_depth}"
         )
-    chunk = min(blocks * cfg.rows, ceil_to(max(len(x), 1), cfg.rows))
-    region = blocks * words_per_block
+    chunk = min(blocks * cfg.rows, ceil_to(max(len(rows), 1), cfg.rows))
+    region = blocks * per_block
     alloc = Allocator(cfg)
     prog = Program(cfg)
     placed = []
-    for spec in specs:
-        gemm, loads = place(cfg, spec, alloc, chunk, 0, 0, False)
+    for p in layers_:
+        gemm, loads = place(cfg, p.spec, alloc, chunk, 0, 0, False, p.geometry)
         prog.steps += loads
         placed.append(gemm)
     sizes = []
-    for start in range(0, len(x), chunk):
-        rows = x[start : start + chunk]
-        sizes.append(len(rows))
-        prog.steps.append(Load(Target.A, 0, a_words(cfg, rows, placed[0].k)))
+    for start in range(0, len(rows), chunk):
+        part = rows[start : start + chunk]
+        sizes.append(len(part))
+        prog.steps.append(Load(Target.A, 0, a_words(cfg, part, part.shape[1])))
         for li, gemm in enumerate(placed):
-            last = li == len(placed) - 1
             g = replace(
                 gemm,
-                rows=len(rows),
+                rows=len(part),
                 a_base=(li % 2) * region,
                 out_base=((li + 1) % 2) * region,
-                to_stream=last,
+                to_stream=li == len(placed) - 1,
             )
             check_a_region(cfg, g.a_words(cfg), g.name)
             prog.steps.append(g)
@@ -119,7 +205,10 @@ def compile_graph(graph: Graph, cfg: EngineConfig, x: np.ndarray) -> tuple[Progr
 
 
 def outputs(program: Program, sizes: list[int], graph: Graph, lines: list[str]) -> np.ndarray:
-    """The graph's output rows from the engine's output words."""
+    """The graph's output tensor (N, *shape) from the engine's output words."""
     mats = program.split_outputs(lines)
-    n_out = graph.tensors[graph.outputs[0]].size
-    return np.concatenate([m[:n, :n_out] for m, n in zip(mats, sizes, strict=True)])
+    shape = graph.tensors[graph.outputs[0]].shape
+    c = shape[-1]
+    pos = int(np.prod(shape[:-1], dtype=np.int64))
+    parts = [m[:n].reshape(n, pos, -1)[:, :, :c] for m, n in zip(mats, sizes, strict=True)]
+    return np.concatenate(parts).reshape(-1, *shape)
