@@ -3,8 +3,8 @@
     python benchmarks/bench_engine.py [--batch 64] [--rows 8 --cols 8] [--fpga 4x8 8x8]
 
 * per pattern (dense, 2:4, 2:8, 1:4; BDWP-trained weights): one training
-  step's GEMMs (forward N:M on W, backward N:M on W^T, dense weight update)
-  and an inference batch, run under Verilator, bit-exact with numpy and
+  step's GEMMs of the MLP (forward N:M on W, backward N:M on W^T, dense weight
+  update) and an inference batch of the MLP and of the CNN, run under Verilator, bit-exact with numpy and
   cycle-exact with the model (asserted); cycles per GEMM, utilisation
   (useful MACs / (MAC units x cycles)), speedup over the same GEMMs run dense
   and against the ideal M/N; the training step's end-to-end speedup, over the
@@ -86,14 +86,15 @@ def training_step(cfg: EngineConfig, pattern: str, batch: int) -> dict:
     }
 
 
-def inference(cfg: EngineConfig, pattern: str, n: int) -> dict:
-    graph = build(net="mlp", pattern=pattern)
-    x = reference.quantize_inputs(graph, graph.inputs[0], data.make_inputs(n, 1, "mlp"))
+def inference(cfg: EngineConfig, pattern: str, n: int, net: str = "mlp") -> dict:
+    graph = build(net=net, pattern=pattern)
+    x = reference.quantize_inputs(graph, graph.inputs[0], data.make_inputs(n, 1, net))
     y, run = run_graph(graph, cfg, x)
     assert np.array_equal(y, reference.predict(graph, x)) and run.cycles_match
     macs = sum(t.useful_macs for t in run.model.gemms)
     cycles = sum(t.cycles for t in run.model.gemms)
     return {
+        "net": net,
         "pattern": pattern,
         "samples": n,
         "program_cycles": run.model.total,
@@ -151,7 +152,8 @@ def main() -> None:
     for p in PATTERNS:
         print(f"training step, {p} ...", file=sys.stderr)
         result["training_step"].append(training_step(cfg, p, args.batch))
-        result["inference"].append(inference(cfg, p, args.samples))
+        for net in ("mlp", "cnn"):
+            result["inference"].append(inference(cfg, p, args.samples, net))
     if args.fpga:
         result["fpga"] = fpga(args.fpga)
     json.dump(result, sys.stdout, indent=1)
