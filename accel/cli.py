@@ -257,22 +257,33 @@ def cmd_sim(args: argparse.Namespace) -> int:
         "build_seconds": round(run.build_s, 2),
     }
     ok = mismatches == 0 and run.cycles_match
-    if args.json:
+    return _sim_verdict(
+        report,
+        ok,
+        args.json,
+        [
+            f"latency {report['latency']}  II {report['ii']}  cycles match model: "
+            f"{run.cycles_match}",
+            f"{report['samples_per_s']:.0f} samples/s, {report['cycles_per_s']:.0f} cycles/s "
+            f"simulated (build {report['build_seconds']} s)",
+        ],
+    )
+
+
+def _sim_verdict(report: dict, ok: bool, as_json: bool, lines: list[str]) -> int:
+    """Print a sim report (JSON, or PASS/FAIL and ``lines``); the exit status."""
+    if as_json:
         print(json.dumps(report, indent=1))
     else:
         from rich.console import Console
 
         c = Console()
         verdict = "[green]PASS[/]" if ok else "[red]FAIL[/]"
-        c.print(f"{verdict} {report['samples']} samples, {mismatches} mismatches vs reference")
         c.print(
-            f"latency {report['latency']}  II {report['ii']}  cycles match model: "
-            f"{run.cycles_match}"
+            f"{verdict} {report['samples']} samples, {report['mismatches']} mismatches vs reference"
         )
-        c.print(
-            f"{report['samples_per_s']:.0f} samples/s, {report['cycles_per_s']:.0f} cycles/s "
-            f"simulated (build {report['build_seconds']} s)"
-        )
+        for line in lines:
+            c.print(line)
     return 0 if ok else 1
 
 
@@ -315,20 +326,12 @@ def _sim_engine(args: argparse.Namespace, graph, x: np.ndarray) -> int:
         "build_seconds": round(run.build_s, 2),
     }
     ok = mismatches == 0 and run.cycles_match
-    if args.json:
-        print(json.dumps(report, indent=1))
-    else:
-        from rich.console import Console
-
-        c = Console()
-        verdict = "[green]PASS[/]" if ok else "[red]FAIL[/]"
-        c.print(f"{verdict} {len(x)} samples, {mismatches} mismatches vs reference")
-        c.print(f"last output at {report['last_output_cycle']}; match model: {run.cycles_match}")
-        for layer in report["layers"]:
-            c.print(
-                f"  {layer['gemm']:<10} {layer['cycles']:>8} cycles  util {layer['utilisation']}"
-            )
-    return 0 if ok else 1
+    lines = [f"last output at {report['last_output_cycle']}; match model: {run.cycles_match}"]
+    lines += [
+        f"  {layer['gemm']:<10} {layer['cycles']:>8} cycles  util {layer['utilisation']}"
+        for layer in report["layers"]
+    ]
+    return _sim_verdict(report, ok, args.json, lines)
 
 
 def _chunks(run) -> int:

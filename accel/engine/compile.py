@@ -82,26 +82,23 @@ class Allocator:
 
     def __init__(self, cfg: EngineConfig) -> None:
         self.cfg = cfg
-        self.b = 0
-        self.bias = 0
+        self.used = {"weight": 0, "bias": 0}
+
+    def _take(self, buffer: str, words: int, depth: int, what: str) -> int:
+        base = self.used[buffer]
+        self.used[buffer] += words
+        if self.used[buffer] > depth:
+            raise AccelError(
+                f"{what}: {buffer}s need {self.used[buffer]} words of the {buffer} buffer, "
+                f"which holds {depth}"
+            )
+        return base
 
     def weights(self, words: int, what: str) -> int:
-        base, self.b = self.b, self.b + words
-        if self.b > self.cfg.b_depth:
-            raise AccelError(
-                f"{what}: weights need {self.b} words of the weight buffer, which holds "
-                f"{self.cfg.b_depth}; use a larger b_depth or fewer layers"
-            )
-        return base
+        return self._take("weight", words, self.cfg.b_depth, what)
 
     def biases(self, words: int, what: str) -> int:
-        base, self.bias = self.bias, self.bias + words
-        if self.bias > self.cfg.bias_depth:
-            raise AccelError(
-                f"{what}: biases need {self.bias} words, the bias buffer holds "
-                f"{self.cfg.bias_depth}"
-            )
-        return base
+        return self._take("bias", words, self.cfg.bias_depth, what)
 
 
 def check_a_region(cfg: EngineConfig, words: int, what: str) -> None:
