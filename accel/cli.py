@@ -201,10 +201,17 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     graph, _ = load_model(args.model)
     x = load_inputs(Path(args.inputs), graph)
+    if args.arch == "engine" and args.engine != "rtl":
+        raise AccelError("--arch engine runs the RTL: use it with --engine rtl")
     with _status(
         f"running {len(x)} samples on the {args.engine} engine", quiet=args.engine == "reference"
     ):
-        y = engines.predict(graph, x, args.engine, args.reuse)
+        if args.arch == "engine":
+            from accel.sim.engine import run_graph
+
+            y, _ = run_graph(graph, engine_config(args.array), x)
+        else:
+            y = engines.predict(graph, x, args.engine, args.reuse)
     save_array(Path(args.out), y)
     print(
         f"wrote {y.shape} raw {graph.tensors[graph.outputs[0]].type.ap()} to {args.out}",
@@ -285,6 +292,19 @@ def _sim_verdict(report: dict, ok: bool, as_json: bool, lines: list[str]) -> int
         for line in lines:
             c.print(line)
     return 0 if ok else 1
+
+
+def _arch_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--arch",
+        choices=["dataflow", "engine"],
+        default="dataflow",
+        help="RTL architecture: dataflow, a pipeline per layer (default); engine, the N:M "
+        "MAC-array engine running a compiled program",
+    )
+    p.add_argument(
+        "--array", default="8x8", metavar="PxQ", help="engine array rows x columns (default 8x8)"
+    )
 
 
 def engine_config(array: str):
@@ -531,6 +551,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--inputs", required=True, metavar="X.npy")
     pr.add_argument("--out", required=True, metavar="Y.npy")
     pr.add_argument("--reuse", type=_positive, default=1, help="RTL reuse factor (default 1)")
+    _arch_options(pr)
     pr.set_defaults(func=cmd_predict)
 
     s = sub.add_parser(
@@ -547,15 +568,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--backpressure", action="store_true", help="random source stalls and sink back-pressure"
     )
     s.add_argument("--simulator", default="verilator", help="verilator (default)")
-    s.add_argument(
-        "--arch",
-        choices=["dataflow", "engine"],
-        default="dataflow",
-        help="dataflow: a pipeline per layer (default); engine: the N:M MAC-array engine",
-    )
-    s.add_argument(
-        "--array", default="8x8", metavar="PxQ", help="engine array rows x columns (default 8x8)"
-    )
+    _arch_options(s)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--json", action="store_true", help="one JSON document on stdout")
     s.set_defaults(func=cmd_sim)

@@ -194,3 +194,23 @@ def test_zoo_cnn_inference_on_the_engine(engine_cfg, pattern):
     assert run.cycles_match
     conv2 = next(t for t in run.model.gemms if t.name == "conv2")
     assert conv2.utilisation > 0.95  # K = 144 of 16 channel blocks, 2:8 or dense
+
+
+def test_cli_predict_on_the_engine(tmp_path):
+    import subprocess
+    import sys
+
+    from accel.zoo.nm_sparse import data
+    from accel.zoo.nm_sparse.model import build
+
+    x = data.make_inputs(20, 0, "mlp")
+    np.save(tmp_path / "x.npy", x)
+    cmd = [sys.executable, "-m", "accel.cli", "predict", "nm_sparse", "--inputs"]
+    cmd += [str(tmp_path / "x.npy"), "--out", str(tmp_path / "y.npy"), "--arch", "engine"]
+    r = subprocess.run([*cmd, "--engine", "rtl", "--array", "4x8"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    g = build()
+    want = reference.predict(g, reference.quantize_inputs(g, g.inputs[0], x))
+    np.testing.assert_array_equal(np.load(tmp_path / "y.npy"), want)
+    r = subprocess.run([*cmd, "--engine", "hls4ml"], capture_output=True, text=True)
+    assert r.returncode == 2 and "--arch engine runs the RTL" in r.stderr
