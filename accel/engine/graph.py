@@ -30,7 +30,7 @@ from accel.errors import AccelError
 from accel.fixed import Quant
 from accel.ir.graph import Graph, Node
 from accel.ir.ops import conv_padding
-from accel.kernels import align_bias
+from accel.kernels import align_bias, im2col
 
 
 def _chains(graph: Graph) -> Iterator[tuple[Node, bool, Quant | None]]:
@@ -88,6 +88,8 @@ class Placed:
     spec: GemmSpec
     geometry: Geometry
     out_shape: tuple[int, ...]  # the graph's (H, W, C) or (C,)
+    # first layer only: the host unfolds the input into patches (kh, kw, pads, stride)
+    im2col: tuple[int, int, tuple[int, int, int, int], int] | None = None
 
 
 def _storage_rows(shape: tuple[int, ...], pad_c: int) -> np.ndarray:
@@ -114,15 +116,29 @@ def lower(graph: Graph, cfg: EngineConfig) -> list[Placed]:
                     f"node {node.name}: an N:M conv needs input channels ({cin}) a multiple "
                     f"of the engine's group ({cfg.group})"
                 )
-            wp = np.zeros((kh, kw, stored, cout), np.int64)
-            wp[:, :, :cin] = w
             s, p = node.attrs["stride"], node.attrs["padding"]
-            oh, top, _ = conv_padding(shape[0], kh, s, p)
-            ow, left, _ = conv_padding(shape[1], kw, s, p)
-            geo = Geometry(shape[0], shape[1], stored, kh, kw, s, top, left, oh, ow)
-            spec = _spec(node, wp.reshape(kh * kw * stored, cout), relu, quant)
+            oh, top, bottom = conv_padding(shape[0], kh, s, p)
+            ow, left, right = conv_padding(shape[1], kw, s, p)
+            unfold = None
+            if not out and cin != stored:
+                # a thin first layer (an image's few channels): the host loads patches,
+                # a 1x1 conv over them wastes no MACs on padded channels
+                k = ceil_to(kh * kw * cin, cfg.group)
+                w2 = np.zeros((k, cout), np.int64)
+                w2[: kh * kw * cin] = w.reshape(-1, cout)
+                geo = Geometry(oh, ow, k, out_h=oh, out_w=ow)
+                unfold = (kh, kw, (top, bottom, left, right), s)
+            else:
+                w2 = np.zeros((kh, kw, stored, cout), np.int64)
+                w2[:, :, :cin] = w
+                w2 = w2.reshape(kh * kw * stored, cout)
+                geo = Geometry(shape[0], shape[1], stored, kh, kw, s, top, left, oh, ow)
+            spec = _spec(node, w2, relu, quant)
             spec.k_real = kh * kw * cin
+            out.append(Placed(spec, geo, (oh, ow, cout), unfold))
             shape = (oh, ow, cout)
+            stored = ceil_to(cout, cfg.cols)
+            continue
         else:
             rows = _storage_rows(shape, stored)
             if len(rows) != w.shape[0]:
@@ -146,11 +162,16 @@ def _check_operand(t, bits: int, what: str) -> None:
         raise AccelError(f"{what}: {t} needs {need}-bit signed operands, the engine has {bits}")
 
 
-def _pad_input(x: np.ndarray, shape: tuple[int, ...], stored: int) -> np.ndarray:
-    """Raw inputs (N, *shape) as stored rows: NHWC pixels, channels padded."""
+def _pad_input(x: np.ndarray, shape: tuple[int, ...], first: Placed) -> np.ndarray:
+    """Raw inputs (N, *shape) as stored rows: NHWC pixels (or patches), channels padded."""
+    x = np.asarray(x, dtype=np.int64)
+    if first.im2col is not None:
+        kh, kw, pads, stride = first.im2col
+        cols, (n, oh, ow) = im2col(x.reshape(len(x), *shape), kh, kw, pads, stride)
+        x, shape = cols.reshape(n, oh * ow, -1), (oh, ow, cols.shape[1])
     h, w, c = shape if len(shape) == 3 else (1, 1, shape[-1])
-    out = np.zeros((len(x), h * w, stored), np.int64)
-    out[:, :, :c] = np.asarray(x, dtype=np.int64).reshape(len(x), h * w, c)
+    out = np.zeros((len(x), h * w, first.geometry.channels), np.int64)
+    out[:, :, :c] = x.reshape(len(x), h * w, c)
     return out.reshape(len(x), -1)
 
 
@@ -162,7 +183,7 @@ def compile_graph(graph: Graph, cfg: EngineConfig, x: np.ndarray) -> tuple[Progr
     for a, b in itertools.pairwise(layers_):
         t = a.spec.drain.quant.type if a.spec.drain.quant else a.spec.drain.acc
         _check_operand(t, cfg.a_bits, f"{b.spec.name} input")
-    rows = _pad_input(x, t_in.shape, layers_[0].geometry.channels)
+    rows = _pad_input(x, t_in.shape, layers_[0])
     # words per sample block of every tensor the banks hold
     words = [rows.shape[1] // cfg.group]
     words += [
