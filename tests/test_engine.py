@@ -142,7 +142,9 @@ def test_bad_programs_name_the_problem():
     with pytest.raises(AccelError, match=r"fc: A \(4, 16\) and B \(8, 8\) do not multiply"):
         compile_gemms(CFG, [GemmSpec("fc", a, dense_b[:8], Drain(ACC))])
     small = EngineConfig(rows=4, cols=8, group=8, a_depth=4, b_depth=32, bias_depth=4)
-    with pytest.raises(AccelError, match="big: weights need 64 words of the weight buffer, which holds 32"):
+    with pytest.raises(
+        AccelError, match="big: weights need 64 words of the weight buffer, which holds 32"
+    ):
         compile_gemms(small, [GemmSpec("big", a, rng.integers(-8, 8, (16, 32)), Drain(ACC))])
     with pytest.raises(AccelError, match="rows: activations need 8 words per bank"):
         compile_gemms(small, [GemmSpec("rows", rng.integers(-8, 8, (16, 16)), dense_b, Drain(ACC))])
