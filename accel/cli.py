@@ -62,7 +62,7 @@ def _status(message: str, quiet: bool = False):
 # -- models -------------------------------------------------------------------------
 def load_model(spec: str):
     """A zoo name or a QONNX/ONNX file -> (graph, zoo entry or None)."""
-    if spec in zoo.MODELS:
+    if spec in zoo.MODELS or ("@" in spec and not Path(spec).exists()):
         model = zoo.get(spec)
         return model.build(), model
     path = Path(spec)
@@ -104,6 +104,7 @@ def cmd_zoo(args: argparse.Namespace) -> int:
                 "parameters": g.n_params(),
                 "input": {"shape": list(i.shape), "type": g.input_quant[i.name].ap()},
                 "output": {"shape": list(o.shape), "type": o.type.ap()},
+                "variants": m.variants() if m.variants else [],
             }
         )
     if args.json:

@@ -217,3 +217,26 @@ def test_cli_predict_on_the_engine(tmp_path):
     np.testing.assert_array_equal(np.load(tmp_path / "y.npy"), want)
     r = subprocess.run([*cmd, "--engine", "hls4ml"], capture_output=True, text=True)
     assert r.returncode == 2 and "--arch engine runs the RTL" in r.stderr
+
+
+def test_zoo_variants_from_the_command_line():
+    import json
+    import subprocess
+    import sys
+
+    cli = [sys.executable, "-m", "accel.cli"]
+    sim = [*cli, "sim", "nm_sparse@cnn_2-8_bdwp", "--arch", "engine", "--array", "4x8"]
+    r = subprocess.run([*sim, "--samples", "16", "--json"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["model"] == "nm_sparse_cnn_2_8_bdwp" and doc["mismatches"] == 0
+    assert [d["gemm"] for d in doc["layers"]] == ["conv1", "conv2", "conv3", "out"]
+    listed = json.loads(subprocess.run([*cli, "zoo", "list", "--json"], capture_output=True).stdout)
+    variants = {m["name"]: m["variants"] for m in listed["models"]}
+    assert "cnn_1-4_bdwp" in variants["nm_sparse"] and variants["autoencoder"] == []
+    for bad, message in [
+        ("nm_sparse@cnn_9-4", "nm_sparse has no variant 'cnn_9-4' (shipped: cnn_1-4_bdwp"),
+        ("autoencoder@x", "model 'autoencoder' has no variants"),
+    ]:
+        r = subprocess.run([*cli, "sim", bad, "--samples", "4"], capture_output=True, text=True)
+        assert r.returncode == 2 and message in r.stderr, r.stderr

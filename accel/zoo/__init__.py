@@ -21,6 +21,9 @@ class ZooModel:
     # Seeded real-valued inputs, as `accel predict` takes them.
     make_inputs: Callable[[int, int], np.ndarray]
     train: str  # import path "module:function" of the trainer (needs torch)
+    # Other shipped versions, named ``MODEL@VARIANT`` on the command line.
+    variants: Callable[[], list[str]] | None = None
+    variant: Callable[[str], ZooModel] | None = None
 
 
 def _autoencoder_inputs(n: int, seed: int) -> np.ndarray:
@@ -47,6 +50,32 @@ def _nm_sparse_graph() -> Graph:
     return build()
 
 
+def _nm_sparse_variants() -> list[str]:
+    from accel.zoo.nm_sparse.model import available
+
+    return available()
+
+
+def _nm_sparse_variant(name: str) -> ZooModel:
+    """``mlp_2-8_bdwp``, ``cnn_dense``, ...: a shipped weights file of nm_sparse."""
+    from accel.zoo.nm_sparse import data
+    from accel.zoo.nm_sparse.model import WEIGHTS_DIR, available, build
+
+    if name not in available():
+        raise AccelError(f"nm_sparse has no variant {name!r} (shipped: {', '.join(available())})")
+    net = name.split("_")[0]
+    base = MODELS["nm_sparse"]
+    return ZooModel(
+        name=f"nm_sparse@{name}",
+        family=base.family,
+        after=base.after,
+        description=f"nm_sparse, shipped weights {name}",
+        build=lambda: build(weights_path=WEIGHTS_DIR / f"{name}.npz"),
+        make_inputs=lambda n, seed: data.make_inputs(n, seed, net),
+        train=base.train,
+    )
+
+
 MODELS: dict[str, ZooModel] = {
     m.name: m
     for m in [
@@ -67,18 +96,27 @@ MODELS: dict[str, ZooModel] = {
             family="N:M sparse training",
             after="SAT: bidirectional weight pruning (BDWP) for N:M sparse training",
             description=(
-                "8x8 digits -> 10 logits; MLP 64-128-128-10 at 2:8 N:M (BDWP) by default, "
-                "other nets/patterns via accel.zoo.nm_sparse.model.build(net, pattern, method)"
+                "8x8 digits -> 10 logits; MLP 64-128-128-10 at 2:8 N:M (BDWP) by default; "
+                "the CNN and other patterns as nm_sparse@VARIANT (e.g. nm_sparse@cnn_1-4_bdwp)"
             ),
             build=_nm_sparse_graph,
             make_inputs=_nm_sparse_inputs,
             train="accel.training.nm_sparse:train",
+            variants=_nm_sparse_variants,
+            variant=_nm_sparse_variant,
         ),
     ]
 }
 
 
 def get(name: str) -> ZooModel:
+    """A zoo model by name, or one of its shipped variants as ``MODEL@VARIANT``."""
+    if "@" in name:
+        base, variant = name.split("@", 1)
+        model = get(base)
+        if model.variant is None:
+            raise AccelError(f"model {base!r} has no variants")
+        return model.variant(variant)
     try:
         return MODELS[name]
     except KeyError:
