@@ -240,3 +240,19 @@ def test_zoo_variants_from_the_command_line():
     ]:
         r = subprocess.run([*cli, "sim", bad, "--samples", "4"], capture_output=True, text=True)
         assert r.returncode == 2 and message in r.stderr, r.stderr
+
+
+def test_many_chunks_run_as_a_loop(engine_cfg):
+    """300 CNN samples in chunks of 8: unrolled, 190 instructions; looped, a dozen."""
+    from accel.zoo.nm_sparse import data
+    from accel.zoo.nm_sparse.model import build
+
+    g = build(net="cnn", pattern="1:4")
+    x = reference.quantize_inputs(g, g.inputs[0], data.make_inputs(300, 5, "cnn"))
+    program, sizes = compile_graph(g, engine_cfg, x)
+    assert len(sizes) > engine_cfg.imem_depth // 5 and sizes[-1] < sizes[0]  # a short tail
+    assert program.repeat.times == len(sizes) - 1
+    assert len(program.instructions()) <= 2 * 4 + 5 + 1 + 5 + 1
+    y, run = run_graph(g, engine_cfg, x)
+    np.testing.assert_array_equal(y, reference.predict(g, x))
+    assert run.cycles_match

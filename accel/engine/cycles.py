@@ -4,7 +4,7 @@ Derived from the controller (``accel.rtl.engine.core``), with the input always
 valid and the output always ready:
 
 - boot: the count word, one cycle per instruction, one to finish;
-- every instruction: a fetch and a decode cycle;
+- every instruction: a fetch and a decode cycle (a LOOP is only that);
 - LOAD of ``w`` words: ``w`` cycles plus one;
 - GEMM: tiles issue back to back, ``T = groups * n`` steps each, unless the
   drain (``D = rows * cols / group`` words per tile) is slower: then each tile
@@ -50,7 +50,14 @@ def predict(program: Program) -> ProgramTiming:
     words_per_tile = cfg.rows * cfg.cols // cfg.group
     out_valid: list[np.ndarray] = []
     gemms = []
-    for s in program.steps:
+    r = program.repeat
+    # a LOOP instruction runs after each copy of a repeated body
+    loops = set()
+    if r is not None and r.times > 1:
+        loops = {r.start + k * r.length for k in range(1, r.times + 1)}
+    for i, s in enumerate(program.steps):
+        if i in loops:
+            t += 2
         fetch = t
         t += 2
         if isinstance(s, Load):
@@ -68,6 +75,8 @@ def predict(program: Program) -> ProgramTiming:
         gemms.append(
             GemmTiming(s.name, fetch + 2, t - fetch, s.useful_macs / cfg.macs, s.useful_macs)
         )
+    if len(program.steps) in loops:
+        t += 2  # the body ends the program: its last LOOP
     t += 2  # the HALT's fetch and decode
     valid = np.concatenate(out_valid) if out_valid else np.zeros(0, np.int64)
     return ProgramTiming(t, valid.astype(np.int64), gemms)

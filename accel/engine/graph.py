@@ -25,7 +25,7 @@ from accel import nm
 from accel.engine.compile import Allocator, GemmSpec, check_a_region, place
 from accel.engine.config import EngineConfig
 from accel.engine.isa import Target
-from accel.engine.program import Drain, Geometry, Load, Program, a_words, ceil_to
+from accel.engine.program import Drain, Geometry, Load, Program, Repeat, a_words, ceil_to
 from accel.errors import AccelError
 from accel.fixed import Quant
 from accel.ir.graph import Graph, Node
@@ -207,6 +207,7 @@ def compile_graph(graph: Graph, cfg: EngineConfig, x: np.ndarray) -> tuple[Progr
         prog.steps += loads
         placed.append(gemm)
     sizes = []
+    first_chunk = len(prog.steps)
     for start in range(0, len(rows), chunk):
         part = rows[start : start + chunk]
         sizes.append(len(part))
@@ -221,6 +222,9 @@ def compile_graph(graph: Graph, cfg: EngineConfig, x: np.ndarray) -> tuple[Progr
             )
             check_a_region(cfg, g.a_words(cfg), g.name)
             prog.steps.append(g)
+    full = sum(1 for n in sizes if n == chunk)
+    if full > 1:  # the full chunks run one body in a LOOP
+        prog.repeat = Repeat(first_chunk, 1 + len(placed), full)
     prog.instructions()  # refuses a program longer than the instruction memory
     return prog, sizes
 

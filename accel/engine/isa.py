@@ -18,6 +18,7 @@ class Opcode(enum.Enum, shape=2):
     HALT = 0
     LOAD = 1  # copy ``count`` stream words into a buffer
     GEMM = 2  # run a grid of output tiles
+    LOOP = 3  # back to ``base`` until the body has run ``count`` times in all
 
 
 class Target(enum.Enum, shape=2):
@@ -43,8 +44,8 @@ def instruction_layout(cfg: EngineConfig) -> data.StructLayout:
         {
             "op": Opcode,
             "target": Target,
-            "count": unsigned(24),  # LOAD: words
-            "base": unsigned(max(a, b, c)),  # LOAD: first address
+            "count": unsigned(24),  # LOAD: words; LOOP: iterations
+            "base": unsigned(max(a, b, c, _bits(cfg.imem_depth))),  # LOAD: address; LOOP: pc
             # GEMM: C[rb*P + p, ct*Q + q] = sum_k A[.., k] * B[k, ..] over tiles (ct, rb);
             # a convolution reads A as NHWC pixels (see rtl.engine.address), a dense
             # layer is a 1x1 convolution of a 1x1 image

@@ -200,26 +200,50 @@ class Gemm:
         )
 
 
+@dataclass(frozen=True)
+class Repeat:
+    """``steps[start : start + length]`` repeated ``times`` (all copies in ``steps``).
+
+    Encoded once, followed by a LOOP instruction; the copies differ only in the
+    data their LOADs take from the stream.
+    """
+
+    start: int
+    length: int
+    times: int
+
+
 @dataclass
 class Program:
     cfg: EngineConfig
     steps: list[Load | Gemm] = field(default_factory=list)
+    repeat: Repeat | None = None
 
     @property
     def gemms(self) -> list[Gemm]:
         return [s for s in self.steps if isinstance(s, Gemm)]
 
+    def _encode(self, s: Load | Gemm) -> int:
+        if isinstance(s, Load):
+            return encode(
+                self.cfg, op=Opcode.LOAD, target=s.target, base=s.base, count=len(s.words)
+            )
+        return s.encode(self.cfg)
+
     def instructions(self) -> list[int]:
-        out = []
-        for s in self.steps:
-            if isinstance(s, Load):
-                out.append(
-                    encode(
-                        self.cfg, op=Opcode.LOAD, target=s.target, base=s.base, count=len(s.words)
-                    )
-                )
-            else:
-                out.append(s.encode(self.cfg))
+        """The instruction memory's contents: copies of a repeated body become a LOOP."""
+        r = self.repeat
+        if r is None or r.times < 2:
+            out = [self._encode(s) for s in self.steps]
+        else:
+            body = self.steps[r.start : r.start + r.length]
+            for k in range(1, r.times):
+                copy = self.steps[r.start + k * r.length : r.start + (k + 1) * r.length]
+                if [self._encode(s) for s in copy] != [self._encode(s) for s in body]:
+                    raise AssertionError("the copies of a repeated body must encode the same")
+            out = [self._encode(s) for s in self.steps[: r.start + r.length]]
+            out.append(encode(self.cfg, op=Opcode.LOOP, base=r.start, count=r.times))
+            out += [self._encode(s) for s in self.steps[r.start + r.times * r.length :]]
         out.append(encode(self.cfg, op=Opcode.HALT))
         if len(out) > self.cfg.imem_depth:
             raise AccelError(

@@ -161,6 +161,7 @@ class Engine(wiring.Component):
         # ``instr`` holds the new instruction
         starting = Signal()
         m.d.sync += starting.eq(0)
+        loops = Signal(24)  # iterations of the current LOOP body done
         m.d.comb += drain.start.eq(starting)
         with m.FSM():
             with m.State("BOOT"):
@@ -196,6 +197,12 @@ class Engine(wiring.Component):
                     with m.Case(Opcode.GEMM):
                         m.d.sync += starting.eq(1)
                         m.next = "GEMM"
+                    with m.Case(Opcode.LOOP):
+                        with m.If(loops == fetched.count - 1):
+                            m.d.sync += loops.eq(0)  # done: fall through
+                        with m.Else():
+                            m.d.sync += [loops.eq(loops + 1), pc.eq(fetched.base)]
+                        m.next = "FETCH"
                     with m.Default():
                         m.next = "HALT"
             with m.State("LOAD"):
