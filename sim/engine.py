@@ -16,11 +16,14 @@ from accel.sim.verilator import StreamSim
 TOP = "accel_engine"
 
 
-def engine_sim(cfg: EngineConfig) -> StreamSim:
-    """The engine's Verilator model (built once per configuration, then cached)."""
+def engine_sim(cfg: EngineConfig, words: int = 1) -> StreamSim:
+    """The engine's Verilator model (built once per configuration and capacity, then cached).
+
+    The harness holds 65,536 words each way; a longer run gets a larger one.
+    """
     from accel.rtl.engine.core import to_verilog
 
-    return StreamSim(to_verilog(cfg, TOP), TOP, word_width(cfg), cfg.group * cfg.acc_bits, 1)
+    return StreamSim(to_verilog(cfg, TOP), TOP, word_width(cfg), cfg.group * cfg.acc_bits, words)
 
 
 @dataclass
@@ -40,8 +43,10 @@ class EngineRun:
 def _simulate(
     program: Program, src_valid: np.ndarray | None = None, sink_ready: np.ndarray | None = None
 ) -> tuple[list[str], EngineRun]:
-    run = engine_sim(program.cfg).run(
-        program.words(), src_valid, sink_ready, n_out=program.n_out_words()
+    words = program.words()
+    n_out = program.n_out_words()
+    run = engine_sim(program.cfg, max(len(words), n_out)).run(
+        words, src_valid, sink_ready, n_out=n_out
     )
     return run.outputs, EngineRun(
         outputs=[],
