@@ -494,6 +494,43 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- accel dse ----------------------------------------------------------------------
+def cmd_dse(args: argparse.Namespace) -> int:
+    from accel import dse
+
+    sweep = dse.load(Path(args.sweep))
+    out = Path(args.out) if args.out else Path(f"dse-{sweep.name}")
+    summary = dse.run(
+        sweep,
+        out,
+        scheduler=args.scheduler,
+        workers=args.workers,
+        retry_failed=args.retry_failed,
+        force=args.force,
+        quiet=args.json,
+        plots=not args.no_plots,
+    )
+    if args.json:
+        print(json.dumps(summary, indent=1, default=str))
+    else:
+        print(
+            f"{summary['points']} points ({summary['evaluated']} evaluated, "
+            f"{summary['skipped']} already done): {summary['ok']} ok, {summary['failed']} "
+            f"failed in {summary['seconds']} s; results in {summary['results']}",
+            file=sys.stderr,
+        )
+        for f in summary["failures"][:3]:
+            print(f"  failed {f['point_id']}: {f['error']}", file=sys.stderr)
+    if summary["rtl_mismatches"]:
+        print(
+            f"accel: error: {summary['rtl_mismatches']} sampled point(s) disagree with the RTL "
+            "(see rtl_* in the results)",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
 def _measured_ii(accept: np.ndarray) -> int | None:
     """Steady-state cycles between input handshakes (the largest gap when nothing stalls)."""
     return int(np.diff(accept).max()) if len(accept) > 1 else None
@@ -611,6 +648,27 @@ def build_parser() -> argparse.ArgumentParser:
     re_.add_argument("--no-da4ml", action="store_true", help="skip the da4ml comparison")
     re_.add_argument("--json", action="store_true")
     re_.set_defaults(func=cmd_report)
+
+    d = sub.add_parser(
+        "dse",
+        help="design-space exploration: sweep parameters, estimate, Pareto plots",
+        description="Evaluates every point of SWEEP.yaml (the cycle model, a resource estimate "
+        "fitted to real yosys runs, quality; real RTL simulation, yosys and nextpnr runs on a "
+        "random sample when the sweep asks) on Dask: a LocalCluster, or the cluster at "
+        "--scheduler. DIR gets results.csv (one row per point), plots/ and summary.json; a "
+        "re-run skips the points already in DIR.",
+    )
+    d.add_argument("sweep", metavar="SWEEP.yaml")
+    d.add_argument("-o", "--out", metavar="DIR", help="results directory (default: dse-NAME)")
+    d.add_argument("--scheduler", metavar="ADDRESS", help="a Dask scheduler, e.g. tcp://host:8786")
+    d.add_argument(
+        "--workers", type=_positive, help="LocalCluster worker processes (default: cores, max 4)"
+    )
+    d.add_argument("--retry-failed", action="store_true", help="evaluate failed points again")
+    d.add_argument("--force", action="store_true", help="discard DIR's results and start over")
+    d.add_argument("--no-plots", action="store_true", help="skip the Pareto plots")
+    d.add_argument("--json", action="store_true", help="one JSON summary on stdout")
+    d.set_defaults(func=cmd_dse)
     return p
 
 

@@ -1,0 +1,115 @@
+"""A sweep point's hardware: its Verilog and the structural features the estimate uses.
+
+Two kinds of design, as in ARCHITECTURE.md: the N:M MAC-array ``engine`` (its
+hardware depends only on :class:`EngineConfig`; the N:M pattern is run-time)
+and the ``dataflow`` pipeline (one stage per layer, its multipliers and
+multiplexers set by the network's pruned taps and the reuse factor).
+
+Features are counts a designer would reach for (multipliers, multiplexer
+input bits, accumulator bits, buffer bits), computed the same way for the
+calibration runs and for every sweep point.
+"""
+
+from __future__ import annotations
+
+from accel.compiler.dataflow import DataflowPlan
+from accel.engine.config import EngineConfig
+from accel.ir import Graph
+
+ENGINE_TOP = "accel_engine"
+
+# ECP5 DP16KD shapes (depth, width): 18 kbit of which 16 kbit addressable at x1/x2/x4
+_BRAM_SHAPES = ((16384, 1), (8192, 2), (4096, 4), (2048, 9), (1024, 18), (512, 36))
+
+
+# yosys put a 32-deep buffer in distributed RAM and 64-deep ones in DP16KD blocks
+LUTRAM_MAX_DEPTH = 32
+
+
+def bram_blocks(depth: int, width: int) -> int:
+    """Fewest DP16KD blocks for a depth x width memory over the block's shapes (0 for a
+    memory shallow enough for distributed RAM)."""
+    if depth <= LUTRAM_MAX_DEPTH:
+        return 0
+    return min(-(-depth // d) * -(-width // w) for d, w in _BRAM_SHAPES)
+
+
+def engine_memories(cfg: EngineConfig) -> dict[str, tuple[int, int, int]]:
+    """name -> (count, depth, width) of the engine's buffers."""
+    from accel.engine.isa import instruction_layout
+
+    return {
+        "a": (cfg.rows, cfg.a_depth, cfg.group * cfg.a_bits),
+        "b": (1, cfg.b_depth, cfg.cols * (cfg.b_bits + cfg.idx_bits)),
+        "bias": (1, cfg.bias_depth, cfg.cols * cfg.acc_bits),
+        "imem": (1, cfg.imem_depth, instruction_layout(cfg).size),
+    }
+
+
+def engine_features(cfg: EngineConfig) -> dict[str, float]:
+    mem = engine_memories(cfg)
+    macs = cfg.macs
+    return {
+        "one": 1.0,
+        "macs": macs,
+        "mux_bits": macs * cfg.group * cfg.a_bits,  # every PE's group-to-1 activation mux
+        "acc_bits": macs * cfg.acc_bits,  # accumulators (and the drain's copies)
+        "prod_bits": macs * (cfg.a_bits + cfg.b_bits),  # registered products
+        "mult_area": macs * cfg.a_bits * cfg.b_bits,
+        "drain_bits": cfg.group * cfg.acc_bits,  # the drain's lanes (run-time requantize)
+        "a_word_bits": cfg.rows * cfg.group * cfg.a_bits,  # activation words read per step
+        "b_word_bits": cfg.cols * (cfg.b_bits + cfg.idx_bits),  # weight words read per step
+        "buffer_bits": sum(n * d * w for n, d, w in mem.values()),
+        "bram_blocks": sum(n * bram_blocks(d, w) for n, d, w in mem.values()),
+        "word_bits": mem["imem"][2],  # the instruction (and input stream) word
+    }
+
+
+def engine_verilog(cfg: EngineConfig) -> tuple[str, str]:
+    from accel.rtl.engine.core import to_verilog
+
+    return ENGINE_TOP, to_verilog(cfg, ENGINE_TOP)
+
+
+def dataflow_features(graph: Graph, plan: DataflowPlan, nodsp: bool = False) -> dict[str, float]:
+    """Per stage: multipliers, taps beyond one per multiplier (the operand and weight muxes),
+    adders, accumulators and output registers, weighted by their bit widths. ``nodsp``: the
+    multipliers are built from LUTs (``lut_mult_area``) instead of DSP blocks (``dsp_mults``)."""
+    nodes = {n.name: n for n in graph.nodes}
+    keys = ("mults", "taps", "mult_bits", "mult_area", "mux_bits", "tap_in_bits", "tap_acc_bits")
+    f = dict.fromkeys((*keys, "acc_bits", "out_bits"), 0.0)
+    for st in plan.stages:
+        a, w = st.in_type.width, nodes[st.name].params["weight"].type.width
+        f["mults"] += st.n_mult
+        f["taps"] += st.n_taps
+        f["mult_bits"] += st.n_mult * (a + w)
+        f["mult_area"] += st.n_mult * a * w
+        f["mux_bits"] += (st.n_taps - st.n_mult) * (a + w)
+        f["tap_in_bits"] += st.n_taps * a
+        f["tap_acc_bits"] += st.n_taps * st.acc.width  # an accumulating adder per tap
+        f["acc_bits"] += st.n_out * st.acc.width
+        f["out_bits"] += st.n_out * st.out_type.width
+    f["in_bits"] = plan.n_in * plan.in_type.width
+    f["dsp_mults"] = 0.0 if nodsp else f["mults"]
+    f["lut_mult_area"] = f["mult_area"] if nodsp else 0.0
+    return {"one": 1.0, **f}
+
+
+def dataflow_verilog(plan: DataflowPlan) -> tuple[str, str]:
+    from accel.engines import dataflow_verilog as verilog
+
+    return verilog(plan)
+
+
+ENGINE_CONFIG_KEYS = (
+    "rows",
+    "cols",
+    "group",
+    "a_bits",
+    "b_bits",
+    "acc_bits",
+    "a_depth",
+    "b_depth",
+    "bias_depth",
+    "imem_depth",
+)
