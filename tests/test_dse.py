@@ -157,6 +157,11 @@ def test_check_sampling_is_seeded_and_sized():
     assert {t["id"] for t in tasks(s) if t["checks"]["rtl"]} == picked[0]
     s = dse.parse({**doc, "evaluate": {"synth": True}})
     assert all(t["checks"]["synth"] for t in tasks(s))
+    # a point known to fail hands its check to the next point of the same draw
+    s = dse.parse({**doc, "evaluate": {"rtl": {"points": 4, "seed": 0}}})
+    gone = sorted(picked[0])[0]
+    again = {t["id"] for t in tasks(s, failed={gone}) if t["checks"]["rtl"]}
+    assert len(again) == 4 and gone not in again and len(again & picked[0]) == 3
 
 
 # -- Pareto fronts ------------------------------------------------------------------

@@ -148,3 +148,21 @@ def test_synth_check_against_the_estimate(tmp_path):
     err = s["checks"]["synth"]["estimate_mean_abs_pct"]
     assert err["dsp"] == 0
     assert err["lut4"] < 3 * STATED_HOLDOUT_MEAN_PCT[("engine", "lut4")]
+
+
+@pytest.mark.slow
+def test_synth_check_of_a_dataflow_point_with_lut_multipliers(tmp_path):
+    """On the 12F (28 DSP blocks) reuse 64's 38 multipliers go to LUTs, as in the bitstream
+    flow; the real synthesis with -nodsp lands within the stated error."""
+    sweep = dse.parse(
+        {
+            "model": "autoencoder",
+            "params": {"reuse": 64, "device": "ulx3s-12f"},
+            "evaluate": {"synth": True, "quality_samples": 100},
+        }
+    )
+    s = dse.run(sweep, tmp_path / "out", workers=1, quiet=True, plots=False)
+    (r,) = dse.frame(tmp_path / "out" / "results.csv").itertuples()
+    assert r.multipliers_in == "LUTs" and r.syn_dsp == 0 and r.est_dsp == 0
+    assert abs(r.est_lut4 - r.syn_lut4) / r.syn_lut4 < 0.15, (r.est_lut4, r.syn_lut4)
+    assert s["checks"]["synth"]["points"] == 1

@@ -335,7 +335,7 @@ def _dataflow_rtl(graph, reuse: int, task: dict, row: dict) -> None:
 
 
 # -- real tool runs -----------------------------------------------------------------
-def _synth(verilog: str, top: str, nodsp: bool, row: dict) -> None:
+def _synth(top: str, verilog: str, nodsp: bool, row: dict) -> None:
     with _tool_lock(), tempfile.TemporaryDirectory(prefix="accel-dse-syn-") as tmp:
         cells, seconds = synth(verilog, top, Path(tmp), nodsp)
     s = summary(cells)

@@ -17,6 +17,7 @@ import os
 import shutil
 import sys
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -51,21 +52,23 @@ def _describe(sweep: Sweep) -> dict[str, Any]:
     }
 
 
-def tasks(sweep: Sweep) -> list[dict[str, Any]]:
-    """One task per point, with the checks the sweep's sampling picked for it."""
+def tasks(sweep: Sweep, failed: frozenset[str] | set[str] = frozenset()) -> list[dict[str, Any]]:
+    """One task per point, with the checks the sweep's sampling picked for it.
+
+    Each check takes the first ``points`` points of a seeded random order (drawn over the
+    point ids, so the axes' order does not matter) that are not known to have ``failed``:
+    a point that cannot be built is replaced by the next one in the order.
+    """
     points = sweep.points()
     ids = [sweep.point_id(p) for p in points]
-    order = np.argsort(ids, kind="stable")  # sampling by id: independent of axis order
+    by_id = np.argsort(ids, kind="stable")
     chosen: dict[str, set[int]] = {}
     for name, check in sweep.checks.items():
         if check.all:
             chosen[name] = set(range(len(points)))
-        elif check.points:
-            rng = np.random.default_rng(check.seed)
-            pick = rng.choice(len(points), size=min(check.points, len(points)), replace=False)
-            chosen[name] = {int(order[i]) for i in pick}
-        else:
-            chosen[name] = set()
+            continue
+        order = [int(by_id[i]) for i in np.random.default_rng(check.seed).permutation(len(ids))]
+        chosen[name] = set([i for i in order if ids[i] not in failed][: check.points])
     return [
         {
             "id": pid,
@@ -206,25 +209,43 @@ def run(
     out.mkdir(parents=True, exist_ok=True)
     _write(out / SWEEP, json.dumps(_describe(sweep), indent=1, default=str) + "\n")
     table = Table(out / RESULTS, ev.columns(sweep.arch))
-    todo_all = tasks(sweep)
-    todo = [t for t in todo_all if not _done(table.rows.get(t["id"]), t, retry_failed)]
-    # points with real tool runs first: their (serialized) tools start while the rest flow
-    todo.sort(key=lambda t: not any(t["checks"].values()))
     t0 = time.perf_counter()
     where = scheduler or "a LocalCluster"
-    if todo:
-        with client(scheduler, workers) as c:
-            where = scheduler or f"a LocalCluster of {len(c.scheduler_info()['workers'])} workers"
+    evaluated: set[str] = set()
+    with contextlib.ExitStack() as stack:
+        c = None
+        # a sampled check whose point fails moves to another point: a second round
+        for _ in range(4):
+            failed = {pid for pid, r in table.rows.items() if r["status"] == "failed"}
+            todo_all = tasks(sweep, failed)
+            todo = [t for t in todo_all if not _done(table.rows.get(t["id"]), t, retry_failed)]
+            todo = [t for t in todo if not (t["id"] in evaluated and _failed(table, t))]
+            if not todo:
+                break
+            # points with real tool runs first: their (serialized) tools start early
+            todo.sort(key=lambda t: not any(t["checks"].values()))
+            if c is None:
+                c = stack.enter_context(client(scheduler, workers))
+                n = len(c.scheduler_info()["workers"])
+                where = scheduler or f"a LocalCluster of {n} workers"
             _evaluate_all(c, todo, table, f"{sweep.name} on {where}", quiet)
+            evaluated |= {t["id"] for t in todo}
     table.compact([t["id"] for t in todo_all])
     seconds = time.perf_counter() - t0
-    return _finish(sweep, out, table, todo_all, len(todo), seconds, where, plots)
+    return _finish(sweep, out, table, todo_all, len(evaluated), seconds, where, plots)
+
+
+def _failed(table: Table, task: dict) -> bool:
+    row = table.rows.get(task["id"])
+    return row is not None and row["status"] == "failed"
 
 
 def _evaluate_all(c, todo: list[dict], table: Table, label: str, quiet: bool) -> None:
     from distributed import as_completed
 
-    futures = c.map(ev.evaluate, todo, key=[f"accel-dse-{t['id']}" for t in todo], pure=False)
+    run = uuid.uuid4().hex[:8]
+    keys = [f"accel-dse-{t['id']}-{run}" for t in todo]
+    futures = c.map(ev.evaluate, todo, key=keys, pure=False)
     by_key = {f.key: t for f, t in zip(futures, todo, strict=True)}
     progress = _Progress(len(todo), label, quiet)
     try:
