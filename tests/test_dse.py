@@ -92,6 +92,10 @@ def test_point_ids_are_stable_and_depend_on_what_changes_numbers():
         ({"model": "nm_sparse", "arch": "gpu"}, "unknown arch 'gpu'"),
         ({"model": "autoencoder", "params": {"rows": 4}}, "for a dataflow sweep"),
         ({"params": {}}, "must name a model"),
+        (
+            {"model": "nm_sparse", "params": {"device": ["ulx3s-85f", "de10"]}},
+            "unknown board 'de10'",
+        ),
     ],
 )
 def test_bad_sweeps_are_one_line_errors(doc, message):

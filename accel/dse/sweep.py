@@ -227,6 +227,13 @@ def parse(doc: Any, name: str = "sweep") -> Sweep:
             fixed[p] = values[0]
         else:
             axes[p] = values
+    from accel.flows.boards import BOARDS
+
+    for device in axes.get("device", [fixed.get("device")]):
+        if device not in BOARDS:
+            raise AccelError(
+                f"parameter device: unknown board {device!r} (known: {', '.join(BOARDS)})"
+            )
     ev = doc.get("evaluate") or {}
     if not isinstance(ev, dict):
         raise AccelError("evaluate must be a mapping")
