@@ -113,8 +113,9 @@ def lower(graph: Graph, cfg: EngineConfig) -> list[Placed]:
                 raise AccelError(f"node {node.name}: conv input must be (H, W, {cin})")
             if node.attrs.get("nm") is not None and cin != stored:
                 raise AccelError(
-                    f"node {node.name}: an N:M conv needs input channels ({cin}) a multiple "
-                    f"of the engine's group ({cfg.group})"
+                    f"node {node.name}: an N:M conv needs its {cin} input channels stored "
+                    f"unpadded, but they are stored as {stored} (padded to the group of "
+                    f"{cfg.group} or to the previous layer's {cfg.cols} columns)"
                 )
             s, p = node.attrs["stride"], node.attrs["padding"]
             oh, top, bottom = conv_padding(shape[0], kh, s, p)
