@@ -219,13 +219,13 @@ def test_sweep_on_a_scheduler_resumes_and_records_failures(tmp_path, cluster):
         g = models.nm_sparse("mlp", r.pattern, None)
         t = predict(compile_graph(g, cfg, models.nm_sparse_inputs("mlp", 16, 0))[0])
         assert r.cycles == t.total and r.last_out_cycle == t.out_valid[-1]
-        assert r.samples_per_s == pytest.approx(25e6 * 16 / t.total, abs=0.05)
+        assert r.samples_per_s == round(25e6 * 16 / t.total, 1)
     # 2:8 at the same array: ~4x fewer GEMM cycles than dense on the sparse layers
     for rows in (4, 8):
         d = good[(good["rows"] == rows) & (good["pattern"] == "dense")].iloc[0]
         s = good[(good["rows"] == rows) & (good["pattern"] == "2:8")].iloc[0]
         assert 2.0 < d["gemm_cycles"] / s["gemm_cycles"] < 4.0
-        assert s["accuracy"] == pytest.approx(0.9711, abs=1e-4)  # metrics.json
+        assert s["accuracy"] == models.nm_sparse_accuracy("mlp", "2:8", None) == 437 / 450
     assert set(s1["pareto"]) >= {"throughput_vs_luts", "density_vs_cycles"}
     assert all((out / "plots" / f"{p}.png").stat().st_size > 5000 for p in s1["pareto"])
 
@@ -289,7 +289,7 @@ def test_cli_json_on_a_local_cluster(tmp_path):
         assert r_.multipliers_in == ("LUTs" if r_.mults > 72 else "DSPs")
         assert (r_.est_dsp == 0) == (r_.mults > 72)
     q = df.set_index("weight_bits")["quality"]
-    assert q[6].iloc[0] == pytest.approx(models.autoencoder_quality(6, 10, 11, 500), abs=6e-6)
+    assert q[6].iloc[0] == round(models.autoencoder_quality(6, 10, 11, 500), 5)
     assert (tmp_path / "out" / "summary.json").is_file()
 
 

@@ -35,6 +35,7 @@ def test_refit_from_the_shipped_runs_gives_the_shipped_fit(cal):
         for res, m in model["resources"].items():
             new = doc["models"][kind]["resources"][res]
             assert new["features"] == m["features"]
+            # float NNLS coefficients: the refit reproduces them up to float rounding
             np.testing.assert_allclose(new["coef"], m["coef"], rtol=1e-9, atol=1e-9)
             assert new["holdout_error"] == m["holdout_error"], (kind, res)
 

@@ -126,6 +126,7 @@ def test_srste_straight_through_with_decay():
     y = layer(x)
     assert torch.equal(y, x @ (w * mask).T)
     y.backward(dy)
+    # float64 gradient: the decay term is summed in another order than autograd's
     torch.testing.assert_close(layer.weight.grad, dy.T @ x + lam * (~mask) * w, rtol=0, atol=1e-15)
 
 
