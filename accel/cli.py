@@ -312,10 +312,9 @@ def engine_config(array: str):
     from accel.engine.config import EngineConfig
 
     try:
-        rows, cols = (int(v) for v in array.lower().split("x"))
-    except ValueError:
-        raise AccelError(f"--array must look like 8x8, got {array!r}") from None
-    return EngineConfig(rows=rows, cols=cols, a_depth=512, b_depth=4096)
+        return EngineConfig.array(array, a_depth=512, b_depth=4096)
+    except AccelError as e:
+        raise AccelError(f"--array: {e}") from None
 
 
 def _sim_engine(args: argparse.Namespace, graph, x: np.ndarray) -> int:

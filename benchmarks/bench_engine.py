@@ -33,10 +33,13 @@ from accel.engine.cycles import predict
 from accel.engine.training import step_gemms
 from accel.fixed import FixedType
 from accel.sim.engine import run_graph, run_program
+from accel.sim.verilator import cache_root
 from accel.zoo.nm_sparse import data
 from accel.zoo.nm_sparse.model import build
 
 PATTERNS = ["dense", "2:4", "2:8", "1:4"]
+# buffers of the engines measured by yosys/nextpnr (512-word banks, 2,048 weight words)
+HW_BUFFERS = {"group": 8, "a_depth": 512, "b_depth": 2048}
 
 
 def gemm_rows(specs, sparse_t, dense_t) -> list[dict]:
@@ -113,13 +116,12 @@ def fpga(sizes: list[str]) -> list[dict]:
 
     out = []
     for size in sizes:
-        rows, cols = (int(v) for v in size.split("x"))
-        cfg = EngineConfig(rows=rows, cols=cols, group=8, a_depth=512, b_depth=2048)
+        cfg = EngineConfig.array(size, **HW_BUFFERS)
         print(f"implementing the {size} engine (yosys, nextpnr) ...", file=sys.stderr)
         impl = implement_cached(
             get_board("ulx3s-85f"),
             BoardTop(lambda cfg=cfg: Engine(cfg)),
-            Path.home() / ".cache" / "accel" / "fpga",
+            cache_root() / "fpga",
             multipliers=cfg.macs,
             progress=lambda s: print(f"  {s}", file=sys.stderr),
         )
@@ -141,8 +143,7 @@ def synth(sizes: list[str]) -> list[dict]:
 
     out = []
     for size in sizes:
-        rows, cols = (int(v) for v in size.split("x"))
-        cfg = EngineConfig(rows=rows, cols=cols, group=8, a_depth=512, b_depth=2048)
+        cfg = EngineConfig.array(size, **HW_BUFFERS)
         print(f"synthesizing the {size} engine (yosys) ...", file=sys.stderr)
         cells = synth_stats(to_verilog(cfg, "engine"), "engine", Path(tempfile.mkdtemp()))
         out.append({"array": size, "config": cfg.to_json(), "cells": cells})

@@ -147,7 +147,7 @@ def test_cli_runs_the_zoo_model_on_the_engine():
     assert [d["gemm"] for d in doc["layers"]] == ["fc1", "fc2", "out"]
     bad = subprocess.run([*cmd, "--array", "8by8"], capture_output=True, text=True)
     assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1].startswith("accel: error:")
-    assert "--array must look like 8x8" in bad.stderr
+    assert "--array: an array size must look like 8x8, got '8by8'" in bad.stderr
 
 
 def conv_net(seed: int) -> Graph:

@@ -189,18 +189,22 @@ def _check(name: str, spec: Any) -> Check:
     return Check(points=points, seed=seed, all=bool(spec.get("all", False)))
 
 
+def _refuse_unknown(mapping: dict, known, where: str) -> None:
+    unknown = set(mapping) - set(known)
+    if unknown:
+        raise AccelError(
+            f"unknown key(s) {where}: {', '.join(sorted(map(str, unknown)))} "
+            f"(known: {', '.join(known)})"
+        )
+
+
 def parse(doc: Any, name: str = "sweep") -> Sweep:
     """A sweep from a parsed YAML/JSON document."""
     from accel import zoo
 
     if not isinstance(doc, dict):
         raise AccelError("a sweep file must be a mapping with model, params and evaluate")
-    unknown = set(doc) - set(TOP_KEYS)
-    if unknown:
-        raise AccelError(
-            f"unknown key(s) in the sweep file: {', '.join(sorted(map(str, unknown)))} "
-            f"(known: {', '.join(TOP_KEYS)})"
-        )
+    _refuse_unknown(doc, TOP_KEYS, "in the sweep file")
     model = doc.get("model")
     if not isinstance(model, str):
         raise AccelError("the sweep file must name a model (model: autoencoder, nm_sparse, ...)")
@@ -237,12 +241,7 @@ def parse(doc: Any, name: str = "sweep") -> Sweep:
     ev = doc.get("evaluate") or {}
     if not isinstance(ev, dict):
         raise AccelError("evaluate must be a mapping")
-    unknown = set(ev) - set(EVALUATE_KEYS)
-    if unknown:
-        raise AccelError(
-            f"unknown key(s) under evaluate: {', '.join(sorted(map(str, unknown)))} "
-            f"(known: {', '.join(EVALUATE_KEYS)})"
-        )
+    _refuse_unknown(ev, EVALUATE_KEYS, "under evaluate")
     sweep = Sweep(
         name=str(doc.get("name", name)),
         model=model,

@@ -40,6 +40,15 @@ class EngineConfig:
         if self.acc_bits > 62:
             raise AccelError("engine accumulators are limited to 62 bits")
 
+    @classmethod
+    def array(cls, text: str, **kw) -> EngineConfig:
+        """A configuration from an array size written ``PxQ`` (``8x8``), other fields ``kw``."""
+        try:
+            rows, cols = (int(v) for v in text.lower().split("x"))
+        except ValueError:
+            raise AccelError(f"an array size must look like 8x8, got {text!r}") from None
+        return cls(rows=rows, cols=cols, **kw)
+
     @property
     def idx_bits(self) -> int:
         return max(1, (self.group - 1).bit_length())

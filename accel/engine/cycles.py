@@ -28,8 +28,13 @@ class GemmTiming:
     name: str
     start: int  # cycle of the first issued step
     cycles: int  # fetch to the next instruction's fetch
-    ideal: float  # useful MACs / MAC units
     useful_macs: int
+    macs: int  # MAC units of the array
+
+    @property
+    def ideal(self) -> float:
+        """Cycles a perfect array would need: useful MACs / MAC units."""
+        return self.useful_macs / self.macs
 
     @property
     def utilisation(self) -> float:
@@ -72,9 +77,7 @@ def predict(program: Program) -> ProgramTiming:
             w = np.arange(drain)
             out_valid += [e + 3 + w for e in last]
         t = last[-1] + 4 + drain
-        gemms.append(
-            GemmTiming(s.name, fetch + 2, t - fetch, s.useful_macs / cfg.macs, s.useful_macs)
-        )
+        gemms.append(GemmTiming(s.name, fetch + 2, t - fetch, s.useful_macs, cfg.macs))
     if len(program.steps) in loops:
         t += 2  # the body ends the program: its last LOOP
     t += 2  # the HALT's fetch and decode

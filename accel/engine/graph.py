@@ -55,7 +55,9 @@ def _chains(graph: Graph) -> Iterator[tuple[Node, bool, Quant | None]]:
         yield node, relu, quant
 
 
-def _spec(node: Node, w2: np.ndarray, relu: bool, quant: Quant | None) -> GemmSpec:
+def _spec(
+    node: Node, w2: np.ndarray, relu: bool, quant: Quant | None, k_real: int | None = None
+) -> GemmSpec:
     b = node.params.get("bias")
     acc = node.attrs["acc"]
     pattern = node.attrs.get("nm")
@@ -66,6 +68,7 @@ def _spec(node: Node, w2: np.ndarray, relu: bool, quant: Quant | None) -> GemmSp
         Drain(acc, relu, quant),
         None if pattern is None else nm.NM.parse(pattern),
         None if b is None else align_bias(b.data, b.type, acc),
+        k_real,
     )
 
 
@@ -134,8 +137,7 @@ def lower(graph: Graph, cfg: EngineConfig) -> list[Placed]:
                 w2[:, :, :cin] = w
                 w2 = w2.reshape(kh * kw * stored, cout)
                 geo = Geometry(shape[0], shape[1], stored, kh, kw, s, top, left, oh, ow)
-            spec = _spec(node, w2, relu, quant)
-            spec.k_real = kh * kw * cin
+            spec = _spec(node, w2, relu, quant, kh * kw * cin)
             out.append(Placed(spec, geo, (oh, ow, cout), unfold))
             shape = (oh, ow, cout)
             stored = ceil_to(cout, cfg.cols)
@@ -147,8 +149,7 @@ def lower(graph: Graph, cfg: EngineConfig) -> list[Placed]:
             wp = np.zeros((shape[0] * shape[1] * stored, w.shape[1]), np.int64)
             wp[rows] = w
             geo = Geometry.rows(len(wp))
-            spec = _spec(node, wp, relu, quant)
-            spec.k_real = w.shape[0]
+            spec = _spec(node, wp, relu, quant, w.shape[0])
             shape = (1, 1, w.shape[1])
         out.append(Placed(spec, geo, shape))
         stored = ceil_to(shape[2], cfg.cols)

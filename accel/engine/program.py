@@ -163,9 +163,6 @@ class Gemm:
     def steps_per_tile(self, cfg: EngineConfig) -> int:
         return self.groups(cfg) * self.n
 
-    def b_words(self, cfg: EngineConfig) -> int:
-        return self.col_tiles(cfg) * self.steps_per_tile(cfg)
-
     def sample_words(self, cfg: EngineConfig) -> int:
         """Words per bank of one sample block of the input."""
         g = self.geometry

@@ -43,6 +43,7 @@ from torch import nn
 from accel.errors import AccelError
 from accel.fixed import Overflow, Quant, Rounding
 from accel.training.quant import fake_quant, quantize_raw
+from accel.training.threads import single_thread
 from accel.zoo.autoencoder import geometry
 from accel.zoo.autoencoder.data import make_modules
 from accel.zoo.autoencoder.model import CONV_OUT, INPUT, LATENT, WEIGHT
@@ -250,16 +251,6 @@ def load_weights(weights_dir: Path = WEIGHTS_DIR) -> tuple[dict[str, np.ndarray]
 
 
 @contextmanager
-def _single_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
-@contextmanager
 def _progress(enabled: bool) -> Iterator[Progress | None]:
     if not enabled:
         yield None
@@ -318,7 +309,7 @@ def train(
     x_all = make_modules(n_train, seed)["normalized"]
     x_train = torch.from_numpy(x_all[x_all.sum(1) > 0])
     x_test = make_modules(N_TEST, TEST_SEED)["normalized"]
-    with _single_thread(), _progress(progress) as bar:
+    with single_thread(), _progress(progress) as bar:
         enc_q, dec_q, loss_q = _fit(True, x_train, epochs, seed, bar)
         enc_f, dec_f, loss_f = _fit(False, x_train, epochs, seed, bar)
         weights_int = enc_q.export_int()

@@ -35,8 +35,6 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,6 +49,7 @@ from accel.errors import AccelError
 from accel.fixed import Overflow, Quant, Rounding
 from accel.ir.ops import conv_padding
 from accel.training.quant import fake_quant, quantize_raw
+from accel.training.threads import single_thread
 from accel.zoo.nm_sparse import data
 from accel.zoo.nm_sparse import model as zm
 
@@ -367,16 +366,6 @@ class DigitNet(nn.Module):
 # -- training ------------------------------------------------------------------------
 
 
-@contextmanager
-def _single_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
 def accuracy(g, x: np.ndarray, y: np.ndarray) -> tuple[float, int]:
     """Accuracy of the integer Graph (accel.reference) on real inputs: (fraction, correct)."""
     raw = reference.quantize_inputs(g, g.inputs[0], x)
@@ -432,7 +421,7 @@ def train_row(
 ) -> tuple[dict, dict[str, np.ndarray]]:
     """Train one validated row; (its metrics, its raw integer weights)."""
     start = time.perf_counter()
-    with _single_thread():
+    with single_thread():
         model, loss = fit(net, pattern, method, epochs, seed, n_train, progress)
         weights = model.export_int()
     g = zm.graph(net, weights, pattern, method)

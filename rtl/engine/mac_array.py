@@ -19,10 +19,9 @@ class MacArray(wiring.Component):
     mode the index is the step within the group.
 
     Two pipeline stages: products are registered, then accumulated. On a tile's
-    last step the finished sums move to the drain registers (``loaded`` pulses),
-    read out a word at a time through ``select``/``word``, while the
-    accumulators start the next tile, so tiles run back to back. ``stall``
-    freezes both stages.
+    last step the finished sums move to the drain registers, read out a word at
+    a time through ``select``/``word``, while the accumulators start the next
+    tile, so tiles run back to back. ``stall`` freezes both stages.
     """
 
     def __init__(self, cfg: EngineConfig) -> None:
@@ -40,7 +39,6 @@ class MacArray(wiring.Component):
                 # the finished tile, read out one word of ``group`` sums at a time
                 "select": In(range(p * (q // g))),  # row * (cols / group) + word
                 "word": Out(data.ArrayLayout(signed(cfg.acc_bits), g)),
-                "loaded": Out(1),
                 "busy": Out(1),  # a step is in flight
                 "finishing": Out(1),  # the accumulate stage holds a tile's last step
             }
@@ -57,7 +55,6 @@ class MacArray(wiring.Component):
             self.busy.eq(valid2),
             self.finishing.eq(valid2 & last2),
         ]
-        m.d.sync += self.loaded.eq(0)
         words = cfg.cols // cfg.group
         cells: list[list[Signal]] = [[] for _ in range(cfg.group)]  # per lane, in select order
         for p in range(cfg.rows):
@@ -84,6 +81,4 @@ class MacArray(wiring.Component):
         assert all(len(c) == cfg.rows * words for c in cells)
         for e, lane in enumerate(cells):
             m.d.comb += self.word[e].eq(Array(lane)[self.select])
-        with m.If(go & valid2 & last2):
-            m.d.sync += self.loaded.eq(1)
         return m
