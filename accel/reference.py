@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from accel import kernels, nm
+from accel import deform, kernels, nm
 from accel.errors import AccelError
 from accel.fixed import quantize, requantize
 from accel.ir.graph import Graph, Node, Tensor
@@ -84,6 +84,43 @@ def _conv2d_compressed(node, xs, ts):
 
 # Kernels that read only the kept weights of an N:M node (``run(..., compressed=True)``).
 COMPRESSED_KERNELS: dict[str, Kernel] = {"dense": _dense_compressed, "conv2d": _conv2d_compressed}
+
+
+def deform_offsets(node: Node, x: np.ndarray, t: Tensor) -> np.ndarray | None:
+    """The quantized offsets of a deform_conv2d node, (N, OH, OW, K); None if regular."""
+    if node.attrs["mode"] == "regular":
+        return None
+    ow, ob = node.params["offset_weight"], node.params.get("offset_bias")
+    acc = node.attrs["offset_acc"]
+    bias = None if ob is None else kernels.align_bias(ob.data, ob.type, acc)
+    return deform.offsets(
+        x,
+        ow.data,
+        bias,
+        node.attrs["stride"],
+        t.type,
+        ow.type,
+        acc,
+        node.attrs["mode"],
+        node.attrs["max_offset"],
+        node.attrs["offset_frac"],
+    )
+
+
+@kernel("deform_conv2d")
+def _deform_conv2d(node, xs, ts):
+    off = deform_offsets(node, xs[0], ts[0])
+    w = node.params["weight"]
+    return deform.deform_dw(
+        xs[0],
+        off,
+        w.data,
+        _bias(node),
+        node.attrs["stride"],
+        node.attrs["acc"],
+        node.attrs["mode"],
+        node.attrs["offset_frac"],
+    )
 
 
 @kernel("relu")

@@ -67,6 +67,25 @@ def accumulator_type(
     return acc
 
 
+def derive_acc(
+    node: Node, key: str, x: FixedType, w: Param, bias: Param | None, fan_in: int
+) -> FixedType:
+    """The accumulator ``node.attrs[key]``: derived from the types, or checked if given."""
+    frac = x.frac + w.type.frac
+    if bias is not None and bias.type.frac > frac:
+        raise AccelError(
+            f"node {node.name}: bias has {bias.type.frac} fraction bits, more than the "
+            f"accumulator's {frac}"
+        )
+    given = node.attrs.get(key)
+    if given is None:
+        return accumulator_type(x, w.data, w.type, fan_in, bias)
+    acc = given if isinstance(given, FixedType) else FixedType.from_json(given)
+    if acc.frac != frac:
+        raise AccelError(f"node {node.name}: {key} must have {frac} fraction bits, got {acc.frac}")
+    return acc
+
+
 class _DotOp(Op):
     """Shared typing of ops that multiply-accumulate against a weight Param."""
 
@@ -75,22 +94,7 @@ class _DotOp(Op):
         w = node.params.get("weight")
         if w is None:
             raise AccelError(f"node {node.name}: {cls.name} needs a 'weight' parameter")
-        bias = node.params.get("bias")
-        frac = x.type.frac + w.type.frac
-        if bias is not None and bias.type.frac > frac:
-            raise AccelError(
-                f"node {node.name}: bias has {bias.type.frac} fraction bits, more than the "
-                f"accumulator's {frac}"
-            )
-        given = node.attrs.get("acc")
-        if given is None:
-            acc = accumulator_type(x.type, w.data, w.type, fan_in, bias)
-        else:
-            acc = given if isinstance(given, FixedType) else FixedType.from_json(given)
-            if acc.frac != frac:
-                raise AccelError(
-                    f"node {node.name}: accumulator must have {frac} fraction bits, got {acc.frac}"
-                )
+        acc = derive_acc(node, "acc", x.type, w, node.params.get("bias"), fan_in)
         node.attrs["acc"] = acc
         cls._check_sparsity(node, w.data.reshape(-1, w.data.shape[-1]))
         return acc
@@ -231,3 +235,60 @@ class Gather(Op):
         node.attrs["index"] = index.ravel().tolist()
         node.attrs["shape"] = list(shape)
         return shape, x.type
+
+
+@register
+class DeformConv2D(Op):
+    """Depthwise deformable 3x3 convolution (``accel.deform``), exact accumulation.
+
+    Params ``weight`` (3, 3, C), optional ``bias`` (C,); with offsets also
+    ``offset_weight`` (3, 3, C, K) and optional ``offset_bias`` (K,), K being 1
+    (square) or 18 (bilinear). Attrs ``mode``, ``stride``, ``max_offset`` (R)
+    and ``offset_frac`` (F); the IR derives ``acc`` and ``offset_acc``.
+    """
+
+    name = "deform_conv2d"
+    OFFSETS: ClassVar[dict[str, int]] = {"regular": 0, "square": 1, "bilinear": 18}
+
+    @classmethod
+    def _infer(cls, node, inputs):
+        from accel.deform import sample_type
+
+        (x,) = inputs
+        where = f"node {node.name}"
+        mode = node.attrs.setdefault("mode", "regular")
+        if mode not in cls.OFFSETS:
+            raise AccelError(f"{where}: mode must be one of {', '.join(cls.OFFSETS)}, not {mode!r}")
+        stride = node.attrs.setdefault("stride", 1)
+        if stride not in (1, 2):
+            raise AccelError(f"{where}: stride must be 1 or 2, got {stride}")
+        r = node.attrs.setdefault("max_offset", 0 if mode == "regular" else 1)
+        frac = node.attrs.setdefault("offset_frac", 0)
+        if not isinstance(r, int) or r < 0 or r > 15:
+            raise AccelError(f"{where}: max_offset must be an integer in 0..15, got {r!r}")
+        if not isinstance(frac, int) or frac < 0 or frac > 8 or (mode == "square" and frac):
+            raise AccelError(f"{where}: offset_frac must be 0..8 (0 for square), got {frac!r}")
+        if len(x.shape) != 3:
+            raise AccelError(f"{where}: deform_conv2d expects an (H, W, C) input, got {x.shape}")
+        c = x.shape[2]
+        w = node.params.get("weight")
+        if w is None or w.data.shape != (3, 3, c):
+            raise AccelError(f"{where}: weight must be (3, 3, {c}) (depthwise 3x3)")
+        b = node.params.get("bias")
+        if b is not None and b.data.shape != (c,):
+            raise AccelError(f"{where}: bias shape {b.data.shape} != ({c},)")
+        k = cls.OFFSETS[mode]
+        ow, ob = node.params.get("offset_weight"), node.params.get("offset_bias")
+        if k == 0 and (ow is not None or ob is not None):
+            raise AccelError(f"{where}: a regular depthwise conv takes no offset parameters")
+        if k:
+            if ow is None or ow.data.shape != (3, 3, c, k):
+                raise AccelError(f"{where}: {mode} offsets need offset_weight (3, 3, {c}, {k})")
+            if ob is not None and ob.data.shape != (k,):
+                raise AccelError(f"{where}: offset_bias shape {ob.data.shape} != ({k},)")
+            node.attrs["offset_acc"] = derive_acc(node, "offset_acc", x.type, ow, ob, 9 * c)
+        s = sample_type(x.type, mode, frac)
+        node.attrs["acc"] = derive_acc(node, "acc", s, w, b, 9)
+        oh, _, _ = conv_padding(x.shape[0], 3, stride, "same")
+        ow_, _, _ = conv_padding(x.shape[1], 3, stride, "same")
+        return (oh, ow_, c), node.attrs["acc"]
