@@ -28,6 +28,9 @@ class EngineConfig:
     b_depth: int = 2048  # words of ``cols`` (weight, index) pairs
     bias_depth: int = 128  # words of ``cols`` biases
     imem_depth: int = 128  # instructions
+    # the deformable sampler: offsets 0..max_offset, one per output pixel per row
+    max_offset: int = 7
+    offset_depth: int = 512  # offsets per row: sample blocks x output pixels of a chunk
 
     def __post_init__(self) -> None:
         for name in ("rows", "cols", "group", "a_bits", "b_bits", "acc_bits"):
@@ -37,6 +40,8 @@ class EngineConfig:
             raise AccelError(
                 f"engine cols ({self.cols}) must be a multiple of the group ({self.group})"
             )
+        if not 0 <= self.max_offset <= 15:
+            raise AccelError(f"engine max_offset must be 0..15, got {self.max_offset}")
         if self.acc_bits > 62:
             raise AccelError("engine accumulators are limited to 62 bits")
 
@@ -52,6 +57,10 @@ class EngineConfig:
     @property
     def idx_bits(self) -> int:
         return max(1, (self.group - 1).bit_length())
+
+    @property
+    def offset_bits(self) -> int:
+        return max(1, self.max_offset.bit_length())
 
     @property
     def macs(self) -> int:

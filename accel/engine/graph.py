@@ -27,7 +27,7 @@ from accel.engine.config import EngineConfig
 from accel.engine.isa import Target
 from accel.engine.program import Drain, Geometry, Load, Program, Repeat, a_words, ceil_to
 from accel.errors import AccelError
-from accel.fixed import Quant
+from accel.fixed import FixedType, Overflow, Quant, Rounding
 from accel.ir.graph import Graph, Node
 from accel.ir.ops import conv_padding
 from accel.kernels import align_bias, im2col
@@ -42,7 +42,7 @@ def _chains(graph: Graph) -> Iterator[tuple[Node, bool, Quant | None]]:
         i += 1
         if node.op == "reshape":
             continue  # a flatten: NHWC storage already is the flattened order
-        if node.op not in ("dense", "conv2d"):
+        if node.op not in ("dense", "conv2d", "deform_conv2d"):
             raise AccelError(
                 f"node {node.name}: the engine compiler takes dense and conv2d layers (with "
                 f"ReLU and requantize); {node.op!r} is not supported yet"
@@ -93,6 +93,70 @@ class Placed:
     out_shape: tuple[int, ...]  # the graph's (H, W, C) or (C,)
     # first layer only: the host unfolds the input into patches (kh, kw, pads, stride)
     im2col: tuple[int, int, tuple[int, int, int, int], int] | None = None
+    to_offsets: bool = False  # fills the offset memories; the next layer reads the same input
+
+
+def depthwise_b(w: np.ndarray, cfg: EngineConfig) -> np.ndarray:
+    """A depthwise (3, 3, C) weight as the (9 * cols, C) B its column tiles read.
+
+    Rows are (tap, channel block of the tile, lane): column ``q`` of a tile
+    has its one weight per tap in its own block at lane ``q % group``, so B is
+    1:group sparse and each step feeds every column from one activation word.
+    """
+    taps, c = 9, w.shape[-1]
+    q = np.arange(c) % cfg.cols
+    b = np.zeros((taps, cfg.cols // cfg.group, cfg.group, c), np.int64)
+    b[:, q // cfg.group, q % cfg.group, np.arange(c)] = w.reshape(taps, c)
+    return b.reshape(taps * cfg.cols, c)
+
+
+def _deform(
+    node: Node, relu: bool, quant: Quant | None, shape: tuple[int, ...], stored: int,
+    cfg: EngineConfig,
+) -> list[Placed]:  # fmt: skip
+    """A deform_conv2d: its offset conv (into the offset memories), then the depthwise GEMM."""
+    mode, s = node.attrs["mode"], node.attrs["stride"]
+    where = f"node {node.name}"
+    if mode == "bilinear":
+        raise AccelError(
+            f"{where}: the engine's sampler takes square offsets (CoDeNet's hardware form); "
+            "bilinear deformable convolution runs in the reference only"
+        )
+    if len(shape) != 3:
+        raise AccelError(f"{where}: deform_conv2d input must be (H, W, C)")
+    if stored % cfg.cols:
+        raise AccelError(
+            f"{where}: a depthwise conv needs its channels stored in whole column tiles "
+            f"({stored} stored, {cfg.cols} columns)"
+        )
+    r = node.attrs["max_offset"]
+    if mode == "square" and r > cfg.max_offset:
+        raise AccelError(
+            f"{where}: offsets range up to {r}, but the engine was built for {cfg.max_offset} "
+            f"(its offset memories hold {cfg.offset_bits}-bit values)"
+        )
+    h, w_, c = shape
+    oh, top, _ = conv_padding(h, 3, s, "same")
+    ow, left, _ = conv_padding(w_, 3, s, "same")
+    out = []
+    if mode == "square":
+        wo = np.zeros((3, 3, stored, 1), np.int64)
+        wo[:, :, :c] = node.params["offset_weight"].data
+        ob = node.params.get("offset_bias")
+        acc = node.attrs["offset_acc"]
+        bias = None if ob is None else align_bias(ob.data, ob.type, acc)
+        q = Quant(FixedType.covering(0, r, 0), Rounding.RND, Overflow.SAT)
+        spec = GemmSpec(
+            f"{node.name}.offsets", np.zeros((0, 9 * stored), np.int64),
+            wo.reshape(9 * stored, 1), Drain(acc, False, q, clip=r), None, bias, 9 * c,
+        )  # fmt: skip
+        geo = Geometry(h, w_, stored, 3, 3, s, top, left, oh, ow)
+        out.append(Placed(spec, geo, (oh, ow, 1), to_offsets=True))
+    spec = _spec(node, depthwise_b(node.params["weight"].data, cfg), relu, quant)
+    spec = replace(spec, pattern=nm.NM(1, cfg.group), k_real=9 * cfg.group)
+    geo = Geometry(h, w_, stored, 3, 3, s, top, left, oh, ow, True, mode == "square")
+    out.append(Placed(spec, geo, (oh, ow, c)))
+    return out
 
 
 def _storage_rows(shape: tuple[int, ...], pad_c: int) -> np.ndarray:
@@ -110,6 +174,10 @@ def lower(graph: Graph, cfg: EngineConfig) -> list[Placed]:
     out: list[Placed] = []
     for node, relu, quant in _chains(graph):
         w = node.params["weight"].data
+        if node.op == "deform_conv2d":
+            out += _deform(node, relu, quant, shape, stored, cfg)
+            shape = out[-1].out_shape
+            continue
         if node.op == "conv2d":
             kh, kw, cin, cout = w.shape
             if len(shape) != 3 or shape[2] != cin:
@@ -182,14 +250,15 @@ def compile_graph(graph: Graph, cfg: EngineConfig, x: np.ndarray) -> tuple[Progr
     layers_ = lower(graph, cfg)
     t_in = graph.tensors[graph.inputs[0]]
     _check_operand(t_in.type, cfg.a_bits, "input")
-    for a, b in itertools.pairwise(layers_):
+    banked = [p for p in layers_ if not p.to_offsets]  # layers whose results the banks hold
+    for a, b in itertools.pairwise(banked):
         t = a.spec.drain.quant.type if a.spec.drain.quant else a.spec.drain.acc
         _check_operand(t, cfg.a_bits, f"{b.spec.name} input")
     rows = _pad_input(x, t_in.shape, layers_[0])
     # words per sample block of every tensor the banks hold
     words = [rows.shape[1] // cfg.group]
     words += [
-        p.geometry.positions * ceil_to(p.spec.b.shape[1], cfg.cols) // cfg.group for p in layers_
+        p.geometry.positions * ceil_to(p.spec.b.shape[1], cfg.cols) // cfg.group for p in banked
     ]
     per_block = max(words)
     # two regions of sample blocks; the largest chunk that fits, and at most the batch
@@ -199,6 +268,14 @@ def compile_graph(graph: Graph, cfg: EngineConfig, x: np.ndarray) -> tuple[Progr
             f"{layers_[0].spec.name}: a block of {cfg.rows} samples needs {2 * per_block} words "
             f"per bank (two regions), the banks hold {cfg.a_depth}"
         )
+    for p in layers_:
+        if p.to_offsets:  # a chunk's offsets must fit the offset memories
+            blocks = min(blocks, cfg.offset_depth // p.geometry.positions)
+            if blocks < 1:
+                raise AccelError(
+                    f"{p.spec.name}: {p.geometry.positions} offsets per sample, the offset "
+                    f"memories hold {cfg.offset_depth}"
+                )
     chunk = min(blocks * cfg.rows, ceil_to(max(len(rows), 1), cfg.rows))
     region = blocks * per_block
     alloc = Allocator(cfg)
@@ -214,14 +291,17 @@ def compile_graph(graph: Graph, cfg: EngineConfig, x: np.ndarray) -> tuple[Progr
         part = rows[start : start + chunk]
         sizes.append(len(part))
         prog.steps.append(Load(Target.A, 0, a_words(cfg, part, part.shape[1])))
-        for li, gemm in enumerate(placed):
+        li = 0  # the region the next layer reads
+        for p, gemm in zip(layers_, placed, strict=True):
             g = replace(
                 gemm,
                 rows=len(part),
                 a_base=(li % 2) * region,
-                out_base=((li + 1) % 2) * region,
-                to_stream=li == len(placed) - 1,
+                out_base=0 if p.to_offsets else ((li + 1) % 2) * region,
+                to_stream=p is layers_[-1],
+                to_offsets=p.to_offsets,
             )
+            li += not p.to_offsets
             check_a_region(cfg, g.a_words(cfg), g.name)
             prog.steps.append(g)
     full = sum(1 for n in sizes if n == chunk)

@@ -67,7 +67,12 @@ def instruction_layout(cfg: EngineConfig) -> data.StructLayout:
             "stride": unsigned(4),
             "pad_top": unsigned(4),
             "pad_left": unsigned(4),
-            "cblocks": unsigned(b),  # channel blocks of ``group`` channels
+            "cblocks": unsigned(b),  # channel blocks of ``group`` channels per pixel
+            "cb_loop": unsigned(b),  # channel blocks a tile reads per tap (cblocks, or
+            # cols / group for a depthwise conv, whose column tile reads only its own)
+            "chan_step": unsigned(b),  # depthwise: channel blocks between column tiles
+            "deform": unsigned(1),  # 3x3 taps spread by each row's offset d (rtl.engine.address)
+            "to_offsets": unsigned(1),  # results (column 0) go to the offset memories
             "row_words": unsigned(a + 1),  # in_w * cblocks
             "step_x": unsigned(a + 1),  # stride * cblocks
             "step_y": unsigned(a + 1),  # stride * row_words

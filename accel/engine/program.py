@@ -38,6 +38,7 @@ class Drain:
     acc: FixedType
     relu: bool = False
     quant: Quant | None = None
+    clip: int | None = None  # a bound below the type's maximum (the offset range R)
 
     def fields(self, bits: int, what: str) -> dict:
         """The instruction fields that make the drain compute this conversion."""
@@ -63,7 +64,7 @@ class Drain:
             "half": (1 << shift) >> 1,
             "sat": int(q is not None and q.overflow is Overflow.SAT),
             "out_lo": out.min_int,
-            "out_hi": out.max_int,
+            "out_hi": out.max_int if self.clip is None else min(out.max_int, self.clip),
             "out_mask": (1 << out.width) - 1,
             "out_sign": 1 << (out.width - 1) if out.signed else 0,
         }
@@ -90,6 +91,8 @@ class Geometry:
     pad_left: int = 0
     out_h: int = 1
     out_w: int = 1
+    depthwise: bool = False  # a column tile reads only its own channels
+    deform: bool = False  # 3x3 taps spread by per-pixel offsets (needs depthwise)
 
     @classmethod
     def rows(cls, k: int) -> Geometry:
@@ -103,7 +106,11 @@ class Geometry:
     def fields(self, cfg: EngineConfig) -> dict:
         cb = self.channels // cfg.group
         row_words = self.in_w * cb
+        tile_blocks = cfg.cols // cfg.group
         return {
+            "cb_loop": tile_blocks if self.depthwise else cb,
+            "chan_step": tile_blocks if self.depthwise else 0,
+            "deform": int(self.deform),
             "in_h": self.in_h,
             "in_w": self.in_w,
             "out_h": self.out_h,
@@ -144,6 +151,7 @@ class Gemm:
     drain: Drain
     useful_macs: int  # rows x kept weights (all of them when dense)
     geometry: Geometry = field(default_factory=Geometry)
+    to_offsets: bool = False  # column 0 of C fills the offset memories (one per row)
 
     def sample_blocks(self, cfg: EngineConfig) -> int:
         return -(-self.rows // cfg.rows)
@@ -190,6 +198,7 @@ class Gemm:
             sample_blocks=self.sample_blocks(cfg),
             col_tiles=self.col_tiles(cfg),
             to_stream=int(self.to_stream),
+            to_offsets=int(self.to_offsets),
             out_base=self.out_base,
             out_stride=self.cols // cfg.group,
             **self.geometry.fields(cfg),

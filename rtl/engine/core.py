@@ -36,6 +36,10 @@ class Engine(wiring.Component):
     GEMM pipeline: issue (addresses) -> buffer read -> product -> accumulate ->
     drain. Each cycle issues one step: one group of activations per row and one
     kept weight per column, so a tile takes ``groups * n`` cycles.
+
+    Each row also has a small offset memory for deformable convolutions: an
+    offset GEMM's drain fills it, and the address generator reads the current
+    pixel's offset from it asynchronously (distributed RAM) to place its taps.
     """
 
     def __init__(self, cfg: EngineConfig) -> None:
@@ -63,6 +67,11 @@ class Engine(wiring.Component):
             mem = Memory(shape=a_word, depth=cfg.a_depth, init=[])
             m.submodules[f"abank{r}"] = mem
             banks.append(mem)
+        dmems = []
+        for r in range(cfg.rows):
+            mem = Memory(shape=cfg.offset_bits, depth=cfg.offset_depth, init=[])
+            m.submodules[f"dmem{r}"] = mem
+            dmems.append(mem)
         i_rd, i_wr = imem.read_port(), imem.write_port()
         b_rd, b_wr = bmem.read_port(), bmem.write_port()
         c_rd, c_wr = cmem.read_port(), cmem.write_port()
@@ -116,8 +125,17 @@ class Engine(wiring.Component):
             agen.init.eq(decoding),
             agen.advance.eq(issue & ~stall),
         ]
-        for port in a_rd:
-            m.d.comb += [port.addr.eq(agen.a_addr), port.en.eq(~stall)]
+        for r, port in enumerate(a_rd):
+            m.d.comb += [port.addr.eq(agen.a_addr[r]), port.en.eq(~stall)]
+        for r, mem in enumerate(dmems):
+            rd, wr = mem.read_port(domain="comb"), mem.write_port()
+            m.d.comb += [
+                rd.addr.eq(agen.pixel),
+                agen.d[r].eq(rd.data),
+                wr.addr.eq(drain.oaddr),
+                wr.data.eq(drain.wdata[0]),
+                wr.en.eq(drain.owe[r]),
+            ]
         m.d.comb += [
             b_rd.addr.eq(agen.b_addr),
             b_rd.en.eq(~stall),
@@ -125,7 +143,8 @@ class Engine(wiring.Component):
             c_rd.en.eq(~stall),
         ]
         # stage 1: buffer outputs, with the step's flags
-        valid1, first1, last1, zero1 = Signal(), Signal(), Signal(), Signal()
+        valid1, first1, last1 = Signal(), Signal(), Signal()
+        zero1 = Signal(cfg.rows)
         j1 = Signal.like(agen.j)
         bias2 = Signal(bias_word)  # the finishing tile's biases, beside its products
         with m.If(~stall):
@@ -146,7 +165,7 @@ class Engine(wiring.Component):
             drain.bias.eq(bias2),
         ]
         for r, port in enumerate(a_rd):
-            m.d.comb += array.a[r].eq(Mux(zero1, 0, port.data))  # padding reads zeros
+            m.d.comb += array.a[r].eq(Mux(zero1[r], 0, port.data))  # padding reads zeros
         for q in range(cfg.cols):
             m.d.comb += [
                 array.w[q].eq(b_data.w[q].as_signed()),
