@@ -1,0 +1,147 @@
+"""Deformable vs regular depthwise convolution on the engine; prints JSON.
+
+    python benchmarks/bench_deform.py [--size 16] [--channels 32] [--batch 32]
+        [--ranges 1 2 3 5 7] [--detector] [--synth]
+
+* one depthwise 3x3 layer at a fixed shape, run under Verilator (bit-exact
+  with numpy and cycle-exact with the model, both asserted): cycles of the
+  regular conv and of CoDeNet's square-shape deformable conv for each offset
+  range R (the offset conv's GEMM and the depthwise GEMM separately), with
+  the line buffer a streaming design needs (2R + 1 input rows);
+* ``--detector``: the zoo's deform_det (each shipped variant the engine runs):
+  cycles per frame, and frames/s at the clock given by ``--mhz``;
+* ``--synth``: the engine core's yosys cells with the sampler, 8x8 array.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from accel import reference
+from accel.engine.config import EngineConfig
+from accel.fixed import FixedType, Overflow, Quant, Rounding
+from accel.ir import Graph, Param
+from accel.sim.engine import run_graph
+
+ACT = Quant(FixedType(8, 4, False), Rounding.RND, Overflow.SAT)
+W4 = FixedType(4, 2)
+
+
+def layer(size: int, channels: int, mode: str, r: int, seed: int = 0) -> Graph:
+    """One depthwise 3x3 layer (regular or square-offset deformable), ReLU, 8-bit out."""
+    rng = np.random.default_rng(seed)
+    g = Graph(f"dw_{mode}_{r}")
+    x = g.add_input("x", (size, size, channels), ACT)
+    params = {"weight": Param(rng.integers(-8, 8, (3, 3, channels)), W4)}
+    if mode == "square":
+        params["offset_weight"] = Param(rng.integers(-2, 3, (3, 3, channels, 1)), FixedType(4, 3))
+        params["offset_bias"] = Param(np.array([2 * r]), FixedType(8, 2))
+    y = g.add("deform_conv2d", x, name="dw", mode=mode, max_offset=r, params=params)
+    g.mark_output(g.add("requantize", g.add("relu", y), quant=ACT))
+    return g
+
+
+def run_layer(cfg: EngineConfig, g: Graph, x: np.ndarray) -> dict:
+    y, run = run_graph(g, cfg, x)
+    assert np.array_equal(y, reference.predict(g, x)), g.name
+    assert run.cycles_match, f"{g.name}: RTL cycles differ from the cycle model"
+    cycles: dict[str, int] = {}
+    ideal: dict[str, float] = {}
+    for t in run.model.gemms:  # a layer runs once per chunk
+        cycles[t.name] = cycles.get(t.name, 0) + t.cycles
+        ideal[t.name] = ideal.get(t.name, 0) + t.ideal
+    return {
+        "gemms": cycles,
+        "cycles": sum(cycles.values()),
+        "utilisation": {k: round(ideal[k] / cycles[k], 3) for k in cycles},
+        "sim_cycles_per_s": round(run.cycles / run.wall_s),
+    }
+
+
+def sweep(cfg: EngineConfig, size: int, channels: int, batch: int, ranges: list[int]) -> dict:
+    x = np.random.default_rng(1).integers(0, 256, (batch, size, size, channels))
+    regular = run_layer(cfg, layer(size, channels, "regular", 0), x)
+    rows = []
+    for r in ranges:
+        print(f"square offsets, R = {r} ...", file=sys.stderr)
+        m = run_layer(cfg, layer(size, channels, "square", r), x)
+        lines = 2 * r + 1
+        rows.append(
+            {
+                "max_offset": r,
+                **m,
+                "vs_regular": round(m["cycles"] / regular["cycles"], 3),
+                "line_buffer_rows": lines,
+                "line_buffer_bytes": lines * size * channels,
+            }
+        )
+    return {
+        "shape": [size, size, channels],
+        "batch": batch,
+        "regular": {**regular, "line_buffer_rows": 3, "line_buffer_bytes": 3 * size * channels},
+        "square": rows,
+    }
+
+
+def detector(cfg: EngineConfig, mhz: float, n: int) -> list[dict]:
+    from accel.zoo import get as get_model
+
+    out = []
+    for variant in ("regular", "square"):
+        model = get_model(f"deform_det@{variant}")
+        g = model.build()
+        x = reference.quantize_inputs(g, g.inputs[0], model.make_inputs(n, 0))
+        print(f"deform_det@{variant} on the engine ...", file=sys.stderr)
+        m = run_layer(cfg, g, x)
+        per_frame = m["cycles"] / n
+        out.append(
+            {
+                "variant": variant,
+                "frames": n,
+                **m,
+                "cycles_per_frame": round(per_frame, 1),
+                "clock_mhz": mhz,
+                "frames_per_s": round(mhz * 1e6 / per_frame, 1),
+            }
+        )
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--size", type=int, default=16)
+    ap.add_argument("--channels", type=int, default=32)
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--ranges", type=int, nargs="*", default=[1, 2, 3, 5, 7])
+    ap.add_argument("--detector", action="store_true")
+    ap.add_argument("--frames", type=int, default=64)
+    ap.add_argument("--mhz", type=float, default=25.0, help="clock for frames/s (default 25)")
+    ap.add_argument("--synth", action="store_true")
+    args = ap.parse_args()
+    cfg = EngineConfig(rows=8, cols=8, group=8, a_depth=2048, b_depth=2048)
+    result = {
+        "config": cfg.to_json(),
+        "layer": sweep(cfg, args.size, args.channels, args.batch, args.ranges),
+    }
+    if args.detector:
+        result["detector"] = detector(cfg, args.mhz, args.frames)
+    if args.synth:
+        from accel.flows.fpga import synth_stats
+        from accel.rtl.engine.core import to_verilog
+
+        print("synthesizing the 8x8 engine (yosys) ...", file=sys.stderr)
+        hw = EngineConfig(rows=8, cols=8, group=8, a_depth=512, b_depth=2048)
+        cells = synth_stats(to_verilog(hw, "engine"), "engine", Path(tempfile.mkdtemp()))
+        result["synth"] = {"config": hw.to_json(), "cells": cells}
+    json.dump(result, sys.stdout, indent=1)
+    print()
+
+
+if __name__ == "__main__":
+    main()
