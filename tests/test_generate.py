@@ -251,3 +251,21 @@ def test_report_autoencoder():
     assert r.returncode == 0, r.stderr
     doc = json.loads(r.stdout)
     assert doc["designs"]["accel"]["dsps"] > 0 and doc["designs"]["da4ml"]["luts"] > 0
+
+
+def test_classic_abc_mapping_builds_a_working_bitstream(tmp_path):
+    """The fallback for yosys's abc9 assertion (seen on the engine) maps with abc."""
+    from test_uart import tiny_graph
+
+    from accel.compiler.dataflow import lower
+    from accel.errors import AccelError
+    from accel.flows import fpga
+    from accel.flows.boards import get as get_board
+
+    top = fpga.BoardTop.dataflow(lower(tiny_graph(), 2))
+    impl = fpga.implement(get_board("ulx3s-85f"), top, tmp_path, lut_mapper="abc")
+    assert impl.lut_mapper == "abc" and impl.luts > 0 and impl.fmax_mhz > 0
+    assert "abc -lut 4:7" in (tmp_path / "accel_top.ys").read_text()
+    assert (tmp_path / "accel_top.bit").read_bytes()[:2] == b"\xff\x00"
+    with pytest.raises(AccelError, match="LUT mapper must be abc9 or abc, not 'abc10'"):
+        fpga.implement(get_board("ulx3s-85f"), top, tmp_path, lut_mapper="abc10")
