@@ -11,9 +11,10 @@ the engine agree on every detail:
   sampled by bilinear interpolation whose integer weights keep the result
   exact (``2F`` more fraction bits, nothing rounded).
 
-Offsets come from a regular 3x3 'same' convolution of the same input and
-stride (one offset vector per output pixel), rounded half up to ``F`` fraction
-bits and clipped to ``[0, R]`` (square) or ``[-R, R]`` pixels (bilinear).
+Offsets come from a regular 'same' convolution (3x3, or 1x1 for a ninth of the
+MACs) of the same input and stride (one offset vector per output pixel),
+rounded half up to ``F`` fraction bits and clipped to ``[0, R]`` (square) or
+``[-R, R]`` pixels (bilinear).
 Output pixel ``(oy, ox)`` is centred on input ``(oy*s - pad_top + 1, ox*s -
 pad_left + 1)``; samples outside the image read zero, as torchvision's
 ``deform_conv2d`` does.
@@ -32,13 +33,11 @@ TAPS = 9
 BATCH = 128  # samples gathered at a time: bounds the (N, OH, OW, 9, C) temporary
 
 
-def geometry(h: int, w: int, stride: int) -> tuple[np.ndarray, np.ndarray, tuple[int, ...]]:
-    """Centre rows and columns of the output pixels, and the offset conv's pads."""
-    oh, top, bottom = conv_padding(h, 3, stride, "same")
-    ow, left, right = conv_padding(w, 3, stride, "same")
-    cy = np.arange(oh) * stride - top + 1
-    cx = np.arange(ow) * stride - left + 1
-    return cy, cx, (top, bottom, left, right)
+def geometry(h: int, w: int, stride: int) -> tuple[np.ndarray, np.ndarray]:
+    """Centre rows and columns of the output pixels."""
+    oh, top, _ = conv_padding(h, 3, stride, "same")
+    ow, left, _ = conv_padding(w, 3, stride, "same")
+    return np.arange(oh) * stride - top + 1, np.arange(ow) * stride - left + 1
 
 
 def offset_bounds(mode: str, max_offset: int, frac: int) -> tuple[int, int]:
@@ -60,8 +59,12 @@ def offsets(
     frac: int,
 ) -> np.ndarray:
     """Quantized offsets (N, OH, OW, K): the offset conv, rounded half up, clipped."""
-    _, _, pads = geometry(x.shape[1], x.shape[2], stride)
-    acc = conv2d(x, w, bias, pads, stride, x_type, w_type, acc_type)
+    k = w.shape[0]
+    pads = []
+    for size in x.shape[1:3]:
+        _, before, after = conv_padding(size, k, stride, "same")
+        pads += [before, after]
+    acc = conv2d(x, w, bias, tuple(pads), stride, x_type, w_type, acc_type)
     lo, hi = offset_bounds(mode, max_offset, frac)
     q = Quant(FixedType.covering(lo, hi, frac), Rounding.RND, Overflow.SAT)
     return np.clip(requantize(acc, acc_type.frac, q), lo, hi)
@@ -79,7 +82,7 @@ def samples(
     x: np.ndarray, off: np.ndarray | None, stride: int, mode: str, frac: int = 0
 ) -> np.ndarray:
     """The values each tap multiplies, (N, OH, OW, 9, C); bilinear ones carry 2F more bits."""
-    cy, cx, _ = geometry(x.shape[1], x.shape[2], stride)
+    cy, cx = geometry(x.shape[1], x.shape[2], stride)
     ky, kx = np.divmod(np.arange(TAPS), 3)
     ky, kx = ky - 1, kx - 1  # tap position relative to the centre
     n = np.arange(len(x))[:, None, None, None]
@@ -127,6 +130,6 @@ def deform_dw(
         o = None if off is None else off[i : i + BATCH]
         s = samples(x[i : i + BATCH], o, stride, mode, frac)
         parts.append(np.einsum("nyxtc,tc->nyxc", s, wt))
-    cy, cx, _ = geometry(x.shape[1], x.shape[2], stride)
+    cy, cx = geometry(x.shape[1], x.shape[2], stride)
     acc = np.concatenate(parts) if parts else np.zeros((0, len(cy), len(cx), wt.shape[1]))
     return finish(acc.astype(np.int64), bias, acc_type)

@@ -7,7 +7,8 @@
   with numpy and cycle-exact with the model, both asserted): cycles of the
   regular conv and of CoDeNet's square-shape deformable conv for each offset
   range R (the offset conv's GEMM and the depthwise GEMM separately), with
-  the line buffer a streaming design needs (2R + 1 input rows);
+  the line buffer a streaming design needs (2R + 1 input rows), and once with
+  a 1x1 offset conv;
 * ``--detector``: the zoo's deform_det (each shipped variant the engine runs):
   cycles per frame, and frames/s at the clock given by ``--mhz``;
 * ``--synth``: the engine core's yosys cells with the sampler, 8x8 array.
@@ -33,14 +34,15 @@ ACT = Quant(FixedType(8, 4, False), Rounding.RND, Overflow.SAT)
 W4 = FixedType(4, 2)
 
 
-def layer(size: int, channels: int, mode: str, r: int, seed: int = 0) -> Graph:
-    """One depthwise 3x3 layer (regular or square-offset deformable), ReLU, 8-bit out."""
+def layer(size: int, channels: int, mode: str, r: int, ok: int = 3, seed: int = 0) -> Graph:
+    """One depthwise 3x3 layer (regular, or square-offset deformable with a ``ok`` x ``ok``
+    offset conv), ReLU, 8-bit out."""
     rng = np.random.default_rng(seed)
-    g = Graph(f"dw_{mode}_{r}")
+    g = Graph(f"dw_{mode}_{r}_{ok}")
     x = g.add_input("x", (size, size, channels), ACT)
     params = {"weight": Param(rng.integers(-8, 8, (3, 3, channels)), W4)}
     if mode == "square":
-        params["offset_weight"] = Param(rng.integers(-2, 3, (3, 3, channels, 1)), FixedType(4, 3))
+        params["offset_weight"] = Param(rng.integers(-2, 3, (ok, ok, channels, 1)), FixedType(4, 3))
         params["offset_bias"] = Param(np.array([2 * r]), FixedType(8, 2))
     y = g.add("deform_conv2d", x, name="dw", mode=mode, max_offset=r, params=params)
     g.mark_output(g.add("requantize", g.add("relu", y), quant=ACT))
@@ -68,13 +70,14 @@ def sweep(cfg: EngineConfig, size: int, channels: int, batch: int, ranges: list[
     x = np.random.default_rng(1).integers(0, 256, (batch, size, size, channels))
     regular = run_layer(cfg, layer(size, channels, "regular", 0), x)
     rows = []
-    for r in ranges:
-        print(f"square offsets, R = {r} ...", file=sys.stderr)
-        m = run_layer(cfg, layer(size, channels, "square", r), x)
+    for r, ok in [(r, 3) for r in ranges] + [(ranges[-1], 1)]:
+        print(f"square offsets, R = {r}, {ok}x{ok} offset conv ...", file=sys.stderr)
+        m = run_layer(cfg, layer(size, channels, "square", r, ok), x)
         lines = 2 * r + 1
         rows.append(
             {
                 "max_offset": r,
+                "offset_kernel": ok,
                 **m,
                 "vs_regular": round(m["cycles"] / regular["cycles"], 3),
                 "line_buffer_rows": lines,

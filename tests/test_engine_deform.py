@@ -19,8 +19,8 @@ OFF_B = FixedType(8, 2)
 
 
 def deform_net(seed: int, r1: int = 3, r2: int = 7, h: int = 7, w: int = 6) -> Graph:
-    """A stem conv, a square deformable conv (stride 1), another (stride 2, offsets that
-    clip at both ends), a regular depthwise conv and a pointwise conv that streams out."""
+    """A stem conv, a square deformable conv (stride 1), another (stride 2, 1x1 offset
+    conv), a regular depthwise conv and a pointwise conv that streams out."""
     rng = np.random.default_rng(seed)
     g = Graph("deform")
     x = g.add_input("x", (h, w, 1), Quant(FixedType(8, 8, False), Rounding.RND, Overflow.SAT))
@@ -30,17 +30,20 @@ def deform_net(seed: int, r1: int = 3, r2: int = 7, h: int = 7, w: int = 6) -> G
                 "bias": Param(rng.integers(-128, 128, 8), W8)},
     )  # fmt: skip
     x = g.add("requantize", g.add("relu", x), quant=ACT)
-    for name, mode, stride, r in (
-        ("d1", "square", 1, r1),
-        ("d2", "square", 2, r2),
-        ("d3", "regular", 1, 0),
+    for name, mode, stride, r, ok in (
+        ("d1", "square", 1, r1, 3),
+        ("d2", "square", 2, r2, 1),
+        ("d3", "regular", 1, 0, 0),
     ):
         params = {
             "weight": Param(rng.integers(-8, 8, (3, 3, 8)), W4),
             "bias": Param(rng.integers(-8, 8, 8), W4),
         }
         if mode == "square":
-            params["offset_weight"] = Param(rng.integers(-2, 3, (3, 3, 8, 1)), OFF_W)
+            spread = 2 if ok == 3 else 7  # a 1x1 conv sums fewer terms: larger weights
+            params["offset_weight"] = Param(
+                rng.integers(-spread, spread + 1, (ok, ok, 8, 1)), OFF_W
+            )
             params["offset_bias"] = Param(np.array([2 * r]), OFF_B)  # R / 2 pixels
         x = g.add(
             "deform_conv2d", x, name=name, mode=mode, stride=stride, max_offset=r, params=params

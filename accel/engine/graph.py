@@ -140,7 +140,8 @@ def _deform(
     ow, left, _ = conv_padding(w_, 3, s, "same")
     out = []
     if mode == "square":
-        wo = np.zeros((3, 3, stored, 1), np.int64)
+        k = node.params["offset_weight"].data.shape[0]  # 3x3 or 1x1
+        wo = np.zeros((k, k, stored, 1), np.int64)
         wo[:, :, :c] = node.params["offset_weight"].data
         ob = node.params.get("offset_bias")
         acc = node.attrs["offset_acc"]
@@ -148,9 +149,11 @@ def _deform(
         q = Quant(FixedType.covering(0, r, 0), Rounding.RND, Overflow.SAT)
         spec = GemmSpec(
             f"{node.name}.offsets", np.zeros((0, 9 * stored), np.int64),
-            wo.reshape(9 * stored, 1), Drain(acc, False, q, clip=r), None, bias, 9 * c,
+            wo.reshape(k * k * stored, 1), Drain(acc, False, q, clip=r), None, bias, k * k * c,
         )  # fmt: skip
-        geo = Geometry(h, w_, stored, 3, 3, s, top, left, oh, ow)
+        _, o_top, _ = conv_padding(h, k, s, "same")
+        _, o_left, _ = conv_padding(w_, k, s, "same")
+        geo = Geometry(h, w_, stored, k, k, s, o_top, o_left, oh, ow)
         out.append(Placed(spec, geo, (oh, ow, 1), to_offsets=True))
     spec = _spec(node, depthwise_b(node.params["weight"].data, cfg), relu, quant)
     spec = replace(spec, pattern=nm.NM(1, cfg.group), k_real=9 * cfg.group)

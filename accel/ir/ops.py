@@ -242,9 +242,10 @@ class DeformConv2D(Op):
     """Depthwise deformable 3x3 convolution (``accel.deform``), exact accumulation.
 
     Params ``weight`` (3, 3, C), optional ``bias`` (C,); with offsets also
-    ``offset_weight`` (3, 3, C, K) and optional ``offset_bias`` (K,), K being 1
-    (square) or 18 (bilinear). Attrs ``mode``, ``stride``, ``max_offset`` (R)
-    and ``offset_frac`` (F); the IR derives ``acc`` and ``offset_acc``.
+    ``offset_weight`` (k, k, C, K) and optional ``offset_bias`` (K,), K being 1
+    (square) or 18 (bilinear), k 3 or 1 (a 1x1 offset conv costs a ninth).
+    Attrs ``mode``, ``stride``, ``max_offset`` (R) and ``offset_frac`` (F); the
+    IR derives ``acc`` and ``offset_acc``.
     """
 
     name = "deform_conv2d"
@@ -282,11 +283,13 @@ class DeformConv2D(Op):
         if k == 0 and (ow is not None or ob is not None):
             raise AccelError(f"{where}: a regular depthwise conv takes no offset parameters")
         if k:
-            if ow is None or ow.data.shape != (3, 3, c, k):
-                raise AccelError(f"{where}: {mode} offsets need offset_weight (3, 3, {c}, {k})")
+            ks = None if ow is None else ow.data.shape[0]
+            if ow is None or ks not in (1, 3) or ow.data.shape != (ks, ks, c, k):
+                shapes = f"(3, 3, {c}, {k}) or (1, 1, {c}, {k})"
+                raise AccelError(f"{where}: {mode} offsets need offset_weight {shapes}")
             if ob is not None and ob.data.shape != (k,):
                 raise AccelError(f"{where}: offset_bias shape {ob.data.shape} != ({k},)")
-            node.attrs["offset_acc"] = derive_acc(node, "offset_acc", x.type, ow, ob, 9 * c)
+            node.attrs["offset_acc"] = derive_acc(node, "offset_acc", x.type, ow, ob, ks * ks * c)
         s = sample_type(x.type, mode, frac)
         node.attrs["acc"] = derive_acc(node, "acc", s, w, b, 9)
         oh, _, _ = conv_padding(x.shape[0], 3, stride, "same")
