@@ -33,6 +33,7 @@ examples:
   accel predict autoencoder --engine rtl --inputs X.npy --out Y.npy
   accel train autoencoder --epochs 12 -o trained/
   accel train nm_sparse --nm 2:8 --net cnn       N:M sparse training (SAT's BDWP)
+  accel train deform_det --variant bilinear      the deformable detector (after CoDeNet)
 
 numbers: inputs and outputs are fixed-point; --out files hold the raw integers
 (value = raw * 2**-frac, the types are printed by 'accel zoo list --json').
@@ -149,7 +150,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.n_train is not None:
         kwargs["n_train"] = args.n_train
     accepted = inspect.signature(train).parameters
-    for opt, key in (("--nm", "nm"), ("--net", "net"), ("--method", "method")):
+    options = (("--nm", "nm"), ("--net", "net"), ("--method", "method"), ("--variant", "variant"))
+    for opt, key in options:
         value = getattr(args, key)
         if value is None:
             continue
@@ -572,6 +574,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--net", help="nm_sparse: mlp (default) or cnn")
     t.add_argument(
         "--method", help="nm_sparse: bdwp (default), srste or dense (the baseline without masks)"
+    )
+    t.add_argument(
+        "--variant", help="deform_det: square (default), bilinear or regular depthwise sampling"
     )
     t.add_argument("--json", action="store_true")
     t.set_defaults(func=cmd_train)

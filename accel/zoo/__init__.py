@@ -76,6 +76,42 @@ def _nm_sparse_variant(name: str) -> ZooModel:
     )
 
 
+def _deform_det_inputs(n: int, seed: int) -> np.ndarray:
+    from accel.zoo.deform_det.data import make_inputs
+
+    return make_inputs(n, seed)
+
+
+def _deform_det_graph() -> Graph:
+    from accel.zoo.deform_det.model import build
+
+    return build()
+
+
+def _deform_det_variants() -> list[str]:
+    from accel.zoo.deform_det.model import available
+
+    return available()
+
+
+def _deform_det_variant(name: str) -> ZooModel:
+    """``regular``, ``bilinear``, ``square``: the depthwise layers' sampling."""
+    from accel.zoo.deform_det.model import available, build
+
+    if name not in available():
+        raise AccelError(f"deform_det has no variant {name!r} (shipped: {', '.join(available())})")
+    base = MODELS["deform_det"]
+    return ZooModel(
+        name=f"deform_det@{name}",
+        family=base.family,
+        after=base.after,
+        description=f"deform_det, {name} depthwise sampling",
+        build=lambda: build(variant=name),
+        make_inputs=base.make_inputs,
+        train=base.train,
+    )
+
+
 MODELS: dict[str, ZooModel] = {
     m.name: m
     for m in [
@@ -104,6 +140,21 @@ MODELS: dict[str, ZooModel] = {
             train="accel.training.nm_sparse:train",
             variants=_nm_sparse_variants,
             variant=_nm_sparse_variant,
+        ),
+        ZooModel(
+            name="deform_det",
+            family="deformable convolution",
+            after="CoDeNet: deformable convolution with a square sampling shape (CenterNet head)",
+            description=(
+                "32x32 grey image -> 8x8 CenterNet output (4 class heatmaps, box size, offset); "
+                "W4A8, three deformable depthwise 3x3 layers, square shape (one integer dilation "
+                "per pixel) by default; deform_det@regular, deform_det@bilinear"
+            ),
+            build=_deform_det_graph,
+            make_inputs=_deform_det_inputs,
+            train="accel.training.deform_det:train",
+            variants=_deform_det_variants,
+            variant=_deform_det_variant,
         ),
     ]
 }
