@@ -212,7 +212,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         if args.arch == "engine":
             from accel.sim.engine import run_graph
 
-            y, _ = run_graph(graph, engine_config(args.array), x)
+            y, _ = run_graph(graph, engine_config(args.array, args.bank_words), x)
         else:
             y = engines.predict(graph, x, args.engine, args.reuse)
     save_array(Path(args.out), y)
@@ -308,13 +308,22 @@ def _arch_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--array", default="8x8", metavar="PxQ", help="engine array rows x columns (default 8x8)"
     )
+    p.add_argument(
+        "--bank-words",
+        type=int,
+        default=512,
+        metavar="N",
+        help="engine activation bank depth in words (default 512; deform_det needs 2048)",
+    )
 
 
-def engine_config(array: str):
+def engine_config(array: str, bank_words: int = 512):
     from accel.engine.config import EngineConfig
 
+    if bank_words < 1:
+        raise AccelError(f"--bank-words must be positive, got {bank_words}")
     try:
-        return EngineConfig.array(array, a_depth=512, b_depth=4096)
+        return EngineConfig.array(array, a_depth=bank_words, b_depth=4096)
     except AccelError as e:
         raise AccelError(f"--array: {e}") from None
 
@@ -325,7 +334,7 @@ def _sim_engine(args: argparse.Namespace, graph, x: np.ndarray) -> int:
 
     if args.backpressure:
         raise AccelError("--backpressure is for the dataflow design; the engine test uses GEMMs")
-    cfg = engine_config(args.array)
+    cfg = engine_config(args.array, args.bank_words)
     with _status(f"running {len(x)} samples on the {args.array} engine", quiet=args.json):
         y, run = run_graph(graph, cfg, x)
     mismatches = int((y != reference.predict(graph, x)).reshape(len(x), -1).any(axis=1).sum())
