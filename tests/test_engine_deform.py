@@ -106,3 +106,31 @@ def test_engine_refuses_offsets_beyond_its_range_and_bilinear(engine_cfg):
         AccelError, match=r"d1\.offsets: 42 offsets per sample, the offset memories hold 40"
     ):
         compile_graph(deform_net(1), tiny, x)
+
+
+@pytest.mark.parametrize("variant", ["square", "regular"])
+def test_zoo_detector_on_the_engine_with_extreme_offsets(variant):
+    """deform_det's heatmaps and boxes, bit-exact and cycle-exact; for the square variant one
+    layer's offsets are forced to 0 everywhere and another's to R (7) everywhere."""
+    from accel.zoo import get
+
+    model = get(f"deform_det@{variant}")
+    g = model.build()
+    x = reference.quantize_inputs(g, g.inputs[0], model.make_inputs(10, 11))
+    x[0], x[1] = 0, 255
+    if variant == "square":
+        for name, low in (("b_dw", True), ("c_dw", False)):
+            for p in ("offset_weight", "offset_bias"):  # ReLU'd inputs: the sum follows
+                t = g.node(name).params[p]
+                t.data[:] = t.type.min_int if low else t.type.max_int
+    cfg = EngineConfig(rows=4, cols=8, group=8, a_depth=2048, b_depth=4096, bias_depth=64)
+    y, run = run_graph(g, cfg, x)
+    np.testing.assert_array_equal(y, reference.predict(g, x))
+    assert run.cycles_match
+    if variant == "square":
+        values = reference.run(g, x)
+        for name, want in (("b_dw", {0}), ("c_dw", {7})):
+            node = g.node(name)
+            t = node.inputs[0]
+            off = reference.deform_offsets(node, values[t], g.tensors[t])
+            assert set(np.unique(off).tolist()) == want, name
