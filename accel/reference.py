@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from accel import deform, kernels, nm
+from accel import deform, intops, kernels, nm
 from accel.errors import AccelError
 from accel.fixed import quantize, requantize
 from accel.ir.graph import Graph, Node, Tensor
@@ -206,3 +206,47 @@ def run(
 def predict(graph: Graph, x: np.ndarray) -> np.ndarray:
     """Raw integer outputs of a single-input, single-output graph."""
     return run(graph, x)[graph.outputs[0]]
+
+
+# -- integer ViT blocks: thin wrappers over accel.intops ---------------------------
+
+
+@kernel("softmax_int")
+def _softmax_int(node, xs, ts):
+    x, t, out = xs[0], ts[0].type, node.attrs["out"]
+    axis = node.attrs["axis"]
+    axis = axis + 1 if axis >= 0 else axis  # past the batch axis
+    span = intops.softmax_span(t.min_int, t.max_int, t.frac)
+    y = intops.shiftmax(np.moveaxis(x, axis, -1), t.frac, out.frac, out.width, span)
+    return np.moveaxis(y, -1, axis)
+
+
+@kernel("gelu_int")
+def _gelu_int(node, xs, ts):
+    return intops.shiftgelu(xs[0], ts[0].type.frac, node.attrs["sig_bits"])
+
+
+@kernel("layernorm_int")
+def _layernorm_int(node, xs, ts):
+    g, b = node.params["gamma"], node.params.get("beta")
+    return intops.layernorm(
+        xs[0],
+        ts[0].type,
+        g.data,
+        None if b is None else b.data,
+        g.type,
+        None if b is None else b.type,
+        node.attrs["norm_frac"],
+        node.attrs["sqrt_guard"],
+    )
+
+
+@kernel("matmul")
+def _matmul(node, xs, ts):
+    b = np.swapaxes(xs[1], -1, -2) if node.attrs["transpose_b"] else xs[1]
+    return intops.matmul(xs[0], b, ts[0].type, ts[1].type, node.attrs["acc"])
+
+
+@kernel("add")
+def _add(node, xs, ts):
+    return intops.add(xs[0], xs[1], ts[0].type, ts[1].type)

@@ -11,7 +11,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from accel import nm
+from accel import intops, nm
 from accel.errors import AccelError
 from accel.fixed import MAX_WIDTH, FixedType, Quant
 from accel.ir.graph import Node, Param, Tensor
@@ -295,3 +295,196 @@ class DeformConv2D(Op):
         oh, _, _ = conv_padding(x.shape[0], 3, stride, "same")
         ow_, _, _ = conv_padding(x.shape[1], 3, stride, "same")
         return (oh, ow_, c), node.attrs["acc"]
+
+
+# -- integer ViT blocks (accel/intops.py holds the arithmetic) --------------------
+
+
+def _int_attr(node: Node, key: str, default: int, lo: int, hi: int) -> int:
+    v = node.attrs.setdefault(key, default)
+    if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+        raise AccelError(f"node {node.name}: {key} must be an integer in {lo}..{hi}, got {v!r}")
+    return v
+
+
+def _type_attr(node: Node, key: str, default: FixedType) -> FixedType:
+    v = node.attrs.get(key, default)
+    try:
+        t = v if isinstance(v, FixedType) else FixedType.from_json(v)
+    except (KeyError, TypeError, ValueError):
+        raise AccelError(f"node {node.name}: {key} must be a fixed-point type, got {v!r}") from None
+    node.attrs[key] = t
+    return t
+
+
+def _frac_in(node: Node, x: Tensor, hi: int = 24) -> None:
+    if not 0 <= x.type.frac <= hi:
+        raise AccelError(
+            f"node {node.name}: {node.op} needs an input with 0..{hi} fraction bits, got {x.type}"
+        )
+
+
+@register
+class SoftmaxInt(Op):
+    """I-ViT Shiftmax along ``axis`` (``accel.intops.shiftmax``); output type ``out``.
+
+    ``out`` is unsigned with 1..30 fraction bits and at most one integer bit
+    (default ``ap_ufixed<8,0>``: probabilities of 1.0 saturate to 255/256).
+    """
+
+    name = "softmax_int"
+
+    @classmethod
+    def _infer(cls, node, inputs):
+        (x,) = inputs
+        where = f"node {node.name}"
+        _frac_in(node, x)
+        if not x.shape:
+            raise AccelError(f"{where}: softmax_int needs an input with at least one axis")
+        axis = node.attrs.setdefault("axis", -1)
+        if (
+            isinstance(axis, bool)
+            or not isinstance(axis, int)
+            or not -len(x.shape) <= axis < len(x.shape)
+        ):
+            raise AccelError(f"{where}: axis {axis!r} is out of range for shape {x.shape}")
+        out = _type_attr(node, "out", FixedType(8, 8, signed=False))
+        if out.signed or not 1 <= out.frac <= 30 or out.width > out.frac + 1:
+            raise AccelError(
+                f"{where}: out must be unsigned with 1..30 fraction bits and at most one "
+                f"integer bit, got {out}"
+            )
+        n = x.shape[axis]
+        span = intops.softmax_span(x.type.min_int, x.type.max_int, x.type.frac)
+        w = intops.softmax_widths(n, x.type.frac, span, out.frac)
+        if max(w.values()) > MAX_WIDTH:
+            raise AccelError(
+                f"{where}: softmax_int over {n} values of {x.type} needs a {max(w.values())}-bit "
+                f"sum (exponent span {span}); requantize the input to fewer integer bits"
+            )
+        return x.shape, out
+
+
+@register
+class GeluInt(Op):
+    """I-ViT ShiftGELU ``x * sigmoid(1.702 x)`` (``accel.intops.shiftgelu``), exact product.
+
+    Attr ``sig_bits`` (default 8): the sigmoid's fraction bits; the output has
+    ``x.frac + sig_bits`` fraction bits.
+    """
+
+    name = "gelu_int"
+
+    @classmethod
+    def _infer(cls, node, inputs):
+        (x,) = inputs
+        _frac_in(node, x)
+        g = _int_attr(node, "sig_bits", 8, 1, 24)
+        out = intops.gelu_out_type(x.type, g)
+        if out.width > MAX_WIDTH:
+            raise AccelError(f"node {node.name}: gelu_int output needs {out.width} bits")
+        return x.shape, out
+
+
+@register
+class LayerNormInt(Op):
+    """I-ViT I-LayerNorm over the last axis (``accel.intops.layernorm``), exact affine.
+
+    Params ``gamma`` (C,) and optional ``beta`` (C,); attrs ``norm_frac`` (the
+    normalized value's fraction bits, default 8) and ``sqrt_guard`` (guard bits
+    of the square root, default 4). Output: ``norm_frac + gamma.frac`` fraction bits.
+    """
+
+    name = "layernorm_int"
+
+    @classmethod
+    def _infer(cls, node, inputs):
+        (x,) = inputs
+        where = f"node {node.name}"
+        if not x.shape:
+            raise AccelError(f"{where}: layernorm_int needs an input with at least one axis")
+        c = x.shape[-1]
+        p = _int_attr(node, "norm_frac", 8, 0, 24)
+        g = _int_attr(node, "sqrt_guard", 4, 0, 16)
+        gamma, beta = node.params.get("gamma"), node.params.get("beta")
+        if gamma is None or gamma.data.shape != (c,):
+            raise AccelError(f"{where}: layernorm_int needs a 'gamma' parameter of shape ({c},)")
+        if beta is not None and beta.data.shape != (c,):
+            raise AccelError(f"{where}: beta shape {beta.data.shape} != ({c},)")
+        if beta is not None and beta.type.frac > p + gamma.type.frac:
+            raise AccelError(
+                f"{where}: beta has {beta.type.frac} fraction bits, more than the output's "
+                f"{p + gamma.type.frac}"
+            )
+        w = intops.layernorm_widths(x.type, c, p, g)
+        if max(w.values()) > MAX_WIDTH:
+            raise AccelError(
+                f"{where}: layernorm_int over {c} values of {x.type} needs {max(w.values())}-bit "
+                "registers; lower sqrt_guard or norm_frac, or narrow the input"
+            )
+        out = intops.layernorm_out_type(c, p, gamma.type, None if beta is None else beta.type)
+        if out.width > MAX_WIDTH:
+            raise AccelError(f"{where}: layernorm_int output needs {out.width} bits")
+        return x.shape, out
+
+
+@register
+class MatMul(Op):
+    """Activation x activation product ``a @ b`` (or ``a @ b^T`` with ``transpose_b``).
+
+    ``a`` is (..., M, K), ``b`` (..., K, N) or (..., N, K), the same leading
+    axes (attention heads); exact accumulation in ``acc``, derived from the
+    types as for dense layers (or checked if given).
+    """
+
+    name = "matmul"
+    n_inputs = 2
+
+    @classmethod
+    def _infer(cls, node, inputs):
+        a, b = inputs
+        where = f"node {node.name}"
+        tb = node.attrs.setdefault("transpose_b", False)
+        if not isinstance(tb, bool):
+            raise AccelError(f"{where}: transpose_b must be true or false, got {tb!r}")
+        if len(a.shape) < 2 or len(b.shape) != len(a.shape) or a.shape[:-2] != b.shape[:-2]:
+            raise AccelError(
+                f"{where}: matmul needs (..., M, K) and (..., K, N) inputs with the same leading "
+                f"axes, got {a.shape} and {b.shape}"
+            )
+        k_b, n = (b.shape[-1], b.shape[-2]) if tb else b.shape[-2:]
+        if a.shape[-1] != k_b:
+            raise AccelError(
+                f"{where}: inner sizes differ: {a.shape[-1]} (a {a.shape}) and {k_b} "
+                f"(b {b.shape}{', transposed' if tb else ''})"
+            )
+        frac = a.type.frac + b.type.frac
+        given = node.attrs.get("acc")
+        if given is None:
+            acc = accumulator_type(a.type, None, b.type, a.shape[-1], None)
+        else:
+            acc = _type_attr(node, "acc", None)
+            if acc.frac != frac:
+                raise AccelError(f"{where}: acc must have {frac} fraction bits, got {acc.frac}")
+        node.attrs["acc"] = acc
+        return (*a.shape[:-1], n), acc
+
+
+@register
+class Add(Op):
+    """Residual add of two tensors of one shape, exact (aligned to the finer scale)."""
+
+    name = "add"
+    n_inputs = 2
+
+    @classmethod
+    def _infer(cls, node, inputs):
+        a, b = inputs
+        if a.shape != b.shape:
+            raise AccelError(
+                f"node {node.name}: add needs equal shapes, got {a.shape} and {b.shape}"
+            )
+        out = intops.add_type(a.type, b.type)
+        if out.width > MAX_WIDTH:
+            raise AccelError(f"node {node.name}: add output needs {out.width} bits")
+        return a.shape, out
