@@ -28,13 +28,17 @@ its maximum). Each element contributes ``e = (2**F + f) * 2**(k - K)`` (scale
 ``2**-F``); ``S = sum(e)`` is accumulated *exactly*, as the integer ``(2**F +
 f) << (k - K + D)`` with ``D`` at least the row's exponent span (for the IR,
 derived from the input type). One small division per row: ``S`` (``L``
-bits) rounded *up* to its top ``M = B + 2`` bits, ``S_top = ceil(S / 2**(L -
-M))`` (a leading-one detector, a shift and a sticky bit), ``r = floor(2**(2B +
-3) / S_top)`` (``B`` output fraction bits: a ``2B + 4``-bit divider whatever
-the span); then per element ``out = ((2**F + f) * r) >> (1 + L - D + K - k)``,
-saturated to the output width. ``out`` is ``floor(2**B * e / s)`` or 1 LSB
-below it (``s`` the real sum): rounding ``S`` up and ``r`` down both only
-shrink the quotient, by less than half an LSB each.
+bits) rounded *up* to its top ``M = B + G + 2`` bits, ``S_top = ceil(S /
+2**(L - M))`` (a leading-one detector, a shift and a sticky bit; ``G = 2``
+guard bits), ``r = floor(2**(2B + 2G + 3) / S_top)`` (``B`` output fraction
+bits: a ``2B + 2G + 4``-bit divider whatever the span); then per element
+``out = ((2**F + f) * r + 2**(h - 1)) >> h`` with ``h = 1 + G + L - D + K -
+k``, saturated to the output width. That is ``2**B e / s`` (``s`` the real
+sum) less a deficit below 1/4 LSB (rounding ``S`` up and ``r`` down, 1/8 each),
+rounded half up: ``round(2**B e / s)`` or 1 LSB below. I-ViT floors instead;
+on rows of 197 small probabilities a floor to 8 bits drops a fifth of a row's
+mass (float softmax of N(0, 2) logits: 19.7 %), rounding 5 %, as much as
+rounding the float softmax itself.
 
 Deviation from I-ViT: I-ViT subtracts the row maximum from ``x`` before the
 ``log2(e)`` shift-add and truncates every exponential to 15 bits below the
@@ -64,18 +68,22 @@ row maximum, which makes one element's GELU depend on its neighbours; ours is
 element-wise, as GELU is. Like I-ViT, it takes one small division per element
 (``G + 1`` quotient bits).
 
-**I-LayerNorm** (:func:`layernorm`, over the last axis of ``C`` values):
-``mu = floor((2 sum(x) + C) / (2C))`` (the mean rounded half up, I-ViT's
-rounded integer mean), ``y = x - mu``, ``V = sum(y**2)`` (exact), ``sigma =
-isqrt(C * V * 4**g)`` (exact floor square root, :func:`isqrt`; ``g`` guard bits
-``sqrt_guard``), one division per row ``r = floor(C * 2**(W + g + P) /
-sigma)`` (``W`` the input width, ``P`` = ``norm_frac``; ``r = 0`` when
-``sigma = 0``, a constant row), ``n = (y * r) >> W`` ~ ``2**P (x - mean) /
-std`` (since ``y C / sqrt(C V) = (x - mu) / sqrt(V / C)``), then the affine
-``n * gamma + beta`` exactly (``P + gamma_frac`` fraction bits). I-ViT divides
-``V`` by ``C`` inside the square root with its float scale; ``C * V`` keeps it
-integer. LayerNorm's epsilon is left out: the integer mean and square root
-are exact, and a constant row gives ``beta``.
+**I-LayerNorm** (:func:`layernorm`, over the last axis of ``C`` values, ``m``
+= ``mean_frac`` extra bits of the mean, ``g`` = ``sqrt_guard``, ``P`` =
+``norm_frac``, ``W`` the input width): ``mu = floor((2**(m+1) sum(x) + C) /
+(2C))`` (the mean with ``m`` more fraction bits, rounded half up), ``y = (x <<
+m) - mu``, ``V = sum(y**2)`` (exact), ``sigma = isqrt(C * V * 4**g)`` (exact
+floor square root, :func:`isqrt`), one division per row ``r = floor(C *
+2**(W + m + g + P) / sigma)`` (``r = 0`` when ``sigma = 0``: a constant row),
+``n = (y * r) >> (W + m)`` ~ ``2**P (x - mean) / std`` (since ``y C /
+sqrt(C V) = (x - mu) / sqrt(V / C)``), then the affine ``n * gamma + beta``
+exactly (``P + gamma_frac`` fraction bits). Deviations: I-ViT rounds the mean
+to the input's LSB (``m = 0``), which moves every output of a low-variance row
+by up to half an input LSB over the standard deviation (0.06 at std 0.5 with
+1/16 steps); ``m = 4`` costs 8 more bits in the row's square sum. I-ViT
+divides ``V`` by ``C`` inside the square root with its float scale; ``C * V``
+keeps it integer. LayerNorm's epsilon is left out: the integer mean and square
+root are exact, and a constant row gives ``beta``.
 
 **Integer square root** (:func:`isqrt`): the digit-by-digit (restoring) method,
 one result bit per step with a compare, a subtract and shifts; exactly
@@ -123,14 +131,17 @@ def softmax_span(lo: int, hi: int, x_frac: int) -> int:
     return int(k[1] - k[0])
 
 
+SOFTMAX_GUARD = 2  # guard bits of the normalization: its deficit stays below 1/4 LSB
+
+
 def softmax_widths(n: int, x_frac: int, span: int, out_bits: int) -> dict[str, int]:
     """Bit widths of the hardware's registers for a row of ``n`` values."""
-    b = out_bits
+    b, g = out_bits, SOFTMAX_GUARD
     return {
         "sum": x_frac + 1 + span + int(n - 1).bit_length(),  # S < n * 2**(F + 1 + D)
-        "dividend": 2 * b + 4,  # 2**(2B + 3)
-        "recip": b + 3,  # r <= 2**(B + 2)
-        "product": x_frac + b + 4,  # mant * r < 2**(F + 1 + B + 3)
+        "dividend": 2 * b + 2 * g + 4,  # 2**(2B + 2G + 3)
+        "recip": b + g + 3,  # r <= 2**(B + G + 2)
+        "product": x_frac + b + g + 4,  # mant * r < 2**(F + 1 + B + G + 2)
     }
 
 
@@ -207,20 +218,21 @@ def softmax_normalize(
 ) -> np.ndarray:
     """The second pass: one small division per row, a multiply and a shift per value.
 
-    ``S`` (``L`` bits) is cut to its top ``M = B + 2`` bits rounding *up* (a
+    ``S`` (``L`` bits) is cut to its top ``M = B + G + 2`` bits rounding *up* (a
     leading-one detector, a shift and a sticky bit), so the divider is ``2B +
-    3`` bits wide whatever the span: ``r = floor(2**(2B + 3) / S_top)``.
+    2G + 4`` bits wide whatever the span: ``r = floor(2**(2B + 2G + 3) / S_top)``.
     """
     k, mant = _exponent(x, x_frac)
-    m = out_bits + 2
+    g = SOFTMAX_GUARD
+    m = out_bits + g + 2
     lead = bit_length(s)
     cut = lead - m
     dn = np.maximum(cut, 0)
     sticky = (s & ((np.int64(1) << dn) - 1)) != 0
     s_top = np.where(cut > 0, (s >> dn) + sticky, s << np.maximum(-cut, 0))
-    recip = (np.int64(1) << (2 * out_bits + 3)) // s_top
-    shift = 1 + (lead - span) + (big_k - k)  # lead - span = L - D: free of the sizing D
-    out = (mant * recip) >> np.minimum(shift, 63)
+    recip = (np.int64(1) << (2 * out_bits + 2 * g + 3)) // s_top
+    shift = np.minimum(1 + g + (lead - span) + (big_k - k), 62)  # L - D: free of the sizing D
+    out = (mant * recip + (np.int64(1) << (shift - 1))) >> shift  # round half up
     return np.minimum(out, (1 << out_width) - 1)
 
 
@@ -327,42 +339,51 @@ def isqrt(v: np.ndarray) -> np.ndarray:
     return res
 
 
-def layernorm_widths(x: FixedType, c: int, norm_frac: int, sqrt_guard: int) -> dict[str, int]:
+def layernorm_widths(
+    x: FixedType, c: int, norm_frac: int, sqrt_guard: int, mean_frac: int
+) -> dict[str, int]:
     """Bit widths of I-LayerNorm's row registers (unsigned magnitudes)."""
-    span = x.max_int - x.min_int  # |y| <= span
-    v_max = c * span * span
+    y_max = (x.max_int - x.min_int) << mean_frac  # |y| <= span * 2**m
+    v_max = c * y_max * y_max
     return {
         "sum_sq": v_max.bit_length(),
         "sqrt_in": (c * v_max << (2 * sqrt_guard)).bit_length(),
-        "dividend": (c << (x.width + sqrt_guard + norm_frac)).bit_length(),
+        "dividend": (c << (x.width + mean_frac + sqrt_guard + norm_frac)).bit_length(),
     }
 
 
 def norm_bound(c: int, norm_frac: int) -> int:
-    """``|n| <= floor(2 sqrt(C) 2**P) + 1`` for the normalized value (proof in the tests)."""
+    """A bound on ``|n|``: ``floor(2 sqrt(C) 2**P) + 1``.
+
+    ``|y| <= sqrt(V)`` (``y**2`` is one of ``V``'s terms) and ``sigma + 1 >
+    2**g sqrt(C V)``, so for ``sigma >= 1``: ``|y| C 2**g / sigma < sqrt(C)
+    (sigma + 1) / sigma <= 2 sqrt(C)``; ``r`` is at most its exact value and
+    the final floor adds less than 1. ``sigma = 0`` gives ``n = 0``.
+    """
     return math.isqrt(c << (2 * norm_frac + 2)) + 1
 
 
 def layernorm_normalized(
-    x: np.ndarray, x_type: FixedType, norm_frac: int = 8, sqrt_guard: int = 4
+    x: np.ndarray, x_type: FixedType, norm_frac: int = 8, sqrt_guard: int = 4, mean_frac: int = 4
 ) -> np.ndarray:
     """``n ~ 2**norm_frac (x - mean) / std`` over the last axis (no affine)."""
     x = np.asarray(x, dtype=np.int64)
     c = x.shape[-1]
-    w = layernorm_widths(x_type, c, norm_frac, sqrt_guard)
+    w = layernorm_widths(x_type, c, norm_frac, sqrt_guard, mean_frac)
     if max(w.values()) > MAX_WIDTH:
         raise AccelError(
             f"layernorm needs {max(w.values())}-bit registers for {c} values of {x_type}; "
-            "lower sqrt_guard or norm_frac, or narrow the input"
+            "lower mean_frac, sqrt_guard or norm_frac, or narrow the input"
         )
     s = x.sum(axis=-1, keepdims=True)
-    mu = (2 * s + c) // (2 * c)  # mean, rounded half up
-    y = x - mu
+    mu = ((s << (mean_frac + 1)) + c) // (2 * c)  # mean with m more bits, rounded half up
+    y = (x << mean_frac) - mu
     v = (y * y).sum(axis=-1, keepdims=True)
     sigma = isqrt((c * v) << (2 * sqrt_guard))
-    dividend = np.int64(c) << (x_type.width + sqrt_guard + norm_frac)
+    shift = x_type.width + mean_frac
+    dividend = np.int64(c) << (shift + sqrt_guard + norm_frac)
     r = np.where(sigma > 0, dividend // np.maximum(sigma, 1), 0)
-    return (y * r) >> x_type.width
+    return (y * r) >> shift
 
 
 def layernorm(
@@ -374,10 +395,11 @@ def layernorm(
     beta_type: FixedType | None,
     norm_frac: int = 8,
     sqrt_guard: int = 4,
+    mean_frac: int = 4,
 ) -> np.ndarray:
     """I-LayerNorm over the last axis: ``n * gamma + beta``, exact, with
     ``norm_frac + gamma_type.frac`` fraction bits."""
-    n = layernorm_normalized(x, x_type, norm_frac, sqrt_guard)
+    n = layernorm_normalized(x, x_type, norm_frac, sqrt_guard, mean_frac)
     out = n * np.asarray(gamma, dtype=np.int64)
     if beta is not None:
         shift = norm_frac + gamma_type.frac - beta_type.frac

@@ -238,6 +238,7 @@ def _layernorm_int(node, xs, ts):
         None if b is None else b.type,
         node.attrs["norm_frac"],
         node.attrs["sqrt_guard"],
+        node.attrs["mean_frac"],
     )
 
 

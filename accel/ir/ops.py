@@ -391,8 +391,9 @@ class LayerNormInt(Op):
     """I-ViT I-LayerNorm over the last axis (``accel.intops.layernorm``), exact affine.
 
     Params ``gamma`` (C,) and optional ``beta`` (C,); attrs ``norm_frac`` (the
-    normalized value's fraction bits, default 8) and ``sqrt_guard`` (guard bits
-    of the square root, default 4). Output: ``norm_frac + gamma.frac`` fraction bits.
+    normalized value's fraction bits, default 8), ``sqrt_guard`` (guard bits
+    of the square root, default 4) and ``mean_frac`` (extra fraction bits of
+    the mean, default 4). Output: ``norm_frac + gamma.frac`` fraction bits.
     """
 
     name = "layernorm_int"
@@ -406,6 +407,7 @@ class LayerNormInt(Op):
         c = x.shape[-1]
         p = _int_attr(node, "norm_frac", 8, 0, 24)
         g = _int_attr(node, "sqrt_guard", 4, 0, 16)
+        m = _int_attr(node, "mean_frac", 4, 0, 16)
         gamma, beta = node.params.get("gamma"), node.params.get("beta")
         if gamma is None or gamma.data.shape != (c,):
             raise AccelError(f"{where}: layernorm_int needs a 'gamma' parameter of shape ({c},)")
@@ -416,11 +418,11 @@ class LayerNormInt(Op):
                 f"{where}: beta has {beta.type.frac} fraction bits, more than the output's "
                 f"{p + gamma.type.frac}"
             )
-        w = intops.layernorm_widths(x.type, c, p, g)
+        w = intops.layernorm_widths(x.type, c, p, g, m)
         if max(w.values()) > MAX_WIDTH:
             raise AccelError(
                 f"{where}: layernorm_int over {c} values of {x.type} needs {max(w.values())}-bit "
-                "registers; lower sqrt_guard or norm_frac, or narrow the input"
+                "registers; lower mean_frac, sqrt_guard or norm_frac, or narrow the input"
             )
         out = intops.layernorm_out_type(c, p, gamma.type, None if beta is None else beta.type)
         if out.width > MAX_WIDTH:
