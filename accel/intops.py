@@ -41,8 +41,8 @@ mass (float softmax of N(0, 2) logits: 19.7 %), rounding 5 %, as much as
 rounding the float softmax itself.
 
 Deviation from I-ViT: I-ViT subtracts the row maximum from ``x`` before the
-``log2(e)`` shift-add and truncates every exponential to 15 bits below the
-maximum. Here the shift-add acts on ``x`` itself and only the integer exponent
+``log2(e)`` shift-add and truncates every exponential to a fixed precision
+below the maximum. Here the shift-add acts on ``x`` itself and only the integer exponent
 ``K`` is subtracted, and the sum is kept exact. Both are the same
 approximation of ``exp(x - max)`` up to the shift-add's floors; ours makes the
 sum independent of order and chunking, so Edge-MoE's single-pass form
@@ -59,7 +59,7 @@ grows with the input's integer range): requantize attention scores first.
 ``a = -|x|``: ``z = a + (a >> 1) + (a >> 3) + (a >> 4)`` (1.702 ~ 1.6875),
 then the shift exponential of ``z`` gives ``E = ((2**F + f) << G) >> (F - k)``
 ~ ``2**G * exp(-1.702 |x|)`` in ``[0, 2**G]`` (``G`` = ``sig_bits``). Then
-``sigmoid = (x >= 0 ? 2**G : E) << G // (2**G + E)`` (G fraction bits;
+``sigmoid = floor((x >= 0 ? 2**G : E) * 2**G / (2**G + E))`` (G fraction bits;
 ``sigmoid(-v) = 1 - sigmoid(v)`` in the form ``E / (1 + E)``), and the output is
 the exact product ``x * sigmoid`` with ``F + G`` fraction bits. Deviations from
 I-ViT: I-ViT folds 1.702 into its float scaling factor; with power-of-two
@@ -189,21 +189,20 @@ def softmax_sum_online(x: np.ndarray, x_frac: int, span: int, chunk: int):
     k, mant = _exponent(x, x_frac)
     if chunk < 1:
         raise AccelError(f"shiftmax: chunk must be at least 1, got {chunk}")
-    big_k = s = None
+    big_k = small_k = s = None
     for i in range(0, k.shape[-1], chunk):
         kc, mc = k[..., i : i + chunk], mant[..., i : i + chunk]
-        kmax = kc.max(axis=-1, keepdims=True)
+        kmax, kmin = kc.max(axis=-1, keepdims=True), kc.min(axis=-1, keepdims=True)
         if big_k is None:
-            big_k, s = kmax, np.zeros_like(kmax)
-        new_k = np.maximum(big_k, kmax)
+            big_k, small_k, s = kmax, kmin, np.zeros_like(kmax)
+        new_k, small_k = np.maximum(big_k, kmax), np.minimum(small_k, kmin)
+        if np.any(new_k - small_k > span):  # never, when span comes from the input type
+            raise AccelError(f"shiftmax: a row spans more than {span} binary exponents")
         drop = new_k - big_k
         # exactness: every term of s has at least `drop` trailing zeros
         assert not np.any(s & ((np.int64(1) << drop) - 1)), "online rescale dropped bits"
-        s = s >> drop
+        s = (s >> drop) + (mc << (kc - new_k + span)).sum(axis=-1, keepdims=True)
         big_k = new_k
-        if np.any(big_k - kc > span):
-            raise AccelError(f"shiftmax: a row spans more than {span} binary exponents")
-        s = s + (mc << (kc - big_k + span)).sum(axis=-1, keepdims=True)
     return big_k, s
 
 
