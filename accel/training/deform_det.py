@@ -19,7 +19,9 @@ Training, per variant (``train_variant``):
    integer dilation, a bilinear one its offsets unrounded), CenterNet's loss
    (penalty-reduced focal loss on the heatmaps, L1 on size and offset at the
    centre cells), Adam with cosine decay (the offset convolutions at a tenth
-   of the learning rate), He initialisation. Its AP50 is the "float" number.
+   of the learning rate), He initialisation. Square dilations stay at d = 1
+   here and are learned in QAT only (``FROZEN_FLOAT``): learned from the start
+   they cost AP. Its AP50 is the "float" number.
 2. calibration: per layer the power-of-two scales (fraction bits) of the
    4-bit weights, 8-bit offset-conv weights and 8-bit unsigned ReLU outputs
    that minimise the quantization MSE on the float weights / on the
@@ -61,6 +63,10 @@ N_TRAIN = 5000
 FLOAT_EPOCHS, QAT_EPOCHS = 24, 6
 BATCH, LR, QAT_LR = 32, 1e-2, 2e-3
 OFFSET_LR = 0.1  # the offset convolutions learn 10x slower (as deformable ConvNets do)
+# Square dilations stay at d = 1 (the regular conv) through float training and are
+# learned in QAT only: learning them from the start cost AP (see the README).
+FROZEN_FLOAT = {"regular": False, "bilinear": False, "square": True}
+ZERO_OFFSET_FRAC = 10  # offset weights still all zero at calibration: steps of 2^-10
 CALIB = 256
 SIZE_WEIGHT, OFFSET_WEIGHT = 1.0, 1.0
 HEAT_PRIOR = -2.19  # CenterNet's heatmap bias init: sigmoid = 0.1
@@ -298,7 +304,8 @@ class Detector(nn.Module):
             extra = 2 * self.v.offset_frac if layer.op == "deform_conv2d" else 0
             f["b"] = bias_frac(mod.bias, x_frac + extra + f["w"])
             if getattr(mod, "offset_weight", None) is not None:
-                f["ow"] = best_frac(mod.offset_weight, zm.OFFSET_W_BITS)
+                # Still-zero offset weights (square, frozen in float) get a fine grid to learn on.
+                f["ow"] = best_frac(mod.offset_weight, zm.OFFSET_W_BITS, zero=ZERO_OFFSET_FRAC)
                 f["ob"] = bias_frac(mod.offset_bias, x_frac + f["ow"])
             if layer.relu:
                 f["act"] = best_frac(record[layer.name], zm.ACT_BITS, signed=False)
@@ -333,11 +340,12 @@ class Detector(nn.Module):
         return det
 
 
-def best_frac(t: torch.Tensor, bits: int, signed: bool = True) -> int:
-    """The fraction bits of a ``bits``-wide type (RND, SAT) with the least MSE on ``t``."""
+def best_frac(t: torch.Tensor, bits: int, signed: bool = True, zero: int = 0) -> int:
+    """The fraction bits of a ``bits``-wide type (RND, SAT) with the least MSE on ``t``
+    (``zero`` if ``t`` is all zeros)."""
     v = t.detach().to(torch.float64).cpu().numpy().ravel()
     if not np.any(v):
-        return 0
+        return zero
     err = []
     for f in FRACS:
         q = Quant(FixedType(bits, f, signed), Rounding.RND, Overflow.SAT)
@@ -408,7 +416,8 @@ def graph_ap50(g, d: dict[str, np.ndarray]) -> dict:
 # -- training -------------------------------------------------------------------------
 
 
-def _epochs(det, x, tgt, epochs, lr, seed, tag, progress):
+def _epochs(det, x, tgt, epochs, lr, seed, tag, progress, frozen=0):
+    """Adam with cosine decay over ``epochs``; the offset convs stay fixed for ``frozen``."""
     steps = epochs * -(-len(x) // BATCH)
     offsets = [p for name, p in det.named_parameters() if ".offset_" in name]
     rest = [p for name, p in det.named_parameters() if ".offset_" not in name]
@@ -418,6 +427,8 @@ def _epochs(det, x, tgt, epochs, lr, seed, tag, progress):
     order = torch.Generator().manual_seed(seed)
     loss = torch.zeros(())
     for epoch in range(epochs):
+        for p in offsets:
+            p.requires_grad_(epoch >= frozen)
         total, count = 0.0, 0
         for idx in torch.randperm(len(x), generator=order).split(BATCH):
             loss = loss_fn(det(x[idx]), {k: v[idx] for k, v in tgt.items()})
@@ -449,7 +460,10 @@ def train_variant(
     with single_thread():
         torch.manual_seed(seed)
         det = Detector(v)
-        float_loss = _epochs(det, x, tgt, float_epochs, LR, seed, f"{v.name} float", progress)
+        frozen = float_epochs if FROZEN_FLOAT[v.name] else 0
+        float_loss = _epochs(
+            det, x, tgt, float_epochs, LR, seed, f"{v.name} float", progress, frozen
+        )
         float_ap = torch_ap50(det, test)
         if progress:
             print(f"  {v.name} float AP50 {float_ap['mAP50']:.4f}", file=sys.stderr)
@@ -474,6 +488,7 @@ def train_variant(
         "final_float_loss": round(float_loss, 4),
         "final_qat_loss": round(qat_loss, 4),
         "float_epochs": float_epochs,
+        "offsets_frozen_epochs": frozen if v.n_offsets else None,
         "qat_epochs": qat_epochs,
         "n_train": len(x),
         "seed": seed,
