@@ -1,8 +1,8 @@
 """Seeded synthetic detection images and their CenterNet targets (numpy only).
 
-An image is 32x32 grey (``(32, 32, 1)`` floats in ``[0, 1)``, a multiple of
-2^-8 apart from rounding, so the input type ``ap_ufixed<8,0>`` holds it to
-within half a step) on a cluttered background: a random grey level, a
+An image is 32x32 grey (``(32, 32, 1)`` floats in ``[0, 1)``, multiples of
+2^-8, which the input type ``ap_ufixed<8,0>`` holds exactly) on a cluttered
+background: a random grey level, a
 smooth gradient, pixel noise, 1-3 thin random lines and 1-3 soft blobs. On it
 1-3 objects of ``CLASSES`` (filled square, disc, triangle, cross), each 5..14
 px wide and high (aspect up to 4:3), drawn 4x supersampled (anti-aliased) in
