@@ -162,4 +162,4 @@ def test_cycle_model_closed_form():
     prog = compile_gemms(CFG, [spec])
     t = predict(prog).gemms[0]
     tiles, steps, drain = 2 * 2, 8 * 2, 4
-    assert t.cycles == 2 + steps + (tiles - 1) * max(steps, drain) + drain + 3
+    assert t.cycles == 2 + steps + (tiles - 1) * max(steps, drain) + drain + 4

@@ -72,7 +72,7 @@ def test_deformable_net_is_bit_exact_and_cycle_exact(engine_cfg):
     y, run = run_graph(g, engine_cfg, x)
     np.testing.assert_array_equal(y, reference.predict(g, x))
     assert run.cycles_match
-    util = {t.name: t.utilisation for t in run.model.gemms}
+    util = {t.name: t.utilisation for t in reversed(run.model.gemms)}  # the first (full) chunk
     # a depthwise tile uses every PE on every step (cols == group)
     assert min(util["d1"], util["d3"]) > 0.9
 
@@ -99,11 +99,11 @@ def test_engine_refuses_offsets_beyond_its_range_and_bilinear(engine_cfg):
     g = deform_net(1)
     node = g.node("d1")
     node.attrs["mode"] = "bilinear"
-    with pytest.raises(AccelError, match="node d1: the engine's sampler takes square offsets"):
+    with pytest.raises(AccelError, match="node d1: bilinear offsets with 0 fraction bits, but "):
         compile_graph(g, engine_cfg, x)
     tiny = EngineConfig(**{**engine_cfg.to_json(), "offset_depth": 40})
     with pytest.raises(
-        AccelError, match=r"d1\.offsets: 42 offsets per sample, the offset memories hold 40"
+        AccelError, match=r"d1\.offsets: 42 offsets per sample take 42 words, the offset memo"
     ):
         compile_graph(deform_net(1), tiny, x)
 
@@ -134,3 +134,61 @@ def test_zoo_detector_on_the_engine_with_extreme_offsets(variant):
             t = node.inputs[0]
             off = reference.deform_offsets(node, values[t], g.tensors[t])
             assert set(np.unique(off).tolist()) == want, name
+
+
+def bilinear_net(seed: int, frac: int, r: int = 3) -> Graph:
+    """A stem conv, two bilinear deformable convs (3x3 offsets, stride 1; 1x1 offsets,
+    stride 2) and a pointwise conv that streams out."""
+    rng = np.random.default_rng(seed)
+    g = Graph("bilinear")
+    x = g.add_input("x", (7, 6, 1), Quant(FixedType(8, 8, False), Rounding.RND, Overflow.SAT))
+    x = g.add(
+        "conv2d", x, name="stem", padding="same",
+        params={"weight": Param(rng.integers(-128, 128, (3, 3, 1, 8)), W8),
+                "bias": Param(rng.integers(-128, 128, 8), W8)},
+    )  # fmt: skip
+    x = g.add("requantize", g.add("relu", x), quant=ACT)
+    for name, stride, ok in (("b1", 1, 3), ("b2", 2, 1)):
+        spread = 2 if ok == 3 else 7
+        params = {
+            "weight": Param(rng.integers(-8, 8, (3, 3, 8)), W4),
+            "bias": Param(rng.integers(-8, 8, 8), W4),
+            "offset_weight": Param(rng.integers(-spread, spread + 1, (ok, ok, 8, 18)), OFF_W),
+            "offset_bias": Param(rng.integers(-4 * r, 4 * r + 1, 18), OFF_B),
+        }
+        x = g.add(
+            "deform_conv2d", x, name=name, mode="bilinear", stride=stride, max_offset=r,
+            offset_frac=frac, params=params,
+        )  # fmt: skip
+        x = g.add("requantize", g.add("relu", x), quant=ACT)
+    x = g.add(
+        "conv2d", x, name="pw",
+        params={"weight": Param(rng.integers(-128, 128, (1, 1, 8, 16)), W8),
+                "bias": Param(rng.integers(-128, 128, 16), W8)},
+    )  # fmt: skip
+    g.mark_output(x)
+    return g
+
+
+def test_bilinear_sampler_is_bit_exact_and_cycle_exact():
+    cfg = EngineConfig(
+        rows=4, cols=8, group=8, a_depth=512, b_depth=4096, bias_depth=64, bilinear_frac=3
+    )
+    g = bilinear_net(3, frac=3)
+    x = np.random.default_rng(4).integers(0, 256, (13, 7, 6, 1))
+    x[0], x[1] = 0, 255
+    values = reference.run(g, x)
+    for name in ("b1", "b2"):
+        node = g.node(name)
+        off = reference.deform_offsets(node, values[node.inputs[0]], g.tensors[node.inputs[0]])
+        # both clip bounds, and fractional parts of every kind
+        assert off.min() == -3 * 8 and off.max() == 3 * 8, name
+        assert len(np.unique(off % 8)) == 8, name
+    y, run = run_graph(g, cfg, x)
+    np.testing.assert_array_equal(y, reference.predict(g, x))
+    assert run.cycles_match
+    # four corner reads per tap: a quarter of the square sampler's rate
+    util = {t.name: t.utilisation for t in reversed(run.model.gemms)}  # the first (full) chunk
+    assert 0.24 < util["b1"] <= 0.25
+    with pytest.raises(AccelError, match="node b1: bilinear offsets with 2 fraction bits, but"):
+        compile_graph(bilinear_net(3, frac=2), cfg, x)

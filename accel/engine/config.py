@@ -28,9 +28,12 @@ class EngineConfig:
     b_depth: int = 2048  # words of ``cols`` (weight, index) pairs
     bias_depth: int = 128  # words of ``cols`` biases
     imem_depth: int = 128  # instructions
-    # the deformable sampler: offsets 0..max_offset, one per output pixel per row
+    # the deformable sampler: square offsets 0..max_offset (one per output pixel), and
+    # with ``bilinear_frac`` F > 0 also bilinear ones (two per tap, F fraction bits,
+    # within +-max_offset pixels); each row stores its samples' offsets
     max_offset: int = 7
-    offset_depth: int = 512  # offsets per row: sample blocks x output pixels of a chunk
+    bilinear_frac: int = 0
+    offset_depth: int = 512  # offset words (``group`` offsets) per row
 
     def __post_init__(self) -> None:
         for name in ("rows", "cols", "group", "a_bits", "b_bits", "acc_bits"):
@@ -42,6 +45,8 @@ class EngineConfig:
             )
         if not 0 <= self.max_offset <= 15:
             raise AccelError(f"engine max_offset must be 0..15, got {self.max_offset}")
+        if not 0 <= self.bilinear_frac <= 6:
+            raise AccelError(f"engine bilinear_frac must be 0..6, got {self.bilinear_frac}")
         if self.acc_bits > 62:
             raise AccelError("engine accumulators are limited to 62 bits")
 
@@ -60,7 +65,17 @@ class EngineConfig:
 
     @property
     def offset_bits(self) -> int:
-        return max(1, self.max_offset.bit_length())
+        """Bits of a stored offset: unsigned d, or a signed bilinear offset."""
+        square = max(1, self.max_offset.bit_length())
+        if not self.bilinear_frac:
+            return square
+        return max(square, (self.max_offset << self.bilinear_frac).bit_length() + 1)
+
+    @property
+    def pe_a_bits(self) -> int:
+        """Activation width at the PEs: bilinear samples arrive scaled by a corner
+        weight of up to ``2 ** (2F)``."""
+        return self.a_bits + (2 * self.bilinear_frac + 1 if self.bilinear_frac else 0)
 
     @property
     def macs(self) -> int:

@@ -8,10 +8,11 @@ valid and the output always ready:
 - LOAD of ``w`` words: ``w`` cycles plus one;
 - GEMM: tiles issue back to back, ``T = groups * n`` steps each, unless the
   drain (``D = rows * cols / group`` words per tile) is slower: then each tile
-  waits for the previous one's drain, so tiles start ``max(T, D)`` apart. The
-  last tile's sums reach the drain 2 cycles after its last step; the controller
-  moves on when the drain has emptied and the pipeline is idle (3 + D cycles
-  after the last step).
+  waits for the previous one's drain, so tiles start ``max(T, D)`` apart. A
+  step passes the sampler and the buffer read before its product is
+  registered, so the last tile's sums reach the drain 3 cycles after its last
+  step; the controller moves on when the drain has emptied and the pipeline is
+  idle (4 + D cycles after the last step).
 """
 
 from __future__ import annotations
@@ -75,8 +76,8 @@ def predict(program: Program) -> ProgramTiming:
         last = [t + steps - 1 + i * period for i in range(tiles)]  # each tile's last step
         if s.to_stream:
             w = np.arange(drain)
-            out_valid += [e + 3 + w for e in last]
-        t = last[-1] + 4 + drain
+            out_valid += [e + 4 + w for e in last]
+        t = last[-1] + 5 + drain
         gemms.append(GemmTiming(s.name, fetch + 2, t - fetch, s.useful_macs, cfg.macs))
     if len(program.steps) in loops:
         t += 2  # the body ends the program: its last LOOP

@@ -22,9 +22,10 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from accel import nm
+from accel.deform import offset_bounds
 from accel.engine.compile import Allocator, GemmSpec, check_a_region, place
 from accel.engine.config import EngineConfig
-from accel.engine.isa import Target
+from accel.engine.isa import Deform, Target
 from accel.engine.program import Drain, Geometry, Load, Program, Repeat, a_words, ceil_to
 from accel.errors import AccelError
 from accel.fixed import FixedType, Overflow, Quant, Rounding
@@ -96,18 +97,43 @@ class Placed:
     to_offsets: bool = False  # fills the offset memories; the next layer reads the same input
 
 
-def depthwise_b(w: np.ndarray, cfg: EngineConfig) -> np.ndarray:
-    """A depthwise (3, 3, C) weight as the (9 * cols, C) B its column tiles read.
+def depthwise_b(w: np.ndarray, cfg: EngineConfig, corners: int = 1) -> np.ndarray:
+    """A depthwise (3, 3, C) weight as the (9 * corners * cols, C) B its column tiles read.
 
-    Rows are (tap, channel block of the tile, lane): column ``q`` of a tile
-    has its one weight per tap in its own block at lane ``q % group``, so B is
-    1:group sparse and each step feeds every column from one activation word.
+    Rows are (tap, corner, channel block of the tile, lane): column ``q`` of a
+    tile has its one weight per tap in its own block at lane ``q % group``, so B
+    is 1:group sparse and each step feeds every column from one activation word.
+    A bilinear sample's four corners each meet the tap's weight.
     """
     taps, c = 9, w.shape[-1]
     q = np.arange(c) % cfg.cols
-    b = np.zeros((taps, cfg.cols // cfg.group, cfg.group, c), np.int64)
-    b[:, q // cfg.group, q % cfg.group, np.arange(c)] = w.reshape(taps, c)
-    return b.reshape(taps * cfg.cols, c)
+    b = np.zeros((taps, corners, cfg.cols // cfg.group, cfg.group, c), np.int64)
+    b[:, :, q // cfg.group, q % cfg.group, np.arange(c)] = w.reshape(taps, 1, c)
+    return b.reshape(taps * corners * cfg.cols, c)
+
+
+def _check_sampler(node: Node, cfg: EngineConfig, stored: int) -> None:
+    mode, r, f = (node.attrs[k] for k in ("mode", "max_offset", "offset_frac"))
+    where = f"node {node.name}"
+    if stored % cfg.cols:
+        raise AccelError(
+            f"{where}: a depthwise conv needs its channels stored in whole column tiles "
+            f"({stored} stored, {cfg.cols} columns)"
+        )
+    if mode != "regular" and r > cfg.max_offset:
+        raise AccelError(
+            f"{where}: offsets range up to {r}, but the engine was built for {cfg.max_offset} "
+            f"(its offset memories hold {cfg.offset_bits}-bit values)"
+        )
+    if mode == "bilinear" and (not cfg.bilinear_frac or f != cfg.bilinear_frac or cfg.group % 2):
+        built = (
+            f"with {cfg.bilinear_frac} fraction bits"
+            if cfg.bilinear_frac
+            else "without a bilinear sampler (bilinear_frac 0)"
+        )
+        raise AccelError(
+            f"{where}: bilinear offsets with {f} fraction bits, but the engine was built {built}"
+        )
 
 
 def _deform(
@@ -116,48 +142,41 @@ def _deform(
 ) -> list[Placed]:  # fmt: skip
     """A deform_conv2d: its offset conv (into the offset memories), then the depthwise GEMM."""
     mode, s = node.attrs["mode"], node.attrs["stride"]
-    where = f"node {node.name}"
-    if mode == "bilinear":
-        raise AccelError(
-            f"{where}: the engine's sampler takes square offsets (CoDeNet's hardware form); "
-            "bilinear deformable convolution runs in the reference only"
-        )
     if len(shape) != 3:
-        raise AccelError(f"{where}: deform_conv2d input must be (H, W, C)")
-    if stored % cfg.cols:
-        raise AccelError(
-            f"{where}: a depthwise conv needs its channels stored in whole column tiles "
-            f"({stored} stored, {cfg.cols} columns)"
-        )
-    r = node.attrs["max_offset"]
-    if mode == "square" and r > cfg.max_offset:
-        raise AccelError(
-            f"{where}: offsets range up to {r}, but the engine was built for {cfg.max_offset} "
-            f"(its offset memories hold {cfg.offset_bits}-bit values)"
-        )
+        raise AccelError(f"node {node.name}: deform_conv2d input must be (H, W, C)")
+    _check_sampler(node, cfg, stored)
     h, w_, c = shape
     oh, top, _ = conv_padding(h, 3, s, "same")
     ow, left, _ = conv_padding(w_, 3, s, "same")
     out = []
-    if mode == "square":
-        k = node.params["offset_weight"].data.shape[0]  # 3x3 or 1x1
-        wo = np.zeros((k, k, stored, 1), np.int64)
-        wo[:, :, :c] = node.params["offset_weight"].data
+    words = 1
+    if mode != "regular":
+        wo = node.params["offset_weight"].data
+        k, n_off = wo.shape[0], wo.shape[-1]  # 3x3 or 1x1; 1 or 18 offsets
+        wp = np.zeros((k, k, stored, n_off), np.int64)
+        wp[:, :, :c] = wo
         ob = node.params.get("offset_bias")
         acc = node.attrs["offset_acc"]
         bias = None if ob is None else align_bias(ob.data, ob.type, acc)
-        q = Quant(FixedType.covering(0, r, 0), Rounding.RND, Overflow.SAT)
+        lo, hi = offset_bounds(mode, node.attrs["max_offset"], node.attrs["offset_frac"])
+        q = Quant(FixedType.covering(lo, hi, node.attrs["offset_frac"]), Rounding.RND, Overflow.SAT)
         spec = GemmSpec(
-            f"{node.name}.offsets", np.zeros((0, 9 * stored), np.int64),
-            wo.reshape(k * k * stored, 1), Drain(acc, False, q, clip=r), None, bias, k * k * c,
+            f"{node.name}.offsets", np.zeros((0, k * k * stored), np.int64),
+            wp.reshape(k * k * stored, n_off), Drain(acc, False, q, clip=(lo, hi)), None, bias,
+            k * k * c,
         )  # fmt: skip
         _, o_top, _ = conv_padding(h, k, s, "same")
         _, o_left, _ = conv_padding(w_, k, s, "same")
         geo = Geometry(h, w_, stored, k, k, s, o_top, o_left, oh, ow)
-        out.append(Placed(spec, geo, (oh, ow, 1), to_offsets=True))
-    spec = _spec(node, depthwise_b(node.params["weight"].data, cfg), relu, quant)
+        out.append(Placed(spec, geo, (oh, ow, n_off), to_offsets=True))
+        words = ceil_to(n_off, cfg.cols) // cfg.group
+    corners = 4 if mode == "bilinear" else 1
+    spec = _spec(node, depthwise_b(node.params["weight"].data, cfg, corners), relu, quant)
     spec = replace(spec, pattern=nm.NM(1, cfg.group), k_real=9 * cfg.group)
-    geo = Geometry(h, w_, stored, 3, 3, s, top, left, oh, ow, True, mode == "square")
+    deform = {"regular": Deform.NONE, "square": Deform.SQUARE, "bilinear": Deform.BILINEAR}[mode]
+    # bilinear: the kernel loops run tap (as ky) and corner (as kx)
+    kh, kw = (9, 4) if mode == "bilinear" else (3, 3)
+    geo = Geometry(h, w_, stored, kh, kw, s, top, left, oh, ow, True, deform, words)
     out.append(Placed(spec, geo, (oh, ow, c)))
     return out
 
@@ -273,10 +292,12 @@ def compile_graph(graph: Graph, cfg: EngineConfig, x: np.ndarray) -> tuple[Progr
         )
     for p in layers_:
         if p.to_offsets:  # a chunk's offsets must fit the offset memories
-            blocks = min(blocks, cfg.offset_depth // p.geometry.positions)
+            need = p.geometry.positions * p.spec.b.shape[1]
+            words = p.geometry.positions * ceil_to(p.spec.b.shape[1], cfg.cols) // cfg.group
+            blocks = min(blocks, cfg.offset_depth // words)
             if blocks < 1:
                 raise AccelError(
-                    f"{p.spec.name}: {p.geometry.positions} offsets per sample, the offset "
+                    f"{p.spec.name}: {need} offsets per sample take {words} words, the offset "
                     f"memories hold {cfg.offset_depth}"
                 )
     chunk = min(blocks * cfg.rows, ceil_to(max(len(rows), 1), cfg.rows))
@@ -299,6 +320,7 @@ def compile_graph(graph: Graph, cfg: EngineConfig, x: np.ndarray) -> tuple[Progr
             g = replace(
                 gemm,
                 rows=len(part),
+                useful_macs=gemm.useful_macs // chunk * len(part),  # placed for a full chunk
                 a_base=(li % 2) * region,
                 out_base=0 if p.to_offsets else ((li + 1) % 2) * region,
                 to_stream=p is layers_[-1],

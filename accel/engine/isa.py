@@ -27,6 +27,12 @@ class Target(enum.Enum, shape=2):
     BIAS = 2  # bias words: address base + i
 
 
+class Deform(enum.Enum, shape=2):
+    NONE = 0
+    SQUARE = 1  # one integer offset per pixel spreads the 3x3 taps (CoDeNet)
+    BILINEAR = 2  # two offsets per tap, four corners each
+
+
 class Rounding(enum.Enum, shape=2):
     TRN = 0
     RND = 1
@@ -71,7 +77,8 @@ def instruction_layout(cfg: EngineConfig) -> data.StructLayout:
             "cb_loop": unsigned(b),  # channel blocks a tile reads per tap (cblocks, or
             # cols / group for a depthwise conv, whose column tile reads only its own)
             "chan_step": unsigned(b),  # depthwise: channel blocks between column tiles
-            "deform": unsigned(1),  # 3x3 taps spread by each row's offset d (rtl.engine.address)
+            "deform": Deform,  # taps placed by each row's offsets (rtl.engine.address)
+            "offset_words": unsigned(4),  # offset-memory words per output pixel
             "to_offsets": unsigned(1),  # results (column 0) go to the offset memories
             "row_words": unsigned(a + 1),  # in_w * cblocks
             "step_x": unsigned(a + 1),  # stride * cblocks

@@ -14,7 +14,7 @@ import numpy as np
 
 from accel import nm
 from accel.engine.config import EngineConfig
-from accel.engine.isa import Opcode, Rounding, Target, encode, word_width
+from accel.engine.isa import Deform, Opcode, Rounding, Target, encode, word_width
 from accel.errors import AccelError
 from accel.fixed import FixedType, Overflow, Quant
 from accel.fixed import Rounding as FixedRounding
@@ -38,7 +38,7 @@ class Drain:
     acc: FixedType
     relu: bool = False
     quant: Quant | None = None
-    clip: int | None = None  # a bound below the type's maximum (the offset range R)
+    clip: tuple[int, int] | None = None  # bounds inside the type's (the offset range)
 
     def fields(self, bits: int, what: str) -> dict:
         """The instruction fields that make the drain compute this conversion."""
@@ -63,8 +63,8 @@ class Drain:
             "rem_mask": (1 << shift) - 1,
             "half": (1 << shift) >> 1,
             "sat": int(q is not None and q.overflow is Overflow.SAT),
-            "out_lo": out.min_int,
-            "out_hi": out.max_int if self.clip is None else min(out.max_int, self.clip),
+            "out_lo": out.min_int if self.clip is None else max(out.min_int, self.clip[0]),
+            "out_hi": out.max_int if self.clip is None else min(out.max_int, self.clip[1]),
             "out_mask": (1 << out.width) - 1,
             "out_sign": 1 << (out.width - 1) if out.signed else 0,
         }
@@ -92,7 +92,8 @@ class Geometry:
     out_h: int = 1
     out_w: int = 1
     depthwise: bool = False  # a column tile reads only its own channels
-    deform: bool = False  # 3x3 taps spread by per-pixel offsets (needs depthwise)
+    deform: Deform = Deform.NONE  # taps placed by per-pixel offsets (needs depthwise)
+    offset_words: int = 1  # offset-memory words per output pixel
 
     @classmethod
     def rows(cls, k: int) -> Geometry:
@@ -110,7 +111,8 @@ class Geometry:
         return {
             "cb_loop": tile_blocks if self.depthwise else cb,
             "chan_step": tile_blocks if self.depthwise else 0,
-            "deform": int(self.deform),
+            "deform": self.deform,
+            "offset_words": self.offset_words,
             "in_h": self.in_h,
             "in_w": self.in_w,
             "out_h": self.out_h,

@@ -12,26 +12,65 @@ Addresses come from running sums (no multipliers): the pixel's offset
 along y, the kernel offset by ``CB`` along kx and ``W * CB`` along ky.
 
 A depthwise convolution's column tile reads only the channel blocks of its own
-columns (``cb_loop`` of them, from ``chan``). A deformable one (CoDeNet's
-square shape) spreads the 3x3 taps of row ``r``'s pixel by that sample's offset
-``d[r]``: tap ``(ky, kx)`` reads ``(cy + (ky-1) d, cx + (kx-1) d)``. The rows
-then read different pixels, so each bank gets its own address and padding
-flag; ``d * W * CB`` and ``d * CB`` are a few shifted adds of ``d``'s bits.
+columns (``cb_loop`` of them, from ``chan``).
+
+Deformable convolutions take one more pipeline stage, the :class:`Sampler`,
+between the generator (which also addresses each row's offset memory) and the
+banks: it turns the row's offsets into that row's own bank address, padding
+flag and (bilinear) corner weight, so every bank reads its own pixel.
+
+- square (CoDeNet): tap ``(ky, kx)`` of row ``r``'s pixel reads ``(cy + (ky-1)
+  d, cx + (kx-1) d)`` with the row's offset ``d``;
+- bilinear: the loops run tap ``t`` (as ``ky``, 0..8) and corner (as ``kx``,
+  0..3); corner ``(a, b)`` of tap ``t`` reads ``(cy + ty + floor(dy) + a, cx + tx +
+  floor(dx) + b)`` with weight ``(a ? fy : 1 - fy) (b ? fx : 1 - fx)``, in units
+  of ``2**-F``; the PEs get the activation times that weight.
+
+Products with the offsets are a few shifted adds of their bits (no DSP blocks).
 """
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Mux, Signal, Value, signed
+from amaranth.hdl import Array, C, Module, Mux, Signal, Value, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from accel.engine.config import EngineConfig
-from accel.engine.isa import instruction_layout
+from accel.engine.isa import Deform, instruction_layout
 
 
 def times(d: Value, v: Value) -> Value:
-    """``d * v`` for a few-bit ``d``, as shifted adds (no DSP block for a tiny product)."""
+    """``d * v`` for a few-bit unsigned ``d``, as shifted adds (no DSP block)."""
     return sum(Mux(d[i], v << i, 0) for i in range(len(d)))
+
+
+def signed_times(d: Value, v: Value) -> Value:
+    """``d * v`` for a few-bit signed ``d``."""
+    neg = d < 0
+    mag = Mux(neg, -d, d).as_unsigned()
+    prod = times(mag, v)
+    return Mux(neg, -prod, prod)
+
+
+def step_layout(cfg: EngineConfig) -> data.StructLayout:
+    """One issued step, as the generator hands it to the sampler stage."""
+    layout = instruction_layout(cfg)
+    wide = signed(max(1, (cfg.a_depth - 1).bit_length()) + 8)
+    return data.StructLayout(
+        {
+            "base": wide,  # sample block + pixel + channel block
+            "koff": wide,  # regular kernel offset
+            "iy0": wide,  # input row of the kernel's corner (centre - 1)
+            "ix0": wide,
+            "ky": layout["kh"].shape,  # bilinear: the tap
+            "kx": layout["kw"].shape,  # bilinear: the corner
+            "b_addr": layout["b_base"].shape,
+            "c_addr": layout["bias_base"].shape,
+            "j": layout["n"].shape,
+            "first": 1,  # first step of a tile
+            "last": 1,  # last step of a tile
+        }
+    )
 
 
 def tap(k: Value, step: Value) -> Value:
@@ -43,21 +82,13 @@ class AddressGenerator(wiring.Component):
     def __init__(self, cfg: EngineConfig) -> None:
         self.cfg = cfg
         layout = instruction_layout(cfg)
-        a_bits = max(1, (cfg.a_depth - 1).bit_length())
         super().__init__(
             {
                 "instr": In(layout),
                 "init": In(1),  # load the loop state from ``instr``
                 "advance": In(1),  # issue the current step, move to the next
-                "d": In(data.ArrayLayout(cfg.offset_bits, cfg.rows)),  # each row's offset
-                "pixel": Out(range(max(cfg.offset_depth, 2))),  # row block: sample block, pixel
-                "a_addr": Out(data.ArrayLayout(a_bits, cfg.rows)),  # one per bank
-                "a_zero": Out(cfg.rows),  # the row's pixel lies in the padding
-                "b_addr": Out(layout["b_base"].shape),
-                "c_addr": Out(layout["bias_base"].shape),
-                "j": Out(layout["n"].shape),
-                "first": Out(1),  # first step of a tile
-                "last": Out(1),  # last step of a tile
+                "step": Out(step_layout(cfg)),
+                "o_addr": Out(range(max(cfg.offset_depth, 2))),  # the step's offset word
                 "done": Out(1),  # last step of the GEMM
             }
         )
@@ -65,7 +96,7 @@ class AddressGenerator(wiring.Component):
     def elaborate(self, platform) -> Module:
         m = Module()
         p = self.instr
-        wide = signed(len(self.a_addr) + 8)
+        wide = step_layout(self.cfg)["base"].shape
         # loop counters
         j = Signal.like(p.n)
         cb = Signal.like(p.cblocks)
@@ -74,7 +105,7 @@ class AddressGenerator(wiring.Component):
         sb = Signal.like(p.sample_blocks)
         ct = Signal.like(p.col_tiles)
         chan = Signal.like(p.cblocks)  # depthwise: the column tile's first channel block
-        pixel = Signal.like(self.pixel)
+        opix = Signal.like(self.o_addr)  # the pixel's first offset word
         # running offsets
         sb_base = Signal(wide)
         ix0, iy0 = Signal(wide), Signal(wide)  # input x, y of the kernel's corner
@@ -83,7 +114,6 @@ class AddressGenerator(wiring.Component):
         b_ptr, b_tile = Signal.like(p.b_base), Signal.like(p.b_base)
         c_ptr = Signal.like(p.bias_base)
 
-        iy, ix = iy0 + ky, ix0 + kx
         end_j = j == p.n - 1
         end_cb = end_j & (cb == p.cb_loop - 1)
         end_kx = end_cb & (kx == p.kw - 1)
@@ -91,24 +121,22 @@ class AddressGenerator(wiring.Component):
         end_ox = end_tile & (ox == p.out_w - 1)
         end_oy = end_ox & (oy == p.out_h - 1)
         end_sb = end_oy & (sb == p.sample_blocks - 1)
-        base = sb_base + pix + chan + cb
-        centre = p.row_words + p.cblocks
-        for r in range(self.cfg.rows):
-            d = self.d[r]
-            ry = Mux(p.deform, iy0 + 1 + tap(ky, d), iy)
-            rx = Mux(p.deform, ix0 + 1 + tap(kx, d), ix)
-            spread = centre + tap(ky, times(d, p.row_words)) + tap(kx, times(d, p.cblocks))
-            m.d.comb += [
-                self.a_addr[r].eq(base + Mux(p.deform, spread, koff)),
-                self.a_zero[r].eq((ry < 0) | (ry >= p.in_h) | (rx < 0) | (rx >= p.in_w)),
-            ]
+        # bilinear: tap t's two offsets sit in word (2t) // group of the pixel
+        word_of_tap = Array(2 * t // self.cfg.group for t in range(16))
+        st = self.step
         m.d.comb += [
-            self.pixel.eq(pixel),
-            self.b_addr.eq(b_ptr),
-            self.c_addr.eq(c_ptr),
-            self.j.eq(j),
-            self.first.eq((j == 0) & (cb == 0) & (kx == 0) & (ky == 0)),
-            self.last.eq(end_tile),
+            st.base.eq(sb_base + pix + chan + cb),
+            st.koff.eq(koff),
+            st.iy0.eq(iy0),
+            st.ix0.eq(ix0),
+            st.ky.eq(ky),
+            st.kx.eq(kx),
+            st.b_addr.eq(b_ptr),
+            st.c_addr.eq(c_ptr),
+            st.j.eq(j),
+            st.first.eq((j == 0) & (cb == 0) & (kx == 0) & (ky == 0)),
+            st.last.eq(end_tile),
+            self.o_addr.eq(opix + Mux(p.deform == Deform.BILINEAR, word_of_tap[ky], 0)),
             self.done.eq(end_sb & (ct == p.col_tiles - 1)),
         ]
 
@@ -133,7 +161,7 @@ class AddressGenerator(wiring.Component):
                 sb.eq(0),
                 ct.eq(0),
                 chan.eq(0),
-                pixel.eq(0),
+                opix.eq(0),
                 sb_base.eq(p.a_base),
                 b_ptr.eq(p.b_base),
                 b_tile.eq(p.b_base),
@@ -153,7 +181,7 @@ class AddressGenerator(wiring.Component):
                 m.d.sync += [ky.eq(0), krow.eq(0), koff.eq(0)]
                 m.d.sync += [ox.eq(ox + 1), ix0.eq(ix0 + p.stride), pix.eq(pix + p.step_x)]
                 # the next row block reads this column tile's weights again
-                m.d.sync += [b_ptr.eq(b_tile), pixel.eq(pixel + 1)]
+                m.d.sync += [b_ptr.eq(b_tile), opix.eq(opix + p.offset_words)]
             with m.If(end_ox):
                 m.d.sync += [ox.eq(0), ix0.eq(-p.pad_left), oy.eq(oy + 1), iy0.eq(iy0 + p.stride)]
                 m.d.sync += [pix.eq(pix_row + p.step_y), pix_row.eq(pix_row + p.step_y)]
@@ -166,9 +194,87 @@ class AddressGenerator(wiring.Component):
                     sb_base.eq(p.a_base),
                     ct.eq(ct + 1),
                     chan.eq(chan + p.chan_step),
-                    pixel.eq(0),
+                    opix.eq(0),
                     b_tile.eq(b_ptr + 1),
                     b_ptr.eq(b_ptr + 1),
                     c_ptr.eq(c_ptr + 1),
                 ]
         return m
+
+
+class Sampler(wiring.Component):
+    """The deformable stage: each row's bank address, padding flag and corner weight.
+
+    Combinational, on the registered step and each row's offset word (read from
+    its offset memory at the step's ``o_addr`` a cycle before).
+    """
+
+    def __init__(self, cfg: EngineConfig) -> None:
+        self.cfg = cfg
+        a_bits = max(1, (cfg.a_depth - 1).bit_length())
+        super().__init__(
+            {
+                "instr": In(instruction_layout(cfg)),
+                "step": In(step_layout(cfg)),
+                "offsets": In(data.ArrayLayout(offset_word(cfg), cfg.rows)),
+                "a_addr": Out(data.ArrayLayout(a_bits, cfg.rows)),  # one per bank
+                "a_zero": Out(cfg.rows),  # the row's pixel lies in the padding
+                "weight": Out(data.ArrayLayout(weight_bits(cfg), cfg.rows)),  # bilinear
+            }
+        )
+
+    def elaborate(self, platform) -> Module:
+        m = Module()
+        cfg, p, st = self.cfg, self.instr, self.step
+        f = cfg.bilinear_frac
+        rw, cb = p.row_words, p.cblocks
+        g = cfg.group
+        lane_of_tap = Array(2 * t % g for t in range(16))
+        tap_y = Array(t // 3 - 1 for t in range(16))
+        tap_x = Array(t % 3 - 1 for t in range(16))
+        for r in range(cfg.rows):
+            word = self.offsets[r]
+            # square: lane 0 is the pixel's d
+            d = word[0].as_unsigned()[: max(1, cfg.max_offset.bit_length())]
+            sq_y, sq_x = tap(st.ky, d), tap(st.kx, d)
+            sq_off = rw + cb + tap(st.ky, times(d, rw)) + tap(st.kx, times(d, cb))
+            ry = Mux(p.deform == Deform.SQUARE, st.iy0 + 1 + sq_y, st.iy0 + st.ky)
+            rx = Mux(p.deform == Deform.SQUARE, st.ix0 + 1 + sq_x, st.ix0 + st.kx)
+            off = Mux(p.deform == Deform.SQUARE, sq_off, st.koff)
+            weight = C(1, weight_bits(cfg))
+            if f:
+                lane = lane_of_tap[st.ky]
+                dy = Array(word)[lane].as_signed()
+                dx = Array(word)[lane + 1].as_signed()
+                by, bx = st.kx[1], st.kx[0]  # the corner
+                sy = Signal(signed(8), name=f"sy_{r}")
+                sx = Signal(signed(8), name=f"sx_{r}")
+                m.d.comb += [
+                    sy.eq(tap_y[st.ky] + (dy >> f) + by),
+                    sx.eq(tap_x[st.ky] + (dx >> f) + bx),
+                ]
+                fy, fx = dy[:f], dx[:f]
+                one = 1 << f
+                wy = Mux(by, fy, one - fy)[: f + 1]
+                wx = Mux(bx, fx, one - fx)[: f + 1]
+                bil = p.deform == Deform.BILINEAR
+                ry = Mux(bil, st.iy0 + 1 + sy, ry)
+                rx = Mux(bil, st.ix0 + 1 + sx, rx)
+                off = Mux(bil, rw + cb + signed_times(sy, rw) + signed_times(sx, cb), off)
+                weight = Mux(bil, times(wy, wx), 1)
+            m.d.comb += [
+                self.a_addr[r].eq(st.base + off),
+                self.a_zero[r].eq((ry < 0) | (ry >= p.in_h) | (rx < 0) | (rx >= p.in_w)),
+                self.weight[r].eq(weight),
+            ]
+        return m
+
+
+def offset_word(cfg: EngineConfig) -> data.ArrayLayout:
+    """A word of an offset memory: ``group`` offsets (one drain word)."""
+    return data.ArrayLayout(cfg.offset_bits, cfg.group)
+
+
+def weight_bits(cfg: EngineConfig) -> int:
+    """A bilinear corner weight, ``0 .. 2**(2F)``."""
+    return 2 * cfg.bilinear_frac + 1 if cfg.bilinear_frac else 1

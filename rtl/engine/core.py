@@ -10,7 +10,7 @@ from amaranth.lib.wiring import In, Out
 
 from accel.engine.config import EngineConfig
 from accel.engine.isa import Opcode, Target, instruction_layout, word_width
-from accel.rtl.engine.address import AddressGenerator
+from accel.rtl.engine.address import AddressGenerator, Sampler, offset_word
 from accel.rtl.engine.drain import Drain, out_word
 from accel.rtl.engine.mac_array import MacArray
 
@@ -33,13 +33,15 @@ class Engine(wiring.Component):
     word), a weight buffer (``cols`` value/index pairs per word), a bias buffer
     and the instruction memory.
 
-    GEMM pipeline: issue (addresses) -> buffer read -> product -> accumulate ->
-    drain. Each cycle issues one step: one group of activations per row and one
+    Each cycle issues one step: one group of activations per row and one
     kept weight per column, so a tile takes ``groups * n`` cycles.
 
-    Each row also has a small offset memory for deformable convolutions: an
-    offset GEMM's drain fills it, and the address generator reads the current
-    pixel's offset from it asynchronously (distributed RAM) to place its taps.
+    Each row also has an offset memory for deformable convolutions: an offset
+    GEMM's drain fills it; the deformable GEMM reads the step's offset word in
+    the issue stage, and the sampler stage turns it into the row's own bank
+    address, padding flag and (bilinear) corner weight.
+
+    GEMM pipeline: issue -> sample -> buffer read -> product -> accumulate -> drain.
     """
 
     def __init__(self, cfg: EngineConfig) -> None:
@@ -69,7 +71,7 @@ class Engine(wiring.Component):
             banks.append(mem)
         dmems = []
         for r in range(cfg.rows):
-            mem = Memory(shape=cfg.offset_bits, depth=cfg.offset_depth, init=[])
+            mem = Memory(shape=offset_word(cfg), depth=cfg.offset_depth, init=[])
             m.submodules[f"dmem{r}"] = mem
             dmems.append(mem)
         i_rd, i_wr = imem.read_port(), imem.write_port()
@@ -125,35 +127,46 @@ class Engine(wiring.Component):
             agen.init.eq(decoding),
             agen.advance.eq(issue & ~stall),
         ]
-        for r, port in enumerate(a_rd):
-            m.d.comb += [port.addr.eq(agen.a_addr[r]), port.en.eq(~stall)]
+        # stage S: the step, and each row's offset word read in the issue stage
+        valid_s = Signal()
+        step = Signal.like(agen.step)
+        with m.If(~stall):
+            m.d.sync += [valid_s.eq(issue), step.eq(agen.step)]
+        m.submodules.sampler = sampler = Sampler(cfg)
+        m.d.comb += [sampler.instr.eq(instr), sampler.step.eq(step)]
         for r, mem in enumerate(dmems):
-            rd, wr = mem.read_port(domain="comb"), mem.write_port()
+            rd, wr = mem.read_port(), mem.write_port()
             m.d.comb += [
-                rd.addr.eq(agen.pixel),
-                agen.d[r].eq(rd.data),
-                wr.addr.eq(drain.oaddr),
-                wr.data.eq(drain.wdata[0]),
+                rd.addr.eq(agen.o_addr),
+                rd.en.eq(~stall),
+                sampler.offsets[r].eq(rd.data),
+                wr.addr.eq(drain.waddr),
                 wr.en.eq(drain.owe[r]),
             ]
+            for e in range(cfg.group):
+                m.d.comb += wr.data[e].eq(drain.o.payload[e][: cfg.offset_bits])
+        for r, port in enumerate(a_rd):
+            m.d.comb += [port.addr.eq(sampler.a_addr[r]), port.en.eq(~stall)]
         m.d.comb += [
-            b_rd.addr.eq(agen.b_addr),
+            b_rd.addr.eq(step.b_addr),
             b_rd.en.eq(~stall),
-            c_rd.addr.eq(agen.c_addr),
+            c_rd.addr.eq(step.c_addr),
             c_rd.en.eq(~stall),
         ]
         # stage 1: buffer outputs, with the step's flags
         valid1, first1, last1 = Signal(), Signal(), Signal()
         zero1 = Signal(cfg.rows)
-        j1 = Signal.like(agen.j)
+        weight1 = Signal.like(sampler.weight)
+        j1 = Signal.like(step.j)
         bias2 = Signal(bias_word)  # the finishing tile's biases, beside its products
         with m.If(~stall):
             m.d.sync += [
-                valid1.eq(issue),
-                first1.eq(agen.first),
-                last1.eq(agen.last),
-                zero1.eq(agen.a_zero),
-                j1.eq(agen.j),
+                valid1.eq(valid_s),
+                first1.eq(step.first),
+                last1.eq(step.last),
+                zero1.eq(sampler.a_zero),
+                weight1.eq(sampler.weight),
+                j1.eq(step.j),
             ]
             with m.If(valid1 & last1):
                 m.d.sync += bias2.eq(c_rd.data)
@@ -165,7 +178,13 @@ class Engine(wiring.Component):
             drain.bias.eq(bias2),
         ]
         for r, port in enumerate(a_rd):
-            m.d.comb += array.a[r].eq(Mux(zero1[r], 0, port.data))  # padding reads zeros
+            lanes = data.View(a_word, port.data)
+            for e in range(cfg.group):
+                x = lanes[e].as_signed()
+                if cfg.bilinear_frac:  # a bilinear sample's corner, scaled by its weight
+                    x = x * weight1[r]
+                # padding reads zeros
+                m.d.comb += array.a[r][e].eq(Mux(zero1[r], 0, x))
         for q in range(cfg.cols):
             m.d.comb += [
                 array.w[q].eq(b_data.w[q].as_signed()),
@@ -255,7 +274,7 @@ class Engine(wiring.Component):
                 with m.If(~stall & agen.done):
                     m.next = "FLUSH"
             with m.State("FLUSH"):
-                with m.If(~valid1 & ~array.busy & ~drain.busy):
+                with m.If(~valid_s & ~valid1 & ~array.busy & ~drain.busy):
                     m.next = "FETCH"
             with m.State("HALT"):
                 m.d.comb += self.halted.eq(1)

@@ -23,8 +23,8 @@ class Drain(wiring.Component):
     ``group`` values, row by row: into the activation bank of its row (the next
     layer's input) or onto the output stream. Tiles arrive in the GEMM's order
     (column tile outer, row block inner), which sets their write addresses.
-    A GEMM that computes offsets instead writes each row's column 0 into that
-    row's offset memory, at the row block's index.
+    A GEMM that computes offsets writes its words into the row's offset memory
+    instead, at the same addresses.
     """
 
     def __init__(self, cfg: EngineConfig) -> None:
@@ -45,7 +45,6 @@ class Drain(wiring.Component):
                 "waddr": Out(unsigned(a_addr)),
                 "wdata": Out(data.ArrayLayout(signed(cfg.a_bits), cfg.group)),
                 "owe": Out(cfg.rows),  # one write enable per offset memory
-                "oaddr": Out(range(max(cfg.offset_depth, 2))),
             }
         )
 
@@ -83,10 +82,9 @@ class Drain(wiring.Component):
         ]
         for e, v in enumerate(lane):
             m.d.comb += [self.o.payload[e].eq(v), self.wdata[e].eq(v)]
-        m.d.comb += self.oaddr.eq(rb)
         with m.If(active & ~p.to_stream & ~p.to_offsets):
             m.d.comb += self.we.eq(1 << row)
-        with m.If(active & p.to_offsets & (word == 0)):
+        with m.If(active & p.to_offsets):
             m.d.comb += self.owe.eq(1 << row)
 
         with m.If(step):

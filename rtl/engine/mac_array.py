@@ -29,7 +29,7 @@ class MacArray(wiring.Component):
         p, q, g = cfg.rows, cfg.cols, cfg.group
         super().__init__(
             {
-                "a": In(data.ArrayLayout(data.ArrayLayout(signed(cfg.a_bits), g), p)),
+                "a": In(data.ArrayLayout(data.ArrayLayout(signed(cfg.pe_a_bits), g), p)),
                 "w": In(data.ArrayLayout(signed(cfg.b_bits), q)),
                 "idx": In(data.ArrayLayout(unsigned(cfg.idx_bits), q)),
                 "valid": In(1),
@@ -60,12 +60,12 @@ class MacArray(wiring.Component):
         for p in range(cfg.rows):
             # one signal per activation: a multiplexer over small signals, not a
             # variable shift of the whole (wide) group word
-            group = [Signal(signed(cfg.a_bits), name=f"x_{p}_{e}") for e in range(cfg.group)]
+            group = [Signal(signed(cfg.pe_a_bits), name=f"x_{p}_{e}") for e in range(cfg.group)]
             m.d.comb += [x.eq(self.a[p][e]) for e, x in enumerate(group)]
             for q in range(cfg.cols):
-                a = Signal(signed(cfg.a_bits), name=f"a_{p}_{q}")
+                a = Signal(signed(cfg.pe_a_bits), name=f"a_{p}_{q}")
                 m.d.comb += a.eq(Array(group)[self.idx[q]])
-                prod = Signal(signed(cfg.a_bits + cfg.b_bits), name=f"prod_{p}_{q}")
+                prod = Signal(signed(cfg.pe_a_bits + cfg.b_bits), name=f"prod_{p}_{q}")
                 acc = Signal(signed(cfg.acc_bits), name=f"acc_{p}_{q}")
                 total = Signal(signed(cfg.acc_bits), name=f"sum_{p}_{q}")
                 done = Signal(signed(cfg.acc_bits), name=f"done_{p}_{q}")
