@@ -212,7 +212,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
         if args.arch == "engine":
             from accel.sim.engine import run_graph
 
-            y, _ = run_graph(graph, engine_config(args.array, args.bank_words), x)
+            y, _ = run_graph(
+                graph, engine_config(args.array, args.bank_words, args.bilinear_frac), x
+            )
         else:
             y = engines.predict(graph, x, args.engine, args.reuse)
     save_array(Path(args.out), y)
@@ -315,15 +317,27 @@ def _arch_options(p: argparse.ArgumentParser) -> None:
         metavar="N",
         help="engine activation bank depth in words (default 512; deform_det needs 2048)",
     )
+    p.add_argument(
+        "--bilinear-frac",
+        type=int,
+        default=4,
+        metavar="F",
+        help="fraction bits of the engine's bilinear sampler (default 4, as deform_det@bilinear; "
+        "0 builds the engine without it)",
+    )
 
 
-def engine_config(array: str, bank_words: int = 512):
+def engine_config(array: str, bank_words: int = 512, bilinear_frac: int = 4):
     from accel.engine.config import EngineConfig
 
     if bank_words < 1:
         raise AccelError(f"--bank-words must be positive, got {bank_words}")
+    if not 0 <= bilinear_frac <= 6:
+        raise AccelError(f"--bilinear-frac must be 0..6, got {bilinear_frac}")
     try:
-        return EngineConfig.array(array, a_depth=bank_words, b_depth=4096)
+        return EngineConfig.array(
+            array, a_depth=bank_words, b_depth=4096, bilinear_frac=bilinear_frac
+        )
     except AccelError as e:
         raise AccelError(f"--array: {e}") from None
 
@@ -334,7 +348,7 @@ def _sim_engine(args: argparse.Namespace, graph, x: np.ndarray) -> int:
 
     if args.backpressure:
         raise AccelError("--backpressure is for the dataflow design; the engine test uses GEMMs")
-    cfg = engine_config(args.array, args.bank_words)
+    cfg = engine_config(args.array, args.bank_words, args.bilinear_frac)
     with _status(f"running {len(x)} samples on the {args.array} engine", quiet=args.json):
         y, run = run_graph(graph, cfg, x)
     mismatches = int((y != reference.predict(graph, x)).reshape(len(x), -1).any(axis=1).sum())

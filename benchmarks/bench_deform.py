@@ -7,8 +7,8 @@
   with numpy and cycle-exact with the model, both asserted): cycles of the
   regular conv and of CoDeNet's square-shape deformable conv for each offset
   range R (the offset conv's GEMM and the depthwise GEMM separately), with
-  the line buffer a streaming design needs (2R + 1 input rows), and once with
-  a 1x1 offset conv;
+  the line buffer a streaming design needs (2R + 1 input rows), once with a
+  1x1 offset conv, and the bilinear (general) form;
 * ``--detector``: the zoo's deform_det (each shipped variant the engine runs):
   cycles per frame, and frames/s at the clock given by ``--mhz``;
 * ``--synth``: the engine core's yosys cells with the sampler, 8x8 array.
@@ -32,6 +32,7 @@ from accel.sim.engine import run_graph
 
 ACT = Quant(FixedType(8, 4, False), Rounding.RND, Overflow.SAT)
 W4 = FixedType(4, 2)
+FRAC = 4  # bilinear offsets' fraction bits: the engine's bilinear_frac
 
 
 def layer(size: int, channels: int, mode: str, r: int, ok: int = 3, seed: int = 0) -> Graph:
@@ -41,10 +42,16 @@ def layer(size: int, channels: int, mode: str, r: int, ok: int = 3, seed: int = 
     g = Graph(f"dw_{mode}_{r}_{ok}")
     x = g.add_input("x", (size, size, channels), ACT)
     params = {"weight": Param(rng.integers(-8, 8, (3, 3, channels)), W4)}
-    if mode == "square":
-        params["offset_weight"] = Param(rng.integers(-2, 3, (ok, ok, channels, 1)), FixedType(4, 3))
-        params["offset_bias"] = Param(np.array([2 * r]), FixedType(8, 2))
-    y = g.add("deform_conv2d", x, name="dw", mode=mode, max_offset=r, params=params)
+    n_off = {"regular": 0, "square": 1, "bilinear": 18}[mode]
+    if n_off:
+        params["offset_weight"] = Param(
+            rng.integers(-2, 3, (ok, ok, channels, n_off)), FixedType(4, 3)
+        )
+        params["offset_bias"] = Param(np.full(n_off, 2 * r), FixedType(8, 2))
+    frac = FRAC if mode == "bilinear" else 0
+    y = g.add(
+        "deform_conv2d", x, name="dw", mode=mode, max_offset=r, offset_frac=frac, params=params
+    )
     g.mark_output(g.add("requantize", g.add("relu", y), quant=ACT))
     return g
 
@@ -70,12 +77,16 @@ def sweep(cfg: EngineConfig, size: int, channels: int, batch: int, ranges: list[
     x = np.random.default_rng(1).integers(0, 256, (batch, size, size, channels))
     regular = run_layer(cfg, layer(size, channels, "regular", 0), x)
     rows = []
-    for r, ok in [(r, 3) for r in ranges] + [(ranges[-1], 1)]:
-        print(f"square offsets, R = {r}, {ok}x{ok} offset conv ...", file=sys.stderr)
-        m = run_layer(cfg, layer(size, channels, "square", r, ok), x)
-        lines = 2 * r + 1
+    cases = [("square", r, 3) for r in ranges] + [("square", ranges[-1], 1)]
+    cases += [("bilinear", r, 3) for r in (1, 4)]
+    for mode, r, ok in cases:
+        print(f"{mode} offsets, R = {r}, {ok}x{ok} offset conv ...", file=sys.stderr)
+        m = run_layer(cfg, layer(size, channels, mode, r, ok), x)
+        # rows a streaming design buffers: every sample, and bilinear's lower corner
+        lines = 2 * r + 1 + (mode == "bilinear")
         rows.append(
             {
+                "mode": mode,
                 "max_offset": r,
                 "offset_kernel": ok,
                 **m,
@@ -88,7 +99,7 @@ def sweep(cfg: EngineConfig, size: int, channels: int, batch: int, ranges: list[
         "shape": [size, size, channels],
         "batch": batch,
         "regular": {**regular, "line_buffer_rows": 3, "line_buffer_bytes": 3 * size * channels},
-        "square": rows,
+        "deformable": rows,
     }
 
 
@@ -96,7 +107,7 @@ def detector(cfg: EngineConfig, mhz: float, n: int) -> list[dict]:
     from accel.zoo import get as get_model
 
     out = []
-    for variant in ("regular", "square"):
+    for variant in ("regular", "square", "bilinear"):
         model = get_model(f"deform_det@{variant}")
         g = model.build()
         x = reference.quantize_inputs(g, g.inputs[0], model.make_inputs(n, 0))
@@ -127,7 +138,7 @@ def main() -> None:
     ap.add_argument("--mhz", type=float, default=25.0, help="clock for frames/s (default 25)")
     ap.add_argument("--synth", action="store_true")
     args = ap.parse_args()
-    cfg = EngineConfig(rows=8, cols=8, group=8, a_depth=2048, b_depth=2048)
+    cfg = EngineConfig(rows=8, cols=8, group=8, a_depth=2048, b_depth=2048, bilinear_frac=FRAC)
     result = {
         "config": cfg.to_json(),
         "layer": sweep(cfg, args.size, args.channels, args.batch, args.ranges),
