@@ -192,3 +192,34 @@ def test_bilinear_sampler_is_bit_exact_and_cycle_exact():
     assert 0.24 < util["b1"] <= 0.25
     with pytest.raises(AccelError, match="node b1: bilinear offsets with 2 fraction bits, but"):
         compile_graph(bilinear_net(3, frac=2), cfg, x)
+
+
+def test_cli_runs_the_bilinear_detector_and_refuses_bad_input(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "accel.cli"]
+    sim = [*cmd, "sim", "deform_det@bilinear", "--arch", "engine", "--array", "4x8"]
+    r = subprocess.run(
+        [*sim, "--bank-words", "2048", "--samples", "6", "--json"], capture_output=True, text=True
+    )
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["mismatches"] == 0 and doc["cycles_match_model"] is True
+    assert "a_dw.offsets" in [d["gemm"] for d in doc["layers"]]
+
+    def last_line(args):
+        bad = subprocess.run([*cmd, *args], capture_output=True, text=True)
+        assert bad.returncode != 0
+        return bad.stderr.strip().splitlines()[-1]
+
+    assert "the banks hold 512" in last_line([*sim[3:], "--samples", "2"])
+    assert "built without a bilinear sampler" in last_line(
+        [*sim[3:], "--bank-words", "2048", "--bilinear-frac", "0", "--samples", "2"]
+    )
+    wrong = tmp_path / "wrong.npy"
+    np.save(wrong, np.zeros((2, 24, 24, 1)))
+    out = tmp_path / "y.npy"
+    msg = last_line(["predict", "deform_det", "--inputs", str(wrong), "--out", str(out)])
+    assert "expected shape (N, 32, 32, 1), got (2, 24, 24, 1)" in msg and not out.exists()

@@ -33,7 +33,7 @@ class EngineConfig:
     # within +-max_offset pixels); each row stores its samples' offsets
     max_offset: int = 7
     bilinear_frac: int = 0
-    offset_depth: int = 512  # offset words (``group`` offsets) per row
+    offset_depth: int = 1024  # offset words (``group`` offsets) per row
 
     def __post_init__(self) -> None:
         for name in ("rows", "cols", "group", "a_bits", "b_bits", "acc_bits"):
