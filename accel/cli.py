@@ -470,22 +470,28 @@ def cmd_report(args: argparse.Namespace) -> int:
     with _status(
         f"implementing {graph.name} on {board.name} (cached after the first run)", quiet=args.json
     ) as update:
-        impl = fpga.implement_cached(
-            board,
-            fpga.BoardTop.dataflow(plan),
-            cache_root() / "fpga",
-            seed=args.seed,
-            multipliers=sum(s.n_mult for s in plan.stages),
-            progress=update,
-        )
         timing = DataflowTiming(tuple(plan.reuse))
-        designs["accel"] = impl.report(timing.latency, timing.ii)
+        try:
+            impl = fpga.implement_cached(
+                board,
+                fpga.BoardTop.dataflow(plan),
+                cache_root() / "fpga",
+                seed=args.seed,
+                multipliers=sum(s.n_mult for s in plan.stages),
+                pnr_minutes=args.pnr_minutes,
+                progress=update,
+            )
+            designs["accel"] = impl.report(timing.latency, timing.ii)
+        except fpga.PlaceRouteTimeout as e:
+            designs["accel"] = e.report(timing.latency, timing.ii)
         designs["accel"]["reuse"] = args.reuse
         designs["accel"]["multipliers"] = sum(s.n_mult for s in plan.stages)
         if not args.no_da4ml:
             from accel.flows import da4ml_board
 
-            designs["da4ml"] = da4ml_board.report(graph, board, seed=args.seed, progress=update)
+            designs["da4ml"] = da4ml_board.report(
+                graph, board, seed=args.seed, pnr_minutes=args.pnr_minutes, progress=update
+            )
     doc = {
         "model": graph.name,
         "board": board.name,
@@ -511,10 +517,14 @@ def cmd_report(args: argparse.Namespace) -> int:
         "ii_ns",
         "samples_per_s",
     ]
-    table = Table("", *designs, title=f"{graph.name} on {board.name} ({impl.device})")
+    table = Table("", *designs, title=f"{graph.name} on {board.name}")
     for r in rows:
         table.add_row(r, *(str(d.get(r)) for d in designs.values()))
-    Console().print(table)
+    console = Console()
+    console.print(table)
+    for name, d in designs.items():
+        if not d["routed"]:
+            console.print(f"{name}: {d['error']}", markup=False)
     return 0
 
 
@@ -673,6 +683,14 @@ def build_parser() -> argparse.ArgumentParser:
     re_.add_argument("--reuse", type=_positive, default=16, help="reuse factor (default 16)")
     re_.add_argument("--seed", type=int, default=1, help="place-and-route seed")
     re_.add_argument("--no-da4ml", action="store_true", help="skip the da4ml comparison")
+    re_.add_argument(
+        "--pnr-minutes",
+        type=float,
+        default=60,
+        metavar="M",
+        help="time allowed to each place and route (default 60); a design that does not "
+        "route in time is reported with its synthesis figures and the router's last state",
+    )
     re_.add_argument("--json", action="store_true")
     re_.set_defaults(func=cmd_report)
 

@@ -63,9 +63,15 @@ class FixedLatencyCore(wiring.Component):
 
 
 def report(
-    graph: Graph, board: Board, *, seed: int = 1, progress: Callable[[str], None] = lambda s: None
+    graph: Graph,
+    board: Board,
+    *,
+    seed: int = 1,
+    pnr_minutes: float | None = None,
+    progress: Callable[[str], None] = lambda s: None,
 ) -> dict:
-    """Implement da4ml's design of ``graph`` on ``board`` (cached) and report it."""
+    """Implement da4ml's design of ``graph`` on ``board`` (cached) and report it; a place
+    and route that runs out of time still reports the synthesized cells."""
     from accel.sim.verilator import cache_root
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -81,14 +87,18 @@ def report(
             info["top"], inp, ports[inp]["width"], out, ports[out]["width"], info["latency_cycles"]
         )
 
-    impl = fpga.implement_cached(
-        board,
-        fpga.BoardTop(core),
-        cache_root() / "fpga",
-        seed=seed,
-        extra_files=files,
-        progress=progress,
-    )
-    doc = impl.report(info["latency_cycles"], info["ii"])
+    try:
+        impl = fpga.implement_cached(
+            board,
+            fpga.BoardTop(core),
+            cache_root() / "fpga",
+            seed=seed,
+            extra_files=files,
+            pnr_minutes=pnr_minutes,
+            progress=progress,
+        )
+        doc = impl.report(info["latency_cycles"], info["ii"])
+    except fpga.PlaceRouteTimeout as e:
+        doc = e.report(info["latency_cycles"], info["ii"])
     doc["generator"] = f"da4ml {version('da4ml')}"
     return doc

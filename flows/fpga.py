@@ -85,6 +85,34 @@ class BoardTop(Elaboratable):
         return m
 
 
+class PlaceRouteTimeout(AccelError):
+    """nextpnr did not finish in the time allowed; what synthesis produced is kept."""
+
+    def __init__(self, message: str, cells: dict[str, int]) -> None:
+        super().__init__(message)
+        self.cells = cells
+
+    def report(self, latency: int, ii: int) -> dict:
+        """What a report can still say: synthesis cells, cycles, and why there is no Fmax."""
+        c = self.cells
+        return {
+            "routed": False,
+            "error": str(self),
+            "luts": c.get("LUT4", 0),
+            "flip_flops": c.get("TRELLIS_FF", 0),
+            "dsps": c.get("MULT18X18D", 0),
+            "block_rams": c.get("DP16KD", 0),
+            "carry_cells": c.get("CCU2C", 0),
+            "fmax_mhz": None,
+            "latency_cycles": latency,
+            "ii_cycles": ii,
+            "latency_ns": None,
+            "ii_ns": None,
+            "samples_per_s": None,
+            "timing_met": False,
+        }
+
+
 @dataclass
 class Implementation:
     """What the tools measured for one build."""
@@ -135,6 +163,7 @@ class Implementation:
         """The summary plus latency and throughput in time, at the achieved Fmax."""
         doc, fmax = self.summary(), self.fmax_mhz
         doc.update(
+            routed=True,
             latency_cycles=latency,
             ii_cycles=ii,
             latency_ns=round(latency * 1e3 / fmax, 2) if fmax else None,
@@ -181,12 +210,14 @@ def implement(
     multipliers: int = 0,
     extra_files: dict[str, str] | None = None,
     lut_mapper: str = "abc9",
+    pnr_minutes: float | None = None,
     progress: Callable[[str], None] = lambda s: None,
 ) -> Implementation:
     """Synthesize, place, route and pack ``top`` for ``board`` inside ``work``.
 
     ``extra_files`` (name -> Verilog text) are read by yosys with the design.
     ``lut_mapper`` "abc9" falls back to "abc" on yosys's abc9 assertion.
+    ``pnr_minutes`` bounds nextpnr; past it :class:`PlaceRouteTimeout` is raised.
 
     ``multipliers`` is how many the design has; past the device's DSP blocks
     they all go to LUTs (yosys has no DSP budget of its own).
@@ -197,11 +228,15 @@ def implement(
         raise AccelError(f"LUT mapper must be abc9 or abc, not {lut_mapper!r}")
     mapper = lut_mapper
     try:
-        seconds, logs = _run_plan(platform, top, work, name, seed, nodsp, mapper, progress)
+        seconds, logs = _run_plan(
+            platform, top, work, name, seed, nodsp, mapper, pnr_minutes, progress
+        )
     except _Abc9Assertion:
         mapper = "abc (abc9 hit a yosys assertion)"
         progress("abc9 hit a yosys assertion; mapping LUTs with abc instead")
-        seconds, logs = _run_plan(platform, top, work, name, seed, nodsp, "abc", progress)
+        seconds, logs = _run_plan(
+            platform, top, work, name, seed, nodsp, "abc", pnr_minutes, progress
+        )
     stat = json.loads((work / f"{name}.stat.json").read_text())
     report = json.loads((work / f"{name}.report.json").read_text())
     fmax = [v["achieved"] for v in report.get("fmax", {}).values()]
@@ -227,9 +262,22 @@ class _Abc9Assertion(Exception):
     """yosys stopped on its abc9 reintegration assertion."""
 
 
+def _timeout(work: Path, name: str, minutes: float) -> PlaceRouteTimeout:
+    """The timeout, with the router's last progress line and the synthesized cells."""
+    log = work / f"{name}.tim"
+    lines = log.read_text(errors="replace").splitlines() if log.is_file() else []
+    progress = [ln for ln in lines if "overused" in ln or re.match(r"Info:\s+\d+ \|", ln)]
+    last = f"; last router line: {progress[-1].removeprefix('Info:').strip()}" if progress else ""
+    stat = work / f"{name}.stat.json"
+    cells = json.loads(stat.read_text())["design"]["num_cells_by_type"] if stat.is_file() else {}
+    return PlaceRouteTimeout(
+        f"place and route did not finish in {minutes:g} min{last} (log: {log.name})", cells
+    )
+
+
 def _run_plan(
     platform, top, work: Path, name: str, seed: int, nodsp: bool, mapper: str,
-    progress: Callable[[str], None],
+    pnr_minutes: float | None, progress: Callable[[str], None],
 ) -> tuple[dict[str, float], list[str]]:  # fmt: skip
     """Extract the build plan into ``work`` and run its tools; seconds and logs per step."""
     stat = f"tee -q -o {name}.stat.json stat -json"
@@ -266,7 +314,13 @@ def _run_plan(
         console = work / f"{cmd[0]}.log"
         t0 = time.perf_counter()
         with open(console, "w") as f:
-            r = subprocess.run([exe, *cmd[1:]], cwd=work, stdout=f, stderr=subprocess.STDOUT)
+            limit = pnr_minutes * 60 if pnr_minutes and cmd[0] == "nextpnr-ecp5" else None
+            try:
+                r = subprocess.run(
+                    [exe, *cmd[1:]], cwd=work, stdout=f, stderr=subprocess.STDOUT, timeout=limit
+                )
+            except subprocess.TimeoutExpired:
+                raise _timeout(work, name, pnr_minutes) from None
         seconds[step] = round(time.perf_counter() - t0, 1)
         log = work / tool_logs.get(cmd[0], console.name)
         for path in dict.fromkeys([log, console]):
@@ -309,6 +363,7 @@ def implement_cached(
     multipliers: int = 0,
     extra_files: dict[str, str] | None = None,
     lut_mapper: str = "abc9",
+    pnr_minutes: float | None = None,
     progress: Callable[[str], None] = lambda s: None,
 ) -> Implementation:
     """:func:`implement`, remembered by a hash of the design, board, seed and tools."""
@@ -332,6 +387,7 @@ def implement_cached(
         multipliers=multipliers,
         extra_files=extra_files,
         lut_mapper=lut_mapper,
+        pnr_minutes=pnr_minutes,
         progress=progress,
     )
     (work / "implementation.json").write_text(json.dumps(dataclasses.asdict(impl), indent=1))

@@ -233,7 +233,8 @@ def test_report_puts_da4ml_beside_ours(tiny_onnx):
     doc = json.loads(r.stdout)
     ours, theirs = doc["designs"]["accel"], doc["designs"]["da4ml"]
     for d in (ours, theirs):
-        assert d["luts"] > 0 and d["fmax_mhz"] > 0 and d["device"] == "LFE5U-85F-BG381"
+        assert d["routed"] and d["luts"] > 0 and d["fmax_mhz"] > 0
+        assert d["device"] == "LFE5U-85F-BG381"
         assert d["latency_ns"] == round(d["latency_cycles"] * 1e3 / d["fmax_mhz"], 2)
     assert ours["ii_cycles"] == 2 and theirs["ii_cycles"] == 1
     assert theirs["generator"].startswith("da4ml")
@@ -269,3 +270,19 @@ def test_classic_abc_mapping_builds_a_working_bitstream(tmp_path):
     assert (tmp_path / "accel_top.bit").read_bytes()[:2] == b"\xff\x00"
     with pytest.raises(AccelError, match="LUT mapper must be abc9 or abc, not 'abc10'"):
         fpga.implement(get_board("ulx3s-85f"), top, tmp_path, lut_mapper="abc10")
+
+
+def test_place_and_route_out_of_time_still_reports_synthesis(tmp_path):
+    from test_uart import tiny_graph
+
+    from accel.compiler.dataflow import lower
+    from accel.flows import fpga
+    from accel.flows.boards import get as get_board
+
+    top = fpga.BoardTop.dataflow(lower(tiny_graph(), 2))
+    with pytest.raises(fpga.PlaceRouteTimeout, match=r"did not finish in 0.001 min") as e:
+        fpga.implement(get_board("ulx3s-85f"), top, tmp_path, pnr_minutes=0.001)
+    doc = e.value.report(5, 2)
+    assert not doc["routed"] and doc["fmax_mhz"] is None and doc["samples_per_s"] is None
+    assert doc["luts"] > 0 and doc["flip_flops"] > 0 and doc["ii_cycles"] == 2
+    assert "(log: accel_top.tim)" in doc["error"]
