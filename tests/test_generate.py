@@ -286,3 +286,12 @@ def test_place_and_route_out_of_time_still_reports_synthesis(tmp_path):
     assert not doc["routed"] and doc["fmax_mhz"] is None and doc["samples_per_s"] is None
     assert doc["luts"] > 0 and doc["flip_flops"] > 0 and doc["ii_cycles"] == 2
     assert "(log: accel_top.tim)" in doc["error"]
+
+
+def test_cache_key_ignores_source_locations():
+    from accel.flows.fpga import design_text
+
+    a = 'module \\top\n  attribute \\src "/x/fpga.py:70"\n  wire \\a\nend\n'
+    b = 'module \\top\n  attribute \\src "/x/fpga.py:76"\n  wire \\a\nend\n'
+    assert design_text(a) == design_text(b) == "module \\top\n  wire \\a\nend\n"
+    assert design_text(a) != design_text(a.replace("wire \\a", "wire \\b"))
