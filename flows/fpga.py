@@ -126,6 +126,7 @@ class Implementation:
     logs: list[str] = field(default_factory=list)
     dsp_mode: str = "DSP blocks"
     lut_mapper: str = "abc9"
+    router: str = "router1"
 
     @property
     def luts(self) -> int:
@@ -155,6 +156,7 @@ class Implementation:
             "clock_mhz": self.clock_mhz,
             "multipliers_in": self.dsp_mode,
             "lut_mapper": self.lut_mapper,
+            "router": self.router,
             "utilization": self.utilization,
             "tool_seconds": self.seconds,
         }
@@ -211,6 +213,7 @@ def implement(
     extra_files: dict[str, str] | None = None,
     lut_mapper: str = "abc9",
     pnr_minutes: float | None = None,
+    router: str = "router1",
     progress: Callable[[str], None] = lambda s: None,
 ) -> Implementation:
     """Synthesize, place, route and pack ``top`` for ``board`` inside ``work``.
@@ -218,6 +221,7 @@ def implement(
     ``extra_files`` (name -> Verilog text) are read by yosys with the design.
     ``lut_mapper`` "abc9" falls back to "abc" on yosys's abc9 assertion.
     ``pnr_minutes`` bounds nextpnr; past it :class:`PlaceRouteTimeout` is raised.
+    ``router`` is nextpnr's (router2 often finishes congested designs sooner).
 
     ``multipliers`` is how many the design has; past the device's DSP blocks
     they all go to LUTs (yosys has no DSP budget of its own).
@@ -226,16 +230,18 @@ def implement(
     nodsp = multipliers > DSP_BLOCKS.get(platform.device, 0)
     if lut_mapper not in ("abc9", "abc"):
         raise AccelError(f"LUT mapper must be abc9 or abc, not {lut_mapper!r}")
+    if router not in ("router1", "router2"):
+        raise AccelError(f"router must be router1 or router2, not {router!r}")
     mapper = lut_mapper
     try:
         seconds, logs = _run_plan(
-            platform, top, work, name, seed, nodsp, mapper, pnr_minutes, progress
+            platform, top, work, name, seed, nodsp, mapper, pnr_minutes, router, progress
         )
     except _Abc9Assertion:
         mapper = "abc (abc9 hit a yosys assertion)"
         progress("abc9 hit a yosys assertion; mapping LUTs with abc instead")
         seconds, logs = _run_plan(
-            platform, top, work, name, seed, nodsp, "abc", pnr_minutes, progress
+            platform, top, work, name, seed, nodsp, "abc", pnr_minutes, router, progress
         )
     stat = json.loads((work / f"{name}.stat.json").read_text())
     report = json.loads((work / f"{name}.report.json").read_text())
@@ -255,6 +261,7 @@ def implement(
         logs=logs,
         dsp_mode="LUTs only (-nodsp)" if nodsp else "DSP blocks",
         lut_mapper=mapper,
+        router=router,
     )
 
 
@@ -277,7 +284,7 @@ def _timeout(work: Path, name: str, minutes: float) -> PlaceRouteTimeout:
 
 def _run_plan(
     platform, top, work: Path, name: str, seed: int, nodsp: bool, mapper: str,
-    pnr_minutes: float | None, progress: Callable[[str], None],
+    pnr_minutes: float | None, router: str, progress: Callable[[str], None],
 ) -> tuple[dict[str, float], list[str]]:  # fmt: skip
     """Extract the build plan into ``work`` and run its tools; seconds and logs per step."""
     stat = f"tee -q -o {name}.stat.json stat -json"
@@ -299,7 +306,8 @@ def _run_plan(
         name=name,
         synth_opts=" ".join(synth_opts),
         script_after_synth=after,
-        nextpnr_opts=f"--seed {seed} --report {name}.report.json --timing-allow-fail",
+        nextpnr_opts=f"--seed {seed} --report {name}.report.json --timing-allow-fail"
+        + ("" if router == "router1" else f" --router {router}"),
     )
     plan.extract(work)
     commands = json.loads(plan.files[f"build_{name}.json"])["commands"]
@@ -369,13 +377,13 @@ def implement_cached(
     extra_files: dict[str, str] | None = None,
     lut_mapper: str = "abc9",
     pnr_minutes: float | None = None,
+    router: str = "router1",
     progress: Callable[[str], None] = lambda s: None,
 ) -> Implementation:
     """:func:`implement`, remembered by a hash of the design, board, seed and tools."""
     il = _platform(board, extra_files).prepare(top, name=name).files[f"{name}.il"]
     what = [design_text(il), extra_files, board.name, seed, multipliers, tool_versions()]
-    if lut_mapper != "abc9":  # (keeps the keys of earlier abc9 builds)
-        what.append(lut_mapper)
+    what += [x for x in (lut_mapper, router) if x not in ("abc9", "router1")]
     key = hashlib.sha256(json.dumps(what).encode()).hexdigest()[:20]
     hit = cache / key / "implementation.json"
     if hit.is_file():
@@ -393,6 +401,7 @@ def implement_cached(
         extra_files=extra_files,
         lut_mapper=lut_mapper,
         pnr_minutes=pnr_minutes,
+        router=router,
         progress=progress,
     )
     (work / "implementation.json").write_text(json.dumps(dataclasses.asdict(impl), indent=1))

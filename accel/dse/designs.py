@@ -43,6 +43,7 @@ def engine_memories(cfg: EngineConfig) -> dict[str, tuple[int, int, int]]:
         "b": (1, cfg.b_depth, cfg.cols * (cfg.b_bits + cfg.idx_bits)),
         "bias": (1, cfg.bias_depth, cfg.cols * cfg.acc_bits),
         "imem": (1, cfg.imem_depth, instruction_layout(cfg).size),
+        "offsets": (cfg.rows, cfg.offset_depth, cfg.group * cfg.offset_bits),
     }
 
 
