@@ -138,7 +138,7 @@ def main() -> None:
     ap.add_argument("--mhz", type=float, default=25.0, help="clock for frames/s (default 25)")
     ap.add_argument("--synth", action="store_true")
     args = ap.parse_args()
-    cfg = EngineConfig(rows=8, cols=8, group=8, a_depth=2048, b_depth=2048, bilinear_frac=FRAC)
+    cfg = EngineConfig(rows=8, cols=8, group=8, a_depth=2048, b_depth=4096, bilinear_frac=FRAC)
     result = {
         "config": cfg.to_json(),
         "layer": sweep(cfg, args.size, args.channels, args.batch, args.ranges),

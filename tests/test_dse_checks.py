@@ -11,7 +11,7 @@ from accel.dse import calibrate, designs, resources
 
 # README, "Design-space exploration": the held-out errors it states (mean |error| in %)
 STATED_HOLDOUT_MEAN_PCT = {
-    ("engine", "lut4"): 5,
+    ("engine", "lut4"): 6,
     ("engine", "ff"): 2,
     ("engine", "dsp"): 0,
     ("engine", "bram"): 1,

@@ -43,7 +43,13 @@ def engine_memories(cfg: EngineConfig) -> dict[str, tuple[int, int, int]]:
         "b": (1, cfg.b_depth, cfg.cols * (cfg.b_bits + cfg.idx_bits)),
         "bias": (1, cfg.bias_depth, cfg.cols * cfg.acc_bits),
         "imem": (1, cfg.imem_depth, instruction_layout(cfg).size),
-        "offsets": (cfg.rows, cfg.offset_depth, cfg.group * cfg.offset_bits),
+        # without a bilinear sampler only lane 0 (the square offset) is ever read, and
+        # yosys drops the other lanes' bits
+        "offsets": (
+            cfg.rows,
+            cfg.offset_depth,
+            (cfg.group if cfg.bilinear_frac else 1) * cfg.offset_bits,
+        ),
     }
 
 
@@ -53,6 +59,7 @@ def engine_features(cfg: EngineConfig) -> dict[str, float]:
     return {
         "one": 1.0,
         "macs": macs,
+        "rows": cfg.rows,  # each row's sampler: its own bank address, bounds and offset
         "mux_bits": macs * cfg.group * cfg.a_bits,  # every PE's group-to-1 activation mux
         "acc_bits": macs * cfg.acc_bits,  # accumulators (and the drain's copies)
         "prod_bits": macs * (cfg.a_bits + cfg.b_bits),  # registered products

@@ -34,11 +34,11 @@ CELL = {"lut4": "LUT4", "ff": "TRELLIS_FF", "dsp": "MULT18X18D", "bram": "DP16KD
 # (design kind) -> resource -> features; [] means the resource is always 0
 MODELS: dict[str, dict[str, list[str]]] = {
     "engine": {
-        "lut4": ["one", "macs", "drain_bits", "a_word_bits"],
+        "lut4": ["one", "mux_bits", "acc_bits", "drain_bits", "a_word_bits"],
         "ff": ["one", "acc_bits", "word_bits", "a_word_bits", "b_word_bits"],
         "dsp": ["macs"],
         "bram": ["bram_blocks"],
-        "carry": ["one", "acc_bits", "drain_bits"],
+        "carry": ["one", "acc_bits", "drain_bits", "rows"],
     },
     # one model for DSP and LUT multipliers: the features say which (dsp_mults, lut_mult_area)
     "dataflow": {
