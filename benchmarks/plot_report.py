@@ -31,9 +31,12 @@ def main(src: str, dst: str) -> None:
     fig, axes = plt.subplots(1, len(METRICS), figsize=(3 * len(METRICS), 3.2))
     for ax, (key, label) in zip(axes, METRICS, strict=True):
         names = list(designs)
-        values = [designs[n].get(key) or 0 for n in names]
+        raw = [designs[n].get(key) for n in names]
+        values = [v or 0 for v in raw]
         bars = ax.bar(names, values, color=["#3b6ea5", "#c46b2d"][: len(names)])
-        ax.bar_label(bars, labels=[f"{v:,.4g}" for v in values], fontsize=8)
+        # a design that did not route has no Fmax, nor anything timed by it
+        labels = [f"{v:,.4g}" if v is not None else "not routed" for v in raw]
+        ax.bar_label(bars, labels=labels, fontsize=8)
         ax.set_title(label, fontsize=10)
         ax.tick_params(labelsize=8)
         ax.margins(y=0.2)
