@@ -18,11 +18,9 @@ OFF_W = FixedType(4, 3)  # offset conv weights: a few LSBs each, so offsets spre
 OFF_B = FixedType(8, 2)
 
 
-def deform_net(seed: int, r1: int = 3, r2: int = 7, h: int = 7, w: int = 6) -> Graph:
-    """A stem conv, a square deformable conv (stride 1), another (stride 2, 1x1 offset
-    conv), a regular depthwise conv and a pointwise conv that streams out."""
-    rng = np.random.default_rng(seed)
-    g = Graph("deform")
+def _around(name: str, h: int, w: int, rng, body) -> Graph:
+    """Input, a stem conv, ``body(g, x)`` (the deformable layers), a pointwise conv out."""
+    g = Graph(name)
     x = g.add_input("x", (h, w, 1), Quant(FixedType(8, 8, False), Rounding.RND, Overflow.SAT))
     x = g.add(
         "conv2d", x, name="stem", padding="same",
@@ -30,25 +28,7 @@ def deform_net(seed: int, r1: int = 3, r2: int = 7, h: int = 7, w: int = 6) -> G
                 "bias": Param(rng.integers(-128, 128, 8), W8)},
     )  # fmt: skip
     x = g.add("requantize", g.add("relu", x), quant=ACT)
-    for name, mode, stride, r, ok in (
-        ("d1", "square", 1, r1, 3),
-        ("d2", "square", 2, r2, 1),
-        ("d3", "regular", 1, 0, 0),
-    ):
-        params = {
-            "weight": Param(rng.integers(-8, 8, (3, 3, 8)), W4),
-            "bias": Param(rng.integers(-8, 8, 8), W4),
-        }
-        if mode == "square":
-            spread = 2 if ok == 3 else 7  # a 1x1 conv sums fewer terms: larger weights
-            params["offset_weight"] = Param(
-                rng.integers(-spread, spread + 1, (ok, ok, 8, 1)), OFF_W
-            )
-            params["offset_bias"] = Param(np.array([2 * r]), OFF_B)  # R / 2 pixels
-        x = g.add(
-            "deform_conv2d", x, name=name, mode=mode, stride=stride, max_offset=r, params=params
-        )
-        x = g.add("requantize", g.add("relu", x), quant=ACT)
+    x = body(g, x)
     x = g.add(
         "conv2d", x, name="pw",
         params={"weight": Param(rng.integers(-128, 128, (1, 1, 8, 16)), W8),
@@ -56,6 +36,37 @@ def deform_net(seed: int, r1: int = 3, r2: int = 7, h: int = 7, w: int = 6) -> G
     )  # fmt: skip
     g.mark_output(x)
     return g
+
+
+def deform_net(seed: int, r1: int = 3, r2: int = 7, h: int = 7, w: int = 6) -> Graph:
+    """A stem conv, a square deformable conv (stride 1), another (stride 2, 1x1 offset
+    conv), a regular depthwise conv and a pointwise conv that streams out."""
+    rng = np.random.default_rng(seed)
+
+    def body(g: Graph, x: str) -> str:
+        for name, mode, stride, r, ok in (
+            ("d1", "square", 1, r1, 3),
+            ("d2", "square", 2, r2, 1),
+            ("d3", "regular", 1, 0, 0),
+        ):
+            params = {
+                "weight": Param(rng.integers(-8, 8, (3, 3, 8)), W4),
+                "bias": Param(rng.integers(-8, 8, 8), W4),
+            }
+            if mode == "square":
+                spread = 2 if ok == 3 else 7  # a 1x1 conv sums fewer terms: larger weights
+                params["offset_weight"] = Param(
+                    rng.integers(-spread, spread + 1, (ok, ok, 8, 1)), OFF_W
+                )
+                params["offset_bias"] = Param(np.array([2 * r]), OFF_B)  # R / 2 pixels
+            x = g.add(
+                "deform_conv2d", x, name=name, mode=mode, stride=stride, max_offset=r,
+                params=params,
+            )  # fmt: skip
+            x = g.add("requantize", g.add("relu", x), quant=ACT)
+        return x
+
+    return _around("deform", h, w, rng, body)
 
 
 def test_deformable_net_is_bit_exact_and_cycle_exact(engine_cfg):
@@ -140,34 +151,24 @@ def bilinear_net(seed: int, frac: int, r: int = 3) -> Graph:
     """A stem conv, two bilinear deformable convs (3x3 offsets, stride 1; 1x1 offsets,
     stride 2) and a pointwise conv that streams out."""
     rng = np.random.default_rng(seed)
-    g = Graph("bilinear")
-    x = g.add_input("x", (7, 6, 1), Quant(FixedType(8, 8, False), Rounding.RND, Overflow.SAT))
-    x = g.add(
-        "conv2d", x, name="stem", padding="same",
-        params={"weight": Param(rng.integers(-128, 128, (3, 3, 1, 8)), W8),
-                "bias": Param(rng.integers(-128, 128, 8), W8)},
-    )  # fmt: skip
-    x = g.add("requantize", g.add("relu", x), quant=ACT)
-    for name, stride, ok in (("b1", 1, 3), ("b2", 2, 1)):
-        spread = 2 if ok == 3 else 7
-        params = {
-            "weight": Param(rng.integers(-8, 8, (3, 3, 8)), W4),
-            "bias": Param(rng.integers(-8, 8, 8), W4),
-            "offset_weight": Param(rng.integers(-spread, spread + 1, (ok, ok, 8, 18)), OFF_W),
-            "offset_bias": Param(rng.integers(-4 * r, 4 * r + 1, 18), OFF_B),
-        }
-        x = g.add(
-            "deform_conv2d", x, name=name, mode="bilinear", stride=stride, max_offset=r,
-            offset_frac=frac, params=params,
-        )  # fmt: skip
-        x = g.add("requantize", g.add("relu", x), quant=ACT)
-    x = g.add(
-        "conv2d", x, name="pw",
-        params={"weight": Param(rng.integers(-128, 128, (1, 1, 8, 16)), W8),
-                "bias": Param(rng.integers(-128, 128, 16), W8)},
-    )  # fmt: skip
-    g.mark_output(x)
-    return g
+
+    def body(g: Graph, x: str) -> str:
+        for name, stride, ok in (("b1", 1, 3), ("b2", 2, 1)):
+            spread = 2 if ok == 3 else 7
+            params = {
+                "weight": Param(rng.integers(-8, 8, (3, 3, 8)), W4),
+                "bias": Param(rng.integers(-8, 8, 8), W4),
+                "offset_weight": Param(rng.integers(-spread, spread + 1, (ok, ok, 8, 18)), OFF_W),
+                "offset_bias": Param(rng.integers(-4 * r, 4 * r + 1, 18), OFF_B),
+            }
+            x = g.add(
+                "deform_conv2d", x, name=name, mode="bilinear", stride=stride, max_offset=r,
+                offset_frac=frac, params=params,
+            )  # fmt: skip
+            x = g.add("requantize", g.add("relu", x), quant=ACT)
+        return x
+
+    return _around("bilinear", 7, 6, rng, body)
 
 
 def test_bilinear_sampler_is_bit_exact_and_cycle_exact():
