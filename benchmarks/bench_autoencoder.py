@@ -17,22 +17,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 
 import numpy as np
+from timing import best_of
 
 from accel import engines, reference, zoo
 from accel.compiler.dataflow import lower
 from accel.sim import pysim
-
-
-def best_of(fn, repeat: int = 3) -> float:
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
 
 
 def main() -> None:

@@ -21,10 +21,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
+from timing import best_of
 
 from accel import reference
 from accel.engine.compile import compile_gemms
@@ -162,14 +162,10 @@ def main() -> None:
     cfg = EngineConfig(rows=args.rows, cols=args.cols, group=8, a_depth=512, b_depth=4096)
     graph = build(net="mlp", pattern="2:8")
     x = reference.quantize_inputs(graph, graph.inputs[0], data.make_inputs(20000, 0, "mlp"))
-    times = []
-    for _ in range(3):  # best of 3: the first call also warms up BLAS
-        t0 = time.perf_counter()
-        reference.predict(graph, x)
-        times.append(time.perf_counter() - t0)
+    t_ref = best_of(lambda: reference.predict(graph, x))
     result = {
         "config": cfg.to_json(),
-        "reference_samples_per_s": round(len(x) / min(times)),
+        "reference_samples_per_s": round(len(x) / t_ref),
         "training_step": [],
         "inference": [],
     }

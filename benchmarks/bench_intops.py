@@ -21,25 +21,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import time
 
 import numpy as np
 from scipy.special import erf
+from timing import best_of
 
 from accel import intops
 from accel.fixed import FixedType, Overflow, Quant, Rounding, quantize
 
 X = Quant(FixedType(8, 4), Rounding.RND, Overflow.SAT)
 P8 = Quant(FixedType(8, 6), Rounding.RND, Overflow.SAT)
-
-
-def best_of(fn, repeat: int = 3) -> float:
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
 
 
 def errors(got: np.ndarray, want: np.ndarray, lsb: float) -> dict:

@@ -86,6 +86,7 @@ def test_shifted_boxes_score_zero():
 def test_ap_by_hand():
     # Two ground-truth boxes; detections by score: hit, miss, hit -> recall 1/2 at
     # precision 1, recall 1 at precision 2/3: AP = 1/2 + 1/2 * 2/3.
+    # float comparison: AP is a float quality metric (summed precisions), not an exact value
     assert evaluate.average_precision(np.array([1, 0, 1]), 2) == pytest.approx(5 / 6)
     assert evaluate.average_precision(np.array([0, 1]), 2) == pytest.approx(0.25)
     assert evaluate.average_precision(np.array([]), 3) == 0.0

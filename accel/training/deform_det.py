@@ -133,6 +133,18 @@ def sample(x: torch.Tensor, off: torch.Tensor, stride: int, mode: str) -> torch.
     return out
 
 
+def _quantized(
+    w: torch.Tensor, b: torch.Tensor, w_bits: int, fracs: dict | None, wk: str, bk: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A weight and bias as the float pass (``fracs`` None) or QAT (fake-quantized) uses them."""
+    if fracs is None:
+        return w, b
+    return (
+        fake_quant(w, weight_quant(w_bits, fracs[wk])),
+        fake_quant(b, weight_quant(zm.BIAS_BITS, fracs[bk])),
+    )
+
+
 class QConv(nn.Module):
     """A 'same' conv2d whose weights and bias are fake-quantized when ``qat``."""
 
@@ -144,12 +156,7 @@ class QConv(nn.Module):
         self.bias = nn.Parameter(torch.zeros(layer.cout))
 
     def params(self, fracs: dict | None) -> tuple[torch.Tensor, torch.Tensor]:
-        if fracs is None:
-            return self.weight, self.bias
-        return (
-            fake_quant(self.weight, weight_quant(zm.W_BITS, fracs["w"])),
-            fake_quant(self.bias, weight_quant(zm.BIAS_BITS, fracs["b"])),
-        )
+        return _quantized(self.weight, self.bias, zm.W_BITS, fracs, "w", "b")
 
     def forward(self, x: torch.Tensor, fracs: dict | None) -> torch.Tensor:
         w, b = self.params(fracs)
@@ -186,20 +193,11 @@ class QDeform(nn.Module):
             self.offset_bias = nn.Parameter(torch.full((v.n_offsets,), start))
 
     def params(self, fracs: dict | None) -> tuple[torch.Tensor, torch.Tensor]:
-        if fracs is None:
-            return self.weight, self.bias
-        return (
-            fake_quant(self.weight, weight_quant(zm.W_BITS, fracs["w"])),
-            fake_quant(self.bias, weight_quant(zm.BIAS_BITS, fracs["b"])),
-        )
+        return _quantized(self.weight, self.bias, zm.W_BITS, fracs, "w", "b")
 
     def offset_params(self, fracs: dict | None) -> tuple[torch.Tensor, torch.Tensor]:
-        if fracs is None:
-            return self.offset_weight, self.offset_bias
-        return (
-            fake_quant(self.offset_weight, weight_quant(zm.OFFSET_W_BITS, fracs["ow"])),
-            fake_quant(self.offset_bias, weight_quant(zm.BIAS_BITS, fracs["ob"])),
-        )
+        w, b = self.offset_weight, self.offset_bias
+        return _quantized(w, b, zm.OFFSET_W_BITS, fracs, "ow", "ob")
 
     def offsets(self, x: torch.Tensor, fracs: dict | None) -> torch.Tensor:
         """(N, K, OH, OW): clipped, and rounded to F fraction bits (always for square)."""
