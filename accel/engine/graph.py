@@ -97,6 +97,14 @@ class Placed:
     to_offsets: bool = False  # fills the offset memories; the next layer reads the same input
 
 
+def _stored_weights(w: np.ndarray, stored: int) -> np.ndarray:
+    """A (KH, KW, Cin, Cout) conv weight as B rows in storage order: channels padded."""
+    kh, kw, cin, cout = w.shape
+    out = np.zeros((kh, kw, stored, cout), np.int64)
+    out[:, :, :cin] = w
+    return out.reshape(kh * kw * stored, cout)
+
+
 def depthwise_b(w: np.ndarray, cfg: EngineConfig, corners: int = 1) -> np.ndarray:
     """A depthwise (3, 3, C) weight as the (9 * corners * cols, C) B its column tiles read.
 
@@ -153,8 +161,6 @@ def _deform(
     if mode != "regular":
         wo = node.params["offset_weight"].data
         k, n_off = wo.shape[0], wo.shape[-1]  # 3x3 or 1x1; 1 or 18 offsets
-        wp = np.zeros((k, k, stored, n_off), np.int64)
-        wp[:, :, :c] = wo
         ob = node.params.get("offset_bias")
         acc = node.attrs["offset_acc"]
         bias = None if ob is None else align_bias(ob.data, ob.type, acc)
@@ -162,7 +168,7 @@ def _deform(
         q = Quant(FixedType.covering(lo, hi, node.attrs["offset_frac"]), Rounding.RND, Overflow.SAT)
         spec = GemmSpec(
             f"{node.name}.offsets", np.zeros((0, k * k * stored), np.int64),
-            wp.reshape(k * k * stored, n_off), Drain(acc, False, q, clip=(lo, hi)), None, bias,
+            _stored_weights(wo, stored), Drain(acc, False, q, clip=(lo, hi)), None, bias,
             k * k * c,
         )  # fmt: skip
         _, o_top, _ = conv_padding(h, k, s, "same")
@@ -223,9 +229,7 @@ def lower(graph: Graph, cfg: EngineConfig) -> list[Placed]:
                 geo = Geometry(oh, ow, k, out_h=oh, out_w=ow)
                 unfold = (kh, kw, (top, bottom, left, right), s)
             else:
-                w2 = np.zeros((kh, kw, stored, cout), np.int64)
-                w2[:, :, :cin] = w
-                w2 = w2.reshape(kh * kw * stored, cout)
+                w2 = _stored_weights(w, stored)
                 geo = Geometry(shape[0], shape[1], stored, kh, kw, s, top, left, oh, ow)
             spec = _spec(node, w2, relu, quant, kh * kw * cin)
             out.append(Placed(spec, geo, (oh, ow, cout), unfold))
