@@ -36,8 +36,11 @@ def _bias(node: Node) -> np.ndarray | None:
 
 @kernel("dense")
 def _dense(node, xs, ts):
-    w = node.params["weight"]
-    return kernels.dense(xs[0], w.data, _bias(node), ts[0].type, w.type, node.attrs["acc"])
+    w, x = node.params["weight"], xs[0]
+    y = kernels.dense(
+        x.reshape(-1, x.shape[-1]), w.data, _bias(node), ts[0].type, w.type, node.attrs["acc"]
+    )
+    return y.reshape(*x.shape[:-1], w.data.shape[1])
 
 
 def _conv_pads(node: Node, x: Tensor) -> tuple[int, int, int, int]:
@@ -251,3 +254,25 @@ def _matmul(node, xs, ts):
 @kernel("add")
 def _add(node, xs, ts):
     return intops.add(xs[0], xs[1], ts[0].type, ts[1].type)
+
+
+# -- ViT plumbing -----------------------------------------------------------------
+
+
+@kernel("patchify")
+def _patchify(node, xs, ts):
+    x, p = xs[0], node.attrs["patch"]
+    n, h, w, c = x.shape
+    t = x.reshape(n, h // p, p, w // p, p, c).transpose(0, 1, 3, 2, 4, 5)
+    return t.reshape(n, (h // p) * (w // p), p * p * c)
+
+
+@kernel("add_const")
+def _add_const(node, xs, ts):
+    v = node.params["value"]
+    return intops.add(xs[0], v.data[np.newaxis], ts[0].type, v.type)
+
+
+@kernel("concat")
+def _concat(node, xs, ts):
+    return np.concatenate(xs, axis=-1)

@@ -113,7 +113,11 @@ class _DotOp(Op):
 
 @register
 class Dense(_DotOp):
-    """y[o] = sum_k x[k] * W[k, o] + b[o], accumulated exactly in ``acc``."""
+    """y[..., o] = sum_k x[..., k] * W[k, o] + b[o], accumulated exactly in ``acc``.
+
+    The input is a vector (K,) or has leading axes (..., K), e.g. the (T, C)
+    tokens of a ViT: the same weights apply to every leading position.
+    """
 
     name = "dense"
 
@@ -123,15 +127,16 @@ class Dense(_DotOp):
         w = node.params.get("weight")
         if w is None or w.data.ndim != 2:
             raise AccelError(f"node {node.name}: dense weight must be 2-D (in, out)")
-        if x.shape != (w.data.shape[0],):
+        k = w.data.shape[0]
+        if not x.shape or x.shape[-1] != k:
             raise AccelError(
-                f"node {node.name}: dense expects input shape ({w.data.shape[0]},), got {x.shape}"
+                f"node {node.name}: dense expects input shape ({k},) or (..., {k}), got {x.shape}"
             )
         n_out = w.data.shape[1]
         b = node.params.get("bias")
         if b is not None and b.data.shape != (n_out,):
             raise AccelError(f"node {node.name}: bias shape {b.data.shape} != ({n_out},)")
-        return (n_out,), cls._typed_acc(node, x, w.data.shape[0])
+        return (*x.shape[:-1], n_out), cls._typed_acc(node, x, k)
 
 
 def conv_padding(size: int, k: int, stride: int, padding: str) -> tuple[int, int, int]:
@@ -490,3 +495,80 @@ class Add(Op):
         if out.width > MAX_WIDTH:
             raise AccelError(f"node {node.name}: add output needs {out.width} bits")
         return a.shape, out
+
+
+# -- ViT plumbing: patches, constants, concatenation -------------------------------
+
+
+@register
+class Patchify(Op):
+    """Split an (H, W, C) image into non-overlapping P x P patches: (H/P * W/P, P*P*C).
+
+    Tokens are row-major over the patch grid; within a patch the values are in
+    (py, px, c) order. A pure rearrangement (attr ``patch`` = P), type unchanged.
+    """
+
+    name = "patchify"
+
+    @classmethod
+    def _infer(cls, node, inputs):
+        (x,) = inputs
+        where = f"node {node.name}"
+        if len(x.shape) != 3:
+            raise AccelError(f"{where}: patchify expects an (H, W, C) input, got {x.shape}")
+        p = _int_attr(node, "patch", 4, 1, 1 << 16)
+        h, w, c = x.shape
+        if h % p or w % p:
+            raise AccelError(f"{where}: image {h}x{w} is not a whole number of {p}x{p} patches")
+        return ((h // p) * (w // p), p * p * c), x.type
+
+
+@register
+class AddConst(Op):
+    """``x + value`` with the constant Param ``value`` of x's shape (e.g. a positional
+    embedding); exact, aligned to the finer scale like ``add``."""
+
+    name = "add_const"
+
+    @classmethod
+    def _infer(cls, node, inputs):
+        (x,) = inputs
+        v = node.params.get("value")
+        if v is None or v.data.shape != x.shape:
+            got = None if v is None else v.data.shape
+            raise AccelError(
+                f"node {node.name}: add_const needs a 'value' parameter of shape {x.shape}, "
+                f"got {got}"
+            )
+        out = intops.add_type(x.type, v.type)
+        if out.width > MAX_WIDTH:
+            raise AccelError(f"node {node.name}: add_const output needs {out.width} bits")
+        return x.shape, out
+
+
+@register
+class Concat(Op):
+    """Concatenate any number of inputs of one type along the last axis."""
+
+    name = "concat"
+    n_inputs = -1  # any number, at least one
+
+    @classmethod
+    def infer(cls, node, inputs):
+        where = f"node {node.name}"
+        if not inputs:
+            raise AccelError(f"{where}: concat needs at least one input")
+        first = inputs[0]
+        if not first.shape:
+            raise AccelError(f"{where}: concat needs inputs with at least one axis")
+        for t in inputs[1:]:
+            if t.type != first.type:
+                raise AccelError(
+                    f"{where}: concat needs inputs of one type, got {first.type} ({first.name}) "
+                    f"and {t.type} ({t.name})"
+                )
+            if t.shape[:-1] != first.shape[:-1] or len(t.shape) != len(first.shape):
+                raise AccelError(
+                    f"{where}: concat needs equal leading axes, got {first.shape} and {t.shape}"
+                )
+        return (*first.shape[:-1], sum(t.shape[-1] for t in inputs)), first.type
