@@ -169,6 +169,14 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 # -- accel predict ------------------------------------------------------------------
+def task_graph(spec: str, task: str):
+    """The graph of one task of a multi-task zoo model (``--task``)."""
+    model = zoo.get(spec)
+    if model.build_task is None:
+        raise AccelError(f"--task is not an option of model {model.name} (it has one task)")
+    return model.build_task(task)
+
+
 def load_inputs(path: Path, graph) -> np.ndarray:
     """Float charges are quantized with the graph's input mode; integers are raw values."""
     from accel import reference
@@ -202,7 +210,10 @@ def save_array(path: Path, y: np.ndarray) -> None:
 def cmd_predict(args: argparse.Namespace) -> int:
     from accel import engines
 
-    graph, _ = load_model(args.model)
+    if args.task is None:
+        graph, _ = load_model(args.model)
+    else:
+        graph = task_graph(args.model, args.task)
     x = load_inputs(Path(args.inputs), graph)
     if args.arch == "engine" and args.engine != "rtl":
         raise AccelError("--arch engine runs the RTL: use it with --engine rtl")
@@ -626,6 +637,9 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--inputs", required=True, metavar="X.npy")
     pr.add_argument("--out", required=True, metavar="Y.npy")
     pr.add_argument("--reuse", type=_positive, default=1, help="RTL reuse factor (default 1)")
+    pr.add_argument(
+        "--task", metavar="NAME", help="multi-task models (moe_vit): the task's graph (seg, depth)"
+    )
     _arch_options(pr)
     pr.set_defaults(func=cmd_predict)
 

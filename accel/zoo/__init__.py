@@ -24,6 +24,8 @@ class ZooModel:
     # Other shipped versions, named ``MODEL@VARIANT`` on the command line.
     variants: Callable[[], list[str]] | None = None
     variant: Callable[[str], ZooModel] | None = None
+    # Multi-task models: the graph of one task (``accel predict --task``).
+    build_task: Callable[[str], Graph] | None = None
 
 
 def _autoencoder_inputs(n: int, seed: int) -> np.ndarray:
@@ -112,6 +114,49 @@ def _deform_det_variant(name: str) -> ZooModel:
     )
 
 
+def _moe_vit_inputs(n: int, seed: int) -> np.ndarray:
+    from accel.zoo.moe_vit.data import make_inputs
+
+    return make_inputs(n, seed)
+
+
+def _moe_vit_graph() -> Graph:
+    from accel.zoo.moe_vit.model import build
+
+    return build(task="seg")
+
+
+def _moe_vit_variants() -> list[str]:
+    from accel.zoo.moe_vit.model import available
+
+    return available()
+
+
+def _moe_vit_variant(name: str) -> ZooModel:
+    """``moe`` (the default) or ``dense`` (the baseline without experts)."""
+    from accel.zoo.moe_vit.model import available, build
+
+    if name not in available():
+        raise AccelError(f"moe_vit has no variant {name!r} (shipped: {', '.join(available())})")
+    base = MODELS["moe_vit"]
+    return ZooModel(
+        name=f"moe_vit@{name}",
+        family=base.family,
+        after=base.after,
+        description=f"moe_vit, {name} weights",
+        build=lambda: build(task="seg", variant=name),
+        make_inputs=base.make_inputs,
+        train=base.train,
+        build_task=lambda task: build(task=task, variant=name),
+    )
+
+
+def _moe_vit_task(task: str) -> Graph:
+    from accel.zoo.moe_vit.model import build
+
+    return build(task=task)
+
+
 MODELS: dict[str, ZooModel] = {
     m.name: m
     for m in [
@@ -155,6 +200,23 @@ MODELS: dict[str, ZooModel] = {
             train="accel.training.deform_det:train",
             variants=_deform_det_variants,
             variant=_deform_det_variant,
+        ),
+        ZooModel(
+            name="moe_vit",
+            family="mixture-of-experts ViT",
+            after="M3ViT / Edge-MoE / I-ViT: multi-task MoE ViT, integer-only inference",
+            description=(
+                "32x32 grey scene -> per-pixel segmentation (4 classes) or depth; ViT of 64 "
+                "tokens x 32, 4 blocks, MoE MLPs (4 experts, top-2 per task) in blocks 1 and 3; "
+                "integer softmax, GELU, LayerNorm; task seg by default (accel predict --task "
+                "depth); moe_vit@dense, the dense baseline"
+            ),
+            build=_moe_vit_graph,
+            make_inputs=_moe_vit_inputs,
+            train="accel.training.moe_vit:train",
+            variants=_moe_vit_variants,
+            variant=_moe_vit_variant,
+            build_task=_moe_vit_task,
         ),
     ]
 }
