@@ -34,6 +34,9 @@ class EngineConfig:
     max_offset: int = 7
     bilinear_frac: int = 0
     offset_depth: int = 1024  # offset words (``group`` offsets) per row
+    # the vector unit (softmax, GELU, LayerNorm, residual adds) and GEMMs that write the
+    # weight buffer, for transformers; needs rows == cols == group
+    vector: bool = False
 
     def __post_init__(self) -> None:
         for name in ("rows", "cols", "group", "a_bits", "b_bits", "acc_bits"):
@@ -47,6 +50,11 @@ class EngineConfig:
             raise AccelError(f"engine max_offset must be 0..15, got {self.max_offset}")
         if not 0 <= self.bilinear_frac <= 6:
             raise AccelError(f"engine bilinear_frac must be 0..6, got {self.bilinear_frac}")
+        if self.vector and not self.rows == self.cols == self.group:
+            raise AccelError(
+                f"an engine with a vector unit needs rows == cols == group, got "
+                f"{self.rows}x{self.cols} with group {self.group}"
+            )
         if self.acc_bits > 62:
             raise AccelError("engine accumulators are limited to 62 bits")
 

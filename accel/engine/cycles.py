@@ -6,6 +6,7 @@ valid and the output always ready:
 - boot: the count word, one cycle per instruction, one to finish;
 - every instruction: a fetch and a decode cycle (a LOOP is only that);
 - LOAD of ``w`` words: ``w`` cycles plus one;
+- VEC: the start cycle, the unit's busy cycles and one to see it done;
 - GEMM: tiles issue back to back, ``T = groups * n`` steps each, unless the
   drain (``D = rows * cols / group`` words per tile) is slower: then each tile
   waits for the previous one's drain, so tiles start ``max(T, D)`` apart. A
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from accel.engine.program import Gemm, Load, Program
+from accel.engine.vector import Vec
 
 
 @dataclass
@@ -68,6 +70,9 @@ def predict(program: Program) -> ProgramTiming:
         t += 2
         if isinstance(s, Load):
             t += len(s.words) + 1
+            continue
+        if isinstance(s, Vec):
+            t += 2 + s.cycles()  # the start pulse, the unit's busy cycles, the check
             continue
         assert isinstance(s, Gemm)
         steps, drain = s.steps_per_tile(cfg), words_per_tile

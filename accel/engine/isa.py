@@ -14,11 +14,21 @@ from amaranth.lib import data, enum
 from accel.engine.config import EngineConfig
 
 
-class Opcode(enum.Enum, shape=2):
+class Opcode(enum.Enum, shape=3):
     HALT = 0
     LOAD = 1  # copy ``count`` stream words into a buffer
     GEMM = 2  # run a grid of output tiles
     LOOP = 3  # back to ``base`` until the body has run ``count`` times in all
+    VEC = 4  # a row-wise integer op of the vector unit (engines built with ``vector``)
+
+
+class VecOp(enum.Enum, shape=2):
+    """The vector unit's ops (``accel.intops`` defines each, ``rtl.engine.vector`` runs it)."""
+
+    ADD = 0  # (a << sh_a) + (b << sh_b)
+    GELU = 1  # ShiftGELU
+    SOFTMAX = 2  # Shiftmax along the row
+    LAYERNORM = 3  # I-LayerNorm along the row, gamma and beta from the bias buffer
 
 
 class Target(enum.Enum, shape=2):
@@ -41,6 +51,42 @@ class Rounding(enum.Enum, shape=2):
 
 def _bits(n: int) -> int:
     return max(1, (n - 1).bit_length())
+
+
+def _vector_fields(cfg: EngineConfig) -> dict:
+    """Fields of engines with a vector unit: its ops, and GEMMs that write the weight buffer."""
+    if not cfg.vector:
+        return {}
+    a, b = _bits(cfg.a_depth), _bits(cfg.b_depth + 1)
+    return {
+        # GEMM: results go to the weight buffer (attention's K^T and V), at
+        # bw_base + column tile * bw_ct + row block * bw_rb + (row, or column if transposed)
+        "to_b": unsigned(1),
+        "b_transpose": unsigned(1),
+        "bw_base": unsigned(b),
+        "bw_ct": unsigned(b),
+        "bw_rb": unsigned(b),
+        # VEC: rows of ``v_len`` words (``v_count`` real values) at a_base (and v_b) +
+        # row block * a_stride, written to out_base + row block * out_stride
+        "vop": VecOp,
+        "v_len": unsigned(a),
+        "v_count": unsigned(a + 3),
+        "v_b": unsigned(a),
+        "sh_a": unsigned(5),
+        "sh_b": unsigned(5),
+        "x_frac": unsigned(5),  # softmax, GELU: input fraction bits
+        "span": unsigned(6),  # softmax: exponent span D of the sum
+        "sm_bits": unsigned(5),  # softmax: output fraction bits B
+        "sig_bits": unsigned(4),  # GELU: the sigmoid's fraction bits
+        "ln_m": unsigned(5),  # layernorm: mean_frac, sqrt_guard, norm_frac, input width
+        "ln_g": unsigned(5),
+        "ln_p": unsigned(5),
+        "ln_w": unsigned(6),
+        "beta_shift": unsigned(6),
+        "div_n": unsigned(7),  # iterations (quotient bits) of the row's division
+        "mu_n": unsigned(7),  # ... of the layernorm mean's division
+        "sqrt_n": unsigned(6),  # ... of the layernorm square root
+    }
 
 
 def instruction_layout(cfg: EngineConfig) -> data.StructLayout:
@@ -101,6 +147,7 @@ def instruction_layout(cfg: EngineConfig) -> data.StructLayout:
             "out_hi": signed(cfg.acc_bits + 1),
             "out_mask": unsigned(cfg.acc_bits),
             "out_sign": unsigned(cfg.acc_bits),
+            **_vector_fields(cfg),
         }
     )
 

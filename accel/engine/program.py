@@ -130,6 +130,30 @@ class Geometry:
         }
 
 
+@dataclass(frozen=True)
+class BWrite:
+    """A GEMM's results as weight-buffer words: what attention's second operands need.
+
+    Tile (row block ``rb``, column tile ``ct``) writes word ``base + ct * ct_step
+    + rb * rb_step + i``: ``i`` its row (V: a row of keys' values is a row of
+    B), or with ``transpose`` its column (K^T: a column of K is a row of B).
+    """
+
+    base: int
+    ct_step: int
+    rb_step: int
+    transpose: bool
+
+    def fields(self) -> dict:
+        return {
+            "to_b": 1,
+            "b_transpose": int(self.transpose),
+            "bw_base": self.base,
+            "bw_ct": self.ct_step,
+            "bw_rb": self.rb_step,
+        }
+
+
 @dataclass
 class Gemm:
     """``C = drain(A @ B + bias)`` with A in the activation banks, B in the weight buffer.
@@ -154,6 +178,9 @@ class Gemm:
     useful_macs: int  # rows x kept weights (all of them when dense)
     geometry: Geometry = field(default_factory=Geometry)
     to_offsets: bool = False  # column 0 of C fills the offset memories (one per row)
+    a_stride: int | None = None  # words between row blocks of A (default: a sample block's)
+    out_stride: int | None = None  # words between row blocks of C (default: C's row)
+    b_write: BWrite | None = None  # C goes to the weight buffer (vector engines)
 
     def sample_blocks(self, cfg: EngineConfig) -> int:
         return -(-self.rows // cfg.rows)
@@ -191,7 +218,7 @@ class Gemm:
             cfg,
             op=Opcode.GEMM,
             a_base=self.a_base,
-            a_stride=self.sample_words(cfg),
+            a_stride=self.sample_words(cfg) if self.a_stride is None else self.a_stride,
             b_base=self.b_base,
             bias_base=self.bias_base,
             n=self.n,
@@ -202,7 +229,8 @@ class Gemm:
             to_stream=int(self.to_stream),
             to_offsets=int(self.to_offsets),
             out_base=self.out_base,
-            out_stride=self.cols // cfg.group,
+            out_stride=self.cols // cfg.group if self.out_stride is None else self.out_stride,
+            **({} if self.b_write is None else self.b_write.fields()),
             **self.geometry.fields(cfg),
             **self.drain.fields(cfg.acc_bits, self.name),
         )

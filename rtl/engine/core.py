@@ -13,6 +13,7 @@ from accel.engine.isa import Opcode, Target, instruction_layout, word_width
 from accel.rtl.engine.address import AddressGenerator, Sampler, offset_word
 from accel.rtl.engine.drain import Drain, out_word
 from accel.rtl.engine.mac_array import MacArray
+from accel.rtl.engine.vector import VectorUnit
 
 
 def b_entry(cfg: EngineConfig) -> data.StructLayout:
@@ -145,12 +146,47 @@ class Engine(wiring.Component):
             ]
             for e in range(cfg.group):
                 m.d.comb += wr.data[e].eq(drain.o.payload[e][: cfg.offset_bits])
+        vec_on = Signal()  # the vector unit owns the banks' ports
+        if cfg.vector:
+            m.submodules.vec = vec = VectorUnit(cfg)
+            m.d.comb += vec.instr.eq(instr)
+            g_rd, e_rd = c_rd, cmem.read_port()
+            for r, mem in enumerate(banks):
+                b2 = mem.read_port()
+                m.d.comb += [
+                    b2.addr.eq(vec.b_addr),
+                    vec.a_data[r].eq(a_rd[r].data),
+                    vec.b_data[r].eq(b2.data),
+                ]
+                with m.If(vec.we):
+                    m.d.comb += [
+                        a_wr[r].addr.eq(vec.waddr),
+                        a_wr[r].data.eq(vec.wdata[r]),
+                        a_wr[r].en.eq(1),
+                    ]
+            m.d.comb += [
+                e_rd.addr.eq(vec.e_addr),
+                vec.g_data.eq(g_rd.data),
+                vec.e_data.eq(e_rd.data),
+            ]
+            # GEMM results into the weight buffer: a row of the tile, or a column (K^T)
+            with m.If(drain.bwe):
+                m.d.comb += [b_wr.addr.eq(drain.baddr), b_wr.en.eq(1)]
+                for q in range(cfg.cols):
+                    m.d.comb += [b_wr.data.w[q].eq(drain.o.payload[q]), b_wr.data.idx[q].eq(0)]
+            m.d.comb += array.tselect.eq(drain.select)
+            with m.If(instr.b_transpose):
+                m.d.comb += drain.word.eq(array.tword)
         for r, port in enumerate(a_rd):
-            m.d.comb += [port.addr.eq(sampler.a_addr[r]), port.en.eq(~stall)]
+            m.d.comb += [
+                port.addr.eq(Mux(vec_on, vec.a_addr, sampler.a_addr[r]) if cfg.vector
+                             else sampler.a_addr[r]),
+                port.en.eq(~stall),
+            ]  # fmt: skip
         m.d.comb += [
             b_rd.addr.eq(step.b_addr),
             b_rd.en.eq(~stall),
-            c_rd.addr.eq(step.c_addr),
+            c_rd.addr.eq(Mux(vec_on, vec.g_addr, step.c_addr) if cfg.vector else step.c_addr),
             c_rd.en.eq(~stall),
         ]
         # stage 1: buffer outputs, with the step's flags
@@ -199,6 +235,10 @@ class Engine(wiring.Component):
         # ``instr`` holds the new instruction
         starting = Signal()
         m.d.sync += starting.eq(0)
+        vstart = Signal()
+        m.d.sync += vstart.eq(0)
+        if cfg.vector:
+            m.d.comb += vec.start.eq(vstart)
         loops = Signal(24)  # iterations of the current LOOP body done
         m.d.comb += drain.start.eq(starting)
         with m.FSM():
@@ -235,6 +275,12 @@ class Engine(wiring.Component):
                     with m.Case(Opcode.GEMM):
                         m.d.sync += starting.eq(1)
                         m.next = "GEMM"
+                    with m.Case(Opcode.VEC):
+                        if cfg.vector:
+                            m.d.sync += vstart.eq(1)
+                            m.next = "VEC"
+                        else:
+                            m.next = "HALT"
                     with m.Case(Opcode.LOOP):
                         with m.If(loops == fetched.count - 1):
                             m.d.sync += loops.eq(0)  # done: fall through
@@ -276,6 +322,11 @@ class Engine(wiring.Component):
             with m.State("FLUSH"):
                 with m.If(~valid_s & ~valid1 & ~array.busy & ~drain.busy):
                     m.next = "FETCH"
+            with m.State("VEC"):
+                m.d.comb += vec_on.eq(1)
+                if cfg.vector:
+                    with m.If(~vstart & ~vec.busy):
+                        m.next = "FETCH"
             with m.State("HALT"):
                 m.d.comb += self.halted.eq(1)
         return m

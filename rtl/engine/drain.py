@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from amaranth.hdl import Array, Module, Signal, signed, unsigned
+from amaranth.hdl import Array, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -45,6 +45,14 @@ class Drain(wiring.Component):
                 "waddr": Out(unsigned(a_addr)),
                 "wdata": Out(data.ArrayLayout(signed(cfg.a_bits), cfg.group)),
                 "owe": Out(cfg.rows),  # one write enable per offset memory
+                **(
+                    {  # results into the weight buffer (attention's K^T and V)
+                        "bwe": Out(1),
+                        "baddr": Out(unsigned(max(1, cfg.b_depth.bit_length()))),
+                    }
+                    if cfg.vector
+                    else {}
+                ),
             }
         )
 
@@ -75,6 +83,8 @@ class Drain(wiring.Component):
         lane = []
         for e in range(cfg.group):
             b = Array(bias[k * cfg.group + e] for k in range(words))[word]
+            if cfg.vector:  # a transposed tile leaves column ``row``: one bias for all lanes
+                b = Mux(p.b_transpose, Array(bias)[row], b)
             lane.append(requantize(m, self.word[e] + b, p, cfg.acc_bits, f"lane{e}"))
         m.d.comb += [
             self.o.valid.eq(active & p.to_stream),
@@ -82,7 +92,22 @@ class Drain(wiring.Component):
         ]
         for e, v in enumerate(lane):
             m.d.comb += [self.o.payload[e].eq(v), self.wdata[e].eq(v)]
-        with m.If(active & ~p.to_stream & ~p.to_offsets):
+        to_banks = active & ~p.to_stream & ~p.to_offsets
+        if cfg.vector:
+            to_banks &= ~p.to_b
+            b_row, b_col = Signal.like(self.baddr), Signal.like(self.baddr)
+            m.d.comb += [
+                self.bwe.eq(active & p.to_b),
+                self.baddr.eq(p.bw_base + b_col + b_row + row),
+            ]
+            with m.If(final):
+                with m.If(rb == p.row_blocks - 1):
+                    m.d.sync += [b_row.eq(0), b_col.eq(b_col + p.bw_ct)]
+                with m.Else():
+                    m.d.sync += b_row.eq(b_row + p.bw_rb)
+            with m.If(self.start):
+                m.d.sync += [b_row.eq(0), b_col.eq(0)]
+        with m.If(to_banks):
             m.d.comb += self.we.eq(1 << row)
         with m.If(active & p.to_offsets):
             m.d.comb += self.owe.eq(1 << row)

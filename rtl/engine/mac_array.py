@@ -39,6 +39,14 @@ class MacArray(wiring.Component):
                 # the finished tile, read out one word of ``group`` sums at a time
                 "select": In(range(p * (q // g))),  # row * (cols / group) + word
                 "word": Out(data.ArrayLayout(signed(cfg.acc_bits), g)),
+                **(
+                    {  # the finished tile's column ``tselect`` (rows == group), for K^T
+                        "tselect": In(range(q)),
+                        "tword": Out(data.ArrayLayout(signed(cfg.acc_bits), g)),
+                    }
+                    if cfg.vector
+                    else {}
+                ),
                 "busy": Out(1),  # a step is in flight
                 "finishing": Out(1),  # the accumulate stage holds a tile's last step
             }
@@ -57,6 +65,7 @@ class MacArray(wiring.Component):
         ]
         words = cfg.cols // cfg.group
         cells: list[list[Signal]] = [[] for _ in range(cfg.group)]  # per lane, in select order
+        finished: list[list[Signal]] = [[] for _ in range(cfg.rows)]  # [p][q]
         for p in range(cfg.rows):
             # one signal per activation: a multiplexer over small signals, not a
             # variable shift of the whole (wide) group word
@@ -70,6 +79,7 @@ class MacArray(wiring.Component):
                 total = Signal(signed(cfg.acc_bits), name=f"sum_{p}_{q}")
                 done = Signal(signed(cfg.acc_bits), name=f"done_{p}_{q}")
                 cells[q % cfg.group].append(done)
+                finished[p].append(done)
                 m.d.comb += total.eq(Mux(first2, prod, prod + acc)[: cfg.acc_bits].as_signed())
                 with m.If(go):
                     m.d.sync += prod.eq(a * self.w[q])
@@ -81,4 +91,7 @@ class MacArray(wiring.Component):
         assert all(len(c) == cfg.rows * words for c in cells)
         for e, lane in enumerate(cells):
             m.d.comb += self.word[e].eq(Array(lane)[self.select])
+        if cfg.vector:
+            for p in range(cfg.rows):
+                m.d.comb += self.tword[p].eq(Array(finished[p])[self.tselect])
         return m

@@ -1,0 +1,141 @@
+"""VEC instructions: the vector unit's ops as program steps, with their register sizing.
+
+Each constructor takes the op's operand types (as the IR has them) and works
+out what the hardware needs at run time: shifts, the exponent span of a
+softmax sum, and how many iterations each row division and square root takes
+(the bit widths :mod:`accel.intops` derives), so the unit's cycles are fixed
+by the instruction (``accel.rtl.engine.vector.vec_cycles``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from accel import intops
+from accel.engine.config import EngineConfig
+from accel.engine.isa import Opcode, VecOp, encode
+from accel.engine.program import Drain
+from accel.errors import AccelError
+from accel.fixed import FixedType, Overflow, Quant, Rounding
+from accel.rtl.engine.vector import GELU_MAX_SIG, vec_cycles
+
+
+@dataclass
+class Vec:
+    """One vector-unit instruction over ``row_blocks`` blocks of rows of ``length`` words.
+
+    Row block ``i``'s words are read at ``a_base + i * a_stride`` (and, for ADD,
+    ``b_base + i * a_stride``) and written at ``out_base + i * out_stride``.
+    ``drain`` requantizes the op's exact result (its ``acc`` is the exact type).
+    """
+
+    name: str
+    vop: VecOp
+    row_blocks: int
+    length: int
+    count: int  # real values per row (the rest of the last word is padding)
+    a_base: int
+    a_stride: int
+    out_base: int
+    out_stride: int
+    drain: Drain
+    b_base: int = 0
+    bias_base: int = 0  # LAYERNORM: gamma words, then beta words
+    fields: dict = field(default_factory=dict)  # op parameters (isa's VEC fields)
+
+    def cycles(self) -> int:
+        """Cycles the unit is busy."""
+        return vec_cycles(self.vop, self.row_blocks, self.length, self.fields)
+
+    def encode(self, cfg: EngineConfig) -> int:
+        return encode(
+            cfg,
+            op=Opcode.VEC,
+            vop=self.vop,
+            row_blocks=self.row_blocks,
+            v_len=self.length,
+            v_count=self.count,
+            a_base=self.a_base,
+            a_stride=self.a_stride,
+            v_b=self.b_base,
+            out_base=self.out_base,
+            out_stride=self.out_stride,
+            bias_base=self.bias_base,
+            **self.fields,
+            **self.drain.fields(cfg.acc_bits, self.name),
+        )
+
+
+def _frac(t: FixedType, what: str, hi: int = 24) -> int:
+    if not 0 <= t.frac <= hi:
+        raise AccelError(
+            f"{what}: the vector unit takes inputs with 0..{hi} fraction bits, got {t}"
+        )
+    return t.frac
+
+
+def add_fields(a: FixedType, b: FixedType) -> tuple[FixedType, dict]:
+    """The exact sum's type and the alignment shifts."""
+    out = intops.add_type(a, b)
+    return out, {"sh_a": out.frac - a.frac, "sh_b": out.frac - b.frac}
+
+
+def softmax_fields(x: FixedType, n: int, out: FixedType, what: str) -> tuple[FixedType, dict]:
+    """Shiftmax over rows of ``n`` values of ``x`` into the unsigned type ``out``.
+
+    The exact result is ``out``'s raw before saturation (below ``2**(B + 1)``),
+    so the requantizer saturates it, as :func:`accel.intops.shiftmax` does.
+    """
+    f = _frac(x, what)
+    span = intops.softmax_span(x.min_int, x.max_int, f)
+    widths = intops.softmax_widths(n, f, span, out.frac)
+    if widths["sum"] > 62:
+        raise AccelError(f"{what}: the softmax sum needs {widths['sum']} bits, the unit has 62")
+    if out.frac > 15:
+        raise AccelError(f"{what}: softmax output with {out.frac} fraction bits, at most 15")
+    exact = FixedType(out.frac + 3, out.frac)
+    fields = {"x_frac": f, "span": span, "sm_bits": out.frac, "div_n": widths["dividend"]}
+    return exact, fields
+
+
+def gelu_fields(x: FixedType, sig_bits: int, what: str) -> tuple[FixedType, dict]:
+    _frac(x, what)
+    if not 1 <= sig_bits <= GELU_MAX_SIG:
+        raise AccelError(
+            f"{what}: the GELU lanes take 1..{GELU_MAX_SIG} sigmoid bits, got {sig_bits}"
+        )
+    return intops.gelu_out_type(x, sig_bits), {"x_frac": x.frac, "sig_bits": sig_bits}
+
+
+def layernorm_fields(
+    x: FixedType,
+    c: int,
+    gamma: FixedType,
+    beta: FixedType | None,
+    norm_frac: int,
+    sqrt_guard: int,
+    mean_frac: int,
+) -> tuple[FixedType, dict]:
+    """I-LayerNorm's shifts and the iteration counts of its mean, root and division."""
+    w = intops.layernorm_widths(x, c, norm_frac, sqrt_guard, mean_frac)
+    # |2**(m+1) sum + C| plus the 2C - 1 a floor of a negative quotient adds
+    mag = ((c * max(-x.min_int, x.max_int)) << (mean_frac + 1)) + 3 * c
+    out = intops.layernorm_out_type(c, norm_frac, gamma, beta)
+    fields = {
+        "ln_m": mean_frac,
+        "ln_g": sqrt_guard,
+        "ln_p": norm_frac,
+        "ln_w": x.width,
+        "beta_shift": 0 if beta is None else norm_frac + gamma.frac - beta.frac,
+        "mu_n": mag.bit_length(),
+        "sqrt_n": (w["sqrt_in"] + 1) // 2,
+        "div_n": w["dividend"],
+    }
+    return out, fields
+
+
+def exact_drain(exact: FixedType, quant: Quant | None, saturate: FixedType | None = None) -> Drain:
+    """The requantizer after an op: to ``quant``, or saturated into ``saturate``."""
+    if saturate is not None:
+        quant = Quant(saturate, Rounding.TRN, Overflow.SAT)
+    return Drain(exact, False, quant)
