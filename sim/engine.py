@@ -80,3 +80,14 @@ def run_graph(graph: Graph, cfg: EngineConfig, x: np.ndarray) -> tuple[np.ndarra
     )
     run.outputs = [y]
     return y, run
+
+
+def run_tokens(graph: Graph, cfg: EngineConfig, x: np.ndarray) -> tuple[np.ndarray, EngineRun]:
+    """Raw integer outputs (N, T, C) of a token graph (a ViT) on images ``x``, one by one."""
+    from accel.engine.vit import compile_tokens, token_outputs
+
+    tp = compile_tokens(graph, cfg, x)
+    lines, run = _simulate(tp.program)
+    y = token_outputs(tp, lines)
+    run.outputs = [y]
+    return y, run
