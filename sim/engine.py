@@ -88,6 +88,15 @@ def run_tokens(graph: Graph, cfg: EngineConfig, x: np.ndarray) -> tuple[np.ndarr
 
     tp = compile_tokens(graph, cfg, x)
     lines, run = _simulate(tp.program)
-    y = token_outputs(tp, lines)
+    y = np.stack(token_outputs(tp, lines))
     run.outputs = [y]
     return y, run
+
+
+def run_inferences(tp) -> tuple[list[np.ndarray], EngineRun]:
+    """A compiled sequence of inferences (``accel.engine.vit.compile_inferences``)."""
+    from accel.engine.vit import token_outputs
+
+    lines, run = _simulate(tp.program)
+    run.outputs = token_outputs(tp, lines)
+    return run.outputs, run

@@ -49,6 +49,7 @@ class ProgramTiming:
     total: int  # cycles from reset to the HALT instruction's decode
     out_valid: np.ndarray  # cycle each output word first turns valid
     gemms: list[GemmTiming]
+    ends: list[int]  # per program step: the cycle the next instruction is fetched
 
 
 def predict(program: Program) -> ProgramTiming:
@@ -63,9 +64,12 @@ def predict(program: Program) -> ProgramTiming:
     loops = set()
     if r is not None and r.times > 1:
         loops = {r.start + k * r.length for k in range(1, r.times + 1)}
+    ends = []
     for i, s in enumerate(program.steps):
         if i in loops:
             t += 2
+        if i:
+            ends.append(t)
         fetch = t
         t += 2
         if isinstance(s, Load):
@@ -86,6 +90,8 @@ def predict(program: Program) -> ProgramTiming:
         gemms.append(GemmTiming(s.name, fetch + 2, t - fetch, s.useful_macs, cfg.macs))
     if len(program.steps) in loops:
         t += 2  # the body ends the program: its last LOOP
+    if program.steps:
+        ends.append(t)
     t += 2  # the HALT's fetch and decode
     valid = np.concatenate(out_valid) if out_valid else np.zeros(0, np.int64)
-    return ProgramTiming(t, valid.astype(np.int64), gemms)
+    return ProgramTiming(t, valid.astype(np.int64), gemms, ends)

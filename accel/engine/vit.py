@@ -136,7 +136,6 @@ class _Compiler:
         self.in_b: dict[str, int] = {}  # tensors in the weight buffer -> base
         self.kv_size: dict[str, int] = {}
         self.steps: list = []
-        self.prologue: list = []
         self.last_use = self._last_use()
         # bias buffer: zero words for matmuls, then one region reloaded per layer
         self.zero_words = _words(self.tokens, cfg)
@@ -353,11 +352,12 @@ class _Compiler:
         v = node.params["value"]
         const = f"{node.name}.value"
         words = _words(v.data.shape[-1], cfg)
-        base = self.banks.take(self.blocks * words, node.name)  # held for the whole program
+        base = self.banks.take(self.blocks * words, node.name)
         self.regions[const] = Region(base, words, words)
-        self.last_use[const] = len(self.g.nodes)
+        self.last_use[const] = self.g.nodes.index(node)
         _check_operand(v.type, cfg.a_bits, f"{node.name} constant")
-        self.prologue.append(Load(Target.A, base, a_words(cfg, v.data, words * cfg.group)))
+        # loaded with each inference, like the weights: inferences share no state
+        self.steps.append(Load(Target.A, base, a_words(cfg, v.data, words * cfg.group)))
         exact, fields = add_fields(self.ttype(x), v.type)
         return self.vec(node, VecOp.ADD, exact, fields, b_base=base)
 
@@ -438,41 +438,65 @@ def _shift_b(step, offset: int, readers: set[int]):
 @dataclass
 class TokenProgram:
     program: Program
-    images: int
     tokens: int
-    out_cols: int
+    out_cols: list[int]  # each inference's output columns
+    bodies: list[tuple[int, int]]  # each inference's steps: (first, end)
+
+
+def patches(graph: Graph, x: np.ndarray) -> np.ndarray:
+    """Raw images (N, H, W, C) as the patch rows the first node makes of them."""
+    p = graph.nodes[0].attrs["patch"]
+    x = np.asarray(x, dtype=np.int64)
+    n, h, w, c = x.shape
+    t = x.reshape(n, h // p, p, w // p, p, c).transpose(0, 1, 3, 2, 4, 5)
+    return t.reshape(n, (h // p) * (w // p), p * p * c)
+
+
+def compile_inferences(cfg: EngineConfig, runs: list[tuple[Graph, np.ndarray]]) -> TokenProgram:
+    """One program for a sequence of inferences ``(graph, raw image)``, e.g. alternating tasks.
+
+    Every inference loads what it needs (weights, biases, constants) and leaves
+    nothing behind, so its cycles do not depend on what ran before it.
+    """
+    compiled: dict[int, tuple[list, int, int]] = {}
+    prog = Program(cfg)
+    tokens = None
+    bodies, cols = [], []
+    for graph, image in runs:
+        if id(graph) not in compiled:
+            comp = _Compiler(graph, cfg)
+            steps, _ = comp.compile()
+            compiled[id(graph)] = (steps, comp.tokens, comp.zero_words)
+        steps, t, zero_words = compiled[id(graph)]
+        if tokens is None:
+            tokens = t
+            prog.steps.append(Load(Target.BIAS, 0, bias_words(cfg, None, zero_words * cfg.cols)))
+        elif t != tokens:
+            raise AccelError("the inferences of one program must have the same number of tokens")
+        rows = patches(graph, image[np.newaxis])[0]
+        k = ceil_to(rows.shape[-1], cfg.group)
+        first = len(prog.steps)
+        for s in steps:
+            if isinstance(s, tuple):  # the image's patches
+                prog.steps.append(Load(Target.A, s[1], a_words(cfg, rows, k)))
+            else:
+                prog.steps.append(s)
+        bodies.append((first, len(prog.steps)))
+        cols.append(graph.tensors[graph.outputs[0]].shape[-1])
+    return TokenProgram(prog, tokens or 0, cols, bodies)
 
 
 def compile_tokens(graph: Graph, cfg: EngineConfig, x: np.ndarray) -> TokenProgram:
-    """The program running ``graph`` on raw integer images ``x`` (N, H, W, C), one by one."""
-    comp = _Compiler(graph, cfg)
-    steps, _ = comp.compile()
-    first = graph.nodes[0]
-    p = first.attrs["patch"]
-    x = np.asarray(x, dtype=np.int64)
-    n, h, w, c = x.shape
-    patches = x.reshape(n, h // p, p, w // p, p, c).transpose(0, 1, 3, 2, 4, 5)
-    patches = patches.reshape(n, (h // p) * (w // p), p * p * c)
-    k = ceil_to(patches.shape[-1], cfg.group)
-    prog = Program(cfg)
-    prog.steps += [Load(Target.BIAS, 0, bias_words(cfg, None, comp.zero_words * cfg.cols))]
-    prog.steps += comp.prologue
-    start = len(prog.steps)
-    body_len = len(steps)
-    for img in patches:
-        for s in steps:
-            if isinstance(s, tuple):  # the image's patches
-                prog.steps.append(Load(Target.A, s[1], a_words(cfg, img, k)))
-            else:
-                prog.steps.append(s)
-    if n > 1:
-        prog.repeat = Repeat(start, body_len, n)
-    prog.instructions()
-    out = graph.tensors[graph.outputs[0]]
-    return TokenProgram(prog, n, comp.tokens, out.shape[-1])
+    """The program running ``graph`` on raw images ``x`` (N, H, W, C), one by one, in a LOOP."""
+    tp = compile_inferences(cfg, [(graph, img) for img in np.asarray(x)])
+    if len(tp.bodies) > 1:
+        first, end = tp.bodies[0]
+        tp.program.repeat = Repeat(first, end - first, len(tp.bodies))
+    tp.program.instructions()  # refuses a program longer than the instruction memory
+    return tp
 
 
-def token_outputs(tp: TokenProgram, lines: list[str]) -> np.ndarray:
-    """(N, T, C) raw outputs from the engine's output words."""
+def token_outputs(tp: TokenProgram, lines: list[str]) -> list[np.ndarray]:
+    """Each inference's raw outputs (T, C) from the engine's output words."""
     mats = tp.program.split_outputs(lines)
-    return np.stack([m[: tp.tokens, : tp.out_cols] for m in mats])
+    return [m[: tp.tokens, :c] for m, c in zip(mats, tp.out_cols, strict=True)]
