@@ -177,6 +177,13 @@ def task_graph(spec: str, task: str):
     return model.build_task(task)
 
 
+def load_task_model(spec: str, task: str | None):
+    """``load_model``, or with ``--task`` the task's graph of a multi-task zoo model."""
+    if task is None:
+        return load_model(spec)
+    return task_graph(spec, task), zoo.get(spec)
+
+
 def load_inputs(path: Path, graph) -> np.ndarray:
     """Float charges are quantized with the graph's input mode; integers are raw values."""
     from accel import reference
@@ -210,22 +217,16 @@ def save_array(path: Path, y: np.ndarray) -> None:
 def cmd_predict(args: argparse.Namespace) -> int:
     from accel import engines
 
-    if args.task is None:
-        graph, _ = load_model(args.model)
-    else:
-        graph = task_graph(args.model, args.task)
+    graph, _ = load_task_model(args.model, args.task)
     x = load_inputs(Path(args.inputs), graph)
     if args.arch == "engine" and args.engine != "rtl":
         raise AccelError("--arch engine runs the RTL: use it with --engine rtl")
+    _check_arch(graph, args)
     with _status(
         f"running {len(x)} samples on the {args.engine} engine", quiet=args.engine == "reference"
     ):
         if args.arch == "engine":
-            from accel.sim.engine import run_graph
-
-            y, _ = run_graph(
-                graph, engine_config(args.array, args.bank_words, args.bilinear_frac), x
-            )
+            y, _ = _run_engine(graph, args, x)
         else:
             y = engines.predict(graph, x, args.engine, args.reuse)
     save_array(Path(args.out), y)
@@ -245,7 +246,8 @@ def cmd_sim(args: argparse.Namespace) -> int:
         raise AccelError("--samples must be at least 1")
     if args.simulator != "verilator":
         raise AccelError(f"simulator {args.simulator!r} is not available (use verilator)")
-    graph, model = load_model(args.model)
+    graph, model = load_task_model(args.model, args.task)
+    _check_arch(graph, args)
     x = sample_inputs(graph, model, args.samples, args.seed)
     if args.arch == "engine":
         return _sim_engine(args, graph, x)
@@ -353,20 +355,42 @@ def engine_config(array: str, bank_words: int = 512, bilinear_frac: int = 4):
         raise AccelError(f"--array: {e}") from None
 
 
+def _check_arch(graph, args: argparse.Namespace) -> None:
+    from accel.engine.vit import is_token_graph
+
+    if is_token_graph(graph) and args.arch != "engine":
+        raise AccelError(
+            f"{graph.name} runs on the engine (its softmax, GELU and LayerNorm need the vector "
+            "unit): use --arch engine"
+        )
+
+
+def _run_engine(graph, args: argparse.Namespace, x: np.ndarray):
+    """The graph on the engine its ops need: the ViT's with the vector unit."""
+    from accel.engine import vit
+    from accel.sim.engine import run_graph, run_tokens
+
+    if vit.is_token_graph(graph):
+        try:
+            cfg = vit.engine_config(args.array, args.bank_words)
+        except AccelError as e:
+            raise AccelError(f"--array: {e}") from None
+        return run_tokens(graph, cfg, x)
+    return run_graph(graph, engine_config(args.array, args.bank_words, args.bilinear_frac), x)
+
+
 def _sim_engine(args: argparse.Namespace, graph, x: np.ndarray) -> int:
     from accel import reference
-    from accel.sim.engine import run_graph
 
     if args.backpressure:
         raise AccelError("--backpressure is for the dataflow design; the engine test uses GEMMs")
-    cfg = engine_config(args.array, args.bank_words, args.bilinear_frac)
     with _status(f"running {len(x)} samples on the {args.array} engine", quiet=args.json):
-        y, run = run_graph(graph, cfg, x)
+        y, run = _run_engine(graph, args, x)
     mismatches = int((y != reference.predict(graph, x)).reshape(len(x), -1).any(axis=1).sum())
     report = {
         "model": graph.name,
         "arch": "engine",
-        "engine": cfg.to_json(),
+        "engine": run.config.to_json(),
         "samples": len(x),
         "mismatches": mismatches,
         "last_output_cycle": {
@@ -397,7 +421,7 @@ def _chunks(run) -> int:
 
 # -- accel generate -----------------------------------------------------------------
 def cmd_generate(args: argparse.Namespace) -> int:
-    graph, model = load_model(args.model)
+    graph, model = load_task_model(args.model, args.task)
     out = Path(args.out)
     board = None
     if args.target == "bitstream":
@@ -657,6 +681,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--backpressure", action="store_true", help="random source stalls and sink back-pressure"
     )
     s.add_argument("--simulator", default="verilator", help="verilator (default)")
+    s.add_argument("--task", metavar="NAME", help="multi-task models (moe_vit): the task to run")
     _arch_options(s)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--json", action="store_true", help="one JSON document on stdout")
@@ -681,6 +706,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--backend", choices=["Vitis", "Vivado"], default="Vitis", help="hls4ml backend"
     )
     ge.add_argument("--vectors", type=_positive, default=1000, help="test vectors (verilog)")
+    ge.add_argument(
+        "--task", metavar="NAME", help="multi-task models (moe_vit): the task's static pathway"
+    )
     ge.add_argument("--seed", type=int, default=1, help="stimulus and place-and-route seed")
     ge.add_argument("--json", action="store_true")
     ge.set_defaults(func=cmd_generate)

@@ -164,9 +164,27 @@ def _activation(name: str, kind: str, prev: str) -> dict:
     return {"name": name, "class_name": "Activation", "activation": kind, "inputs": [prev]}
 
 
+# Integer ViT ops hls4ml (1.3) has no bit-exact counterpart for: checked before anything
+# else, so the error names the real obstacle rather than the first unmapped reshaping op.
+NOT_EXPRESSIBLE = {
+    "layernorm_int": "hls4ml's LayerNormalization reads 1/sqrt(variance) from a 1,024-entry "
+    "lookup table; I-ViT's LayerNorm (exact integer square root and division) has no "
+    "counterpart",
+    "softmax_int": "hls4ml's Softmax reads exp and 1/sum from lookup tables; Shiftmax (shift "
+    "exponential, exact sum, one division per row) has no counterpart",
+    "gelu_int": "hls4ml has no GELU activation",
+}
+
+
 def _lower(graph: Graph) -> _Lowered:
     if len(graph.inputs) != 1 or len(graph.outputs) != 1:
         raise AccelError(f"graph {graph.name}: the hls4ml flow needs one input and one output")
+    for node in graph.nodes:
+        if node.op in NOT_EXPRESSIBLE:
+            raise AccelError(
+                f"node {node.name}: {node.op} cannot be expressed bit-exactly in hls4ml: "
+                f"{NOT_EXPRESSIBLE[node.op]} (the engine runs it: accel sim MODEL --arch engine)"
+            )
     src = graph.inputs[0]
     quant = graph.input_quant[src]
     nodes = list(graph.nodes)

@@ -34,6 +34,7 @@ class EngineRun:
     model: ProgramTiming
     wall_s: float
     build_s: float
+    config: EngineConfig | None = None
 
     @property
     def cycles_match(self) -> bool:
@@ -55,6 +56,7 @@ def _simulate(
         model=predict(program),
         wall_s=run.wall_s,
         build_s=run.build_s,
+        config=program.cfg,
     )
 
 

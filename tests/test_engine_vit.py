@@ -4,18 +4,19 @@ Also the task switch: a sequence of inferences alternating tasks takes, for
 each inference, exactly the cycles that task takes alone.
 """
 
+import json
+
 import numpy as np
 import pytest
 
 from accel import reference
-from accel.engine.config import EngineConfig
 from accel.engine.cycles import predict
-from accel.engine.vit import compile_inferences
+from accel.engine.vit import compile_inferences, engine_config
 from accel.sim.engine import run_inferences, run_tokens
 from accel.zoo import MODELS
 from accel.zoo.moe_vit.model import build
 
-VIT_CFG = EngineConfig(vector=True, a_depth=512, b_depth=1024, bias_depth=64, imem_depth=512)
+VIT_CFG = engine_config()
 
 
 def _images(n: int, seed: int, graph) -> np.ndarray:
@@ -56,3 +57,35 @@ def test_task_switch_costs_nothing():
     }
     assert switched == [alone[g.name] for g in order]
     assert alone[seg.name] != alone[depth.name]  # the tasks' experts and heads differ
+
+
+def test_cli_sim_on_engine(capsys):
+    """``accel sim moe_vit --task depth --arch engine``: edge-value images included."""
+    from accel.cli import main
+
+    code = main(["sim", "moe_vit", "--task", "depth", "--arch", "engine", "--samples", "2",
+                 "--json"])  # fmt: skip
+    doc = json.loads(capsys.readouterr().out)
+    assert code == 0
+    assert doc["mismatches"] == 0 and doc["cycles_match_model"]
+    assert doc["engine"]["vector"] is True
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["sim", "moe_vit", "--samples", "1"], "moe_vit_moe_seg runs on the engine (its softmax, "),
+        (["sim", "moe_vit", "--task", "pose", "--arch", "engine"], "moe_vit has no task 'pose'"),
+        (["sim", "moe_vit", "--arch", "engine", "--array", "4x8"], "--array: an engine with a "),
+        (["generate", "moe_vit", "--task", "seg", "--target", "hls4ml", "-o", "OUT"],
+         "node b0_ln1: layernorm_int cannot be expressed bit-exactly in hls4ml: "),
+    ],
+)  # fmt: skip
+def test_cli_bad_input_one_line(argv, message, capsys, tmp_path):
+    from accel.cli import main
+
+    argv = [str(tmp_path / "out") if a == "OUT" else a for a in argv]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith(f"accel: error: {message}")
+    assert not (tmp_path / "out").exists()

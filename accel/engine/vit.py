@@ -66,6 +66,18 @@ VIT_NODES = (
 )  # fmt: skip
 
 
+def is_token_graph(graph: Graph) -> bool:
+    """A graph for this compiler (a ViT): it starts by cutting its image into patches."""
+    return bool(graph.nodes) and graph.nodes[0].op == "patchify"
+
+
+def engine_config(array: str = "8x8", bank_words: int = 512) -> EngineConfig:
+    """The engine the token graphs run on: the vector unit, room for the ViT's programs."""
+    return EngineConfig.array(
+        array, vector=True, a_depth=bank_words, b_depth=1024, bias_depth=64, imem_depth=512
+    )
+
+
 @dataclass
 class Region:
     base: int

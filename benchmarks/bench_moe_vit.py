@@ -1,0 +1,204 @@
+"""The MoE ViT on the engine: cost per task, gated vs all experts; prints JSON.
+
+    python benchmarks/bench_moe_vit.py [--images 2] [--synth]
+
+* per task (seg, depth), for the task's own top-2 experts ("gated") and for
+  all four experts of each MoE layer ("all_experts", a cost comparison only):
+  MACs (FLOPs = 2 x MACs) of the whole network and of its MoE layers, engine
+  cycles per inference (cycle model; the gated graphs are also run under
+  Verilator here, bit-exact with the reference and cycle-exact, asserted),
+  weight bytes fetched per inference, and where the cycles go: per layer
+  type, the cycles and the MAC-array utilisation (useful MACs / (64 MAC units
+  x cycles)), the vector unit's ops and the loads;
+* the task switch: cycles of a seg inference after a depth inference vs
+  after another seg inference (the cycle model, checked under Verilator in
+  tests/test_engine_vit.py);
+* simulation speed (cycles/s of the Verilator run) and reference throughput;
+* ``--synth``: the vector engine's cells after yosys synth_ecp5 (no place
+  and route).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+from timing import best_of
+
+from accel import reference
+from accel.engine.cycles import predict
+from accel.engine.isa import Target
+from accel.engine.program import Gemm, Load
+from accel.engine.vector import Vec
+from accel.engine.vit import compile_inferences, engine_config
+from accel.sim.engine import run_inferences
+from accel.zoo import MODELS
+from accel.zoo.moe_vit.model import build
+
+CFG = engine_config()
+KINDS = [
+    (r"^embed$", "embed"),
+    (r"_[qkv]\d+$", "qkv"),
+    (r"_s\d+$", "scores QK^T"),
+    (r"_o\d+$", "attention PV"),
+    (r"_proj$", "proj"),
+    (r"_mlp_fc\d$", "mlp"),
+    (r"_e\d+_fc\d$", "experts"),
+    (r"_head$", "head"),
+]
+
+
+def kind(step) -> str:
+    if isinstance(step, Load):
+        return {Target.A: "load inputs", Target.B: "load weights", Target.BIAS: "load biases"}[
+            step.target
+        ]
+    if isinstance(step, Vec):
+        return f"vector {step.vop.name.lower()}"
+    for pattern, name in KINDS:
+        if re.search(pattern, step.name):
+            return name
+    raise ValueError(f"unclassified GEMM {step.name}")
+
+
+def profile(tp, timing, index: int = 0) -> dict:
+    """Cycles, MACs and utilisation per kind of step for one inference."""
+    ends = [0, *timing.ends]
+    first, end = tp.bodies[index]
+    rows = defaultdict(lambda: {"cycles": 0, "useful_macs": 0})
+    for i in range(first, end):
+        step = tp.program.steps[i]
+        r = rows[kind(step)]
+        r["cycles"] += ends[i + 1] - ends[i]
+        if isinstance(step, Gemm):
+            r["useful_macs"] += step.useful_macs
+    for r in rows.values():
+        if r["useful_macs"]:
+            r["utilisation"] = round(r["useful_macs"] / (CFG.macs * r["cycles"]), 3)
+        else:
+            del r["useful_macs"]
+    return dict(rows)
+
+
+def weight_bytes(graph) -> dict:
+    """Bytes of parameters an inference fetches (8-bit weights, wider biases and betas)."""
+    w = b = 0
+    for n in graph.nodes:
+        for name, p in n.params.items():
+            size = p.data.size * -(-p.type.width // 8)
+            if name in ("weight", "value", "gamma"):
+                w += size
+            else:
+                b += size
+    return {"weights": w, "biases_and_betas": b, "total": w + b}
+
+
+def moe_macs(graph) -> int:
+    return sum(
+        n.params["weight"].data.size * graph.tensors[n.inputs[0]].shape[0]
+        for n in graph.nodes
+        if n.op == "dense" and re.search(r"_e\d+_fc\d$", n.name)
+    )
+
+
+def task_costs(task: str, images: np.ndarray) -> dict:
+    out = {}
+    for label, all_experts in (("gated", False), ("all_experts", True)):
+        g = build(task=task, all_experts=all_experts)
+        tp = compile_inferences(CFG, [(g, images[0]), (g, images[0])])
+        timing = predict(tp.program)
+        prof = profile(tp, timing, 1)
+        macs = sum(s.useful_macs for s in tp.program.steps[slice(*tp.bodies[1])]
+                   if isinstance(s, Gemm))  # fmt: skip
+        out[label] = {
+            "cycles_per_inference": sum(r["cycles"] for r in prof.values()),
+            "macs": macs,
+            "moe_macs": moe_macs(g),
+            "fetched_bytes": weight_bytes(g),
+            "profile": prof,
+        }
+    gated, full = out["gated"], out["all_experts"]
+    out["saving"] = {
+        "macs": round(1 - gated["macs"] / full["macs"], 3),
+        "moe_macs": round(1 - gated["moe_macs"] / full["moe_macs"], 3),
+        "cycles": round(1 - gated["cycles_per_inference"] / full["cycles_per_inference"], 3),
+        "fetched_bytes": round(
+            1 - gated["fetched_bytes"]["total"] / full["fetched_bytes"]["total"], 3
+        ),
+    }
+    return out
+
+
+def switch(images: np.ndarray) -> dict:
+    seg, depth = build(task="seg"), build(task="depth")
+    after = {}
+    for label, prev in (("after_seg", seg), ("after_depth", depth)):
+        tp = compile_inferences(CFG, [(prev, images[0]), (seg, images[1])])
+        ends = [0, *predict(tp.program).ends]
+        first, end = tp.bodies[1]
+        after[label] = ends[end] - ends[first]
+    after["extra_cycles"] = after["after_depth"] - after["after_seg"]
+    return {"seg_inference_cycles": after}
+
+
+def simulate(images: np.ndarray) -> dict:
+    """Both tasks under Verilator, asserted bit-exact and cycle-exact."""
+    graphs = [build(task=t) for t in ("seg", "depth")]
+    runs = [(g, x) for x in images for g in graphs]
+    tp = compile_inferences(CFG, runs)
+    outs, run = run_inferences(tp)
+    for (g, x), y in zip(runs, outs, strict=True):
+        assert np.array_equal(y, reference.predict(g, x[np.newaxis])[0]), g.name
+    assert run.cycles_match, "Verilator cycles differ from the cycle model"
+    return {
+        "inferences": len(runs),
+        "cycles": run.cycles,
+        "sim_cycles_per_s": round(run.cycles / run.wall_s),
+        "mismatches": 0,
+        "cycles_match_model": True,
+    }
+
+
+def synth() -> dict:
+    import tempfile
+
+    from accel.flows.fpga import synth_stats
+    from accel.rtl.engine.core import to_verilog
+
+    print("synthesizing the vector engine (yosys) ...", file=sys.stderr)
+    cells = synth_stats(to_verilog(CFG, "engine"), "engine", Path(tempfile.mkdtemp()))
+    return {"config": CFG.to_json(), "cells": cells}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--images", type=int, default=2)
+    ap.add_argument("--synth", action="store_true")
+    args = ap.parse_args()
+    g = build(task="seg")
+    floats = MODELS["moe_vit"].make_inputs(max(args.images, 200), 0)
+    raw = reference.quantize_inputs(g, g.inputs[0], floats)
+    t_ref = best_of(lambda: reference.predict(g, raw))
+    result = {
+        "config": CFG.to_json(),
+        "reference_images_per_s": round(len(raw) / t_ref, 1),
+        "tasks": {},
+    }
+    for task in ("seg", "depth"):
+        print(f"costs of {task} ...", file=sys.stderr)
+        result["tasks"][task] = task_costs(task, raw)
+    result["task_switch"] = switch(raw)
+    print("running both tasks under Verilator ...", file=sys.stderr)
+    result["verilator"] = simulate(raw[: args.images])
+    if args.synth:
+        result["synthesis"] = synth()
+    print(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()
