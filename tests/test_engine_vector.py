@@ -10,7 +10,6 @@ import pytest
 
 from accel import intops
 from accel.engine.compile import Allocator, GemmSpec, place
-from accel.engine.config import EngineConfig
 from accel.engine.isa import Target, VecOp
 from accel.engine.program import Drain, Geometry, Load, Program, a_words, bias_words
 from accel.engine.vector import (
@@ -21,10 +20,11 @@ from accel.engine.vector import (
     layernorm_fields,
     softmax_fields,
 )
+from accel.engine.vit import engine_config
 from accel.fixed import FixedType, Overflow, Quant, Rounding, requantize
 from accel.sim.engine import run_program
 
-CFG = EngineConfig(vector=True, a_depth=256, b_depth=256, bias_depth=32, imem_depth=32)
+CFG = engine_config()  # the ViT's engine: one Verilator build for both test files
 OUT = 128  # the result region in the banks
 Y = 64  # ADD's second operand
 

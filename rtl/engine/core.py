@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 from amaranth.back import verilog
 from amaranth.hdl import Module, Mux, Signal, unsigned
 from amaranth.lib import data, stream, wiring
@@ -332,6 +334,10 @@ class Engine(wiring.Component):
         return m
 
 
+@functools.lru_cache(maxsize=8)
 def to_verilog(cfg: EngineConfig, name: str = "accel_engine") -> str:
-    """Verilog of the engine; ports ``clk rst i__payload i__valid i__ready o__... halted``."""
+    """Verilog of the engine; ports ``clk rst i__payload i__valid i__ready o__... halted``.
+
+    Kept per configuration: elaborating the vector engine takes half a minute.
+    """
     return verilog.convert(Engine(cfg), name=name, emit_src=False)
