@@ -121,6 +121,21 @@ def layernorm_fields(
     # |2**(m+1) sum + C| plus the 2C - 1 a floor of a negative quotient adds
     mag = ((c * max(-x.min_int, x.max_int)) << (mean_frac + 1)) + 3 * c
     out = intops.layernorm_out_type(c, norm_frac, gamma, beta)
+    # the lanes' datapath widths (rtl.engine.vector): deviations, 1/sigma, n, beta
+    limits = {
+        "the deviation from the mean": (((x.max_int - x.min_int) << mean_frac).bit_length(), 26),
+        "the reciprocal of sigma": (w["dividend"], 36),
+        "the normalized value": (intops.norm_bound(c, norm_frac).bit_length(), 29),
+    }
+    if beta is not None:
+        shift = norm_frac + gamma.frac - beta.frac
+        limits["beta, aligned"] = (max(-beta.min_int, beta.max_int).bit_length() + shift, 60)
+    for what, (bits, most) in limits.items():
+        if bits > most:
+            raise AccelError(
+                f"layernorm over {c} values of {x}: {what} needs {bits} bits, the vector unit "
+                f"has {most}; lower mean_frac, sqrt_guard or norm_frac"
+            )
     fields = {
         "ln_m": mean_frac,
         "ln_g": sqrt_guard,

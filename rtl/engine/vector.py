@@ -24,7 +24,7 @@ through the same run-time requantizer as the GEMM drain.
 
 from __future__ import annotations
 
-from amaranth.hdl import C, Module, Mux, Signal, Value, signed
+from amaranth.hdl import C, Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -63,6 +63,22 @@ def exponent(m: Module, x: Value, frac: Value, name: str) -> tuple[Signal, Signa
     mask = ((C(1, 1) << frac) - 1)[:40]
     mant = named(m, ((C(1, 1) << frac) + (t.as_unsigned() & mask))[:26], f"{name}_mant")
     return k, mant
+
+
+def shl(m: Module, v: Value, amount: Value, name: str, width: int = 64) -> Value:
+    """``v << amount`` kept to ``width`` bits (the caller bounds the result).
+
+    A barrel shifter of ``width``-bit stages: a plain variable shift is
+    ``len(v) + 2**len(amount) - 1`` bits wide, which slows Verilator down
+    (wide words) and means nothing in hardware.
+    """
+    shape = signed(width) if v.shape().signed else unsigned(width)
+    out = Signal(shape, name=name)
+    m.d.comb += out.eq(v)
+    stage: Value = out
+    for i in range(len(amount)):
+        stage = Mux(amount[i], (stage << (1 << i))[:width], stage[:width])
+    return stage.as_signed() if shape.signed else stage
 
 
 def bit_length(m: Module, v: Value, name: str) -> Signal:
@@ -203,8 +219,8 @@ class VectorUnit(wiring.Component):
         dividers = []
         roots = []
         for r in range(rows):
-            d = RowDivider(WIDE, WIDE)
-            s = RowSqrt(WIDE)
+            d = RowDivider(WIDE, 32)  # divisors: S cut to 20 bits, 2C, sigma < 2**31
+            s = RowSqrt(62)
             m.submodules[f"div{r}"] = d
             m.submodules[f"sqrt{r}"] = s
             dividers.append(d)
@@ -222,7 +238,7 @@ class VectorUnit(wiring.Component):
 
         def deviation(r: int, e: int) -> Signal:
             x = self.a_data[r][e]
-            y = named(m, (x << p.ln_m) - mean(r)[:40].as_signed(), f"y_{r}_{e}")
+            y = named(m, ((x << p.ln_m) - mean(r)[:40].as_signed())[:27].as_signed(), f"y_{r}_{e}")
             return y
 
         m.d.comb += [
@@ -265,6 +281,9 @@ class VectorUnit(wiring.Component):
                 res = requantize(m, out[r][e], p, bits, f"vq_{r}_{e}")
                 m.d.comb += self.wdata[r][e].eq(res)
 
+        # each value's shift exponential, for both softmax passes
+        lane_exp = [[exponent(m, self.a_data[r][e], p.x_frac, f"xe_{r}_{e}") for e in range(lanes)]
+                    for r in range(rows)]  # fmt: skip
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.start):
@@ -292,7 +311,7 @@ class VectorUnit(wiring.Component):
                     for r in range(rows):
                         ks, mants, valid = [], [], []
                         for e in range(lanes):
-                            k, mant = exponent(m, self.a_data[r][e], p.x_frac, f"se_{r}_{e}")
+                            k, mant = lane_exp[r][e]
                             ks.append(k)
                             mants.append(mant)
                             valid.append(lane_valid(e))
@@ -304,7 +323,11 @@ class VectorUnit(wiring.Component):
                             m, Mux(fsm_first | (kw > big_k[r]), kw, big_k[r]), f"newk_{r}"
                         )
                         terms = [
-                            Mux(valid[e], (mants[e] << (ks[e] - new_k + p.span)[:7])[:WIDE], 0)
+                            Mux(
+                                valid[e],
+                                shl(m, mants[e], (ks[e] - new_k + p.span)[:6], f"term_{r}_{e}"),
+                                0,
+                            )
                             for e in range(lanes)
                         ]
                         kept = Mux(fsm_first, 0, total[r] >> (new_k - big_k[r])[:7])
@@ -326,18 +349,25 @@ class VectorUnit(wiring.Component):
                     ld = bit_length(m, s, f"ld_{r}")
                     cut = named(m, ld.as_signed() - mm, f"cut_{r}")
                     dn = Mux(cut > 0, cut, 0)[:7]
-                    sticky = (s & ((C(1, 1) << dn) - 1)[:WIDE]).any()
-                    s_top = Mux(cut > 0, (s >> dn) + sticky, (s << (-cut)[:7])[:WIDE])
+                    sticky = (s & (shl(m, C(1, 1), dn[:6], f"stk_{r}") - 1)[:WIDE]).any()
+                    s_top = Mux(cut > 0, (s >> dn) + sticky, shl(m, s, (-cut)[:6], f"stop_{r}"))
                     # layernorm: floor((2**(m+1) sum + C) / (2C)) on magnitudes
                     c2 = p.v_count << 1
-                    num = named(m, (total[r] << (p.ln_m + 1)) + p.v_count, f"mnum_{r}")
+                    wide_sum = shl(m, total[r][:48].as_signed(), (p.ln_m + 1)[:6], f"msum_{r}")
+                    num = named(m, wide_sum + p.v_count, f"mnum_{r}")
                     neg = num < 0
                     mag = Mux(neg, -num + c2 - 1, num)
                     sm = p.vop == VecOp.SOFTMAX
                     dv = dividers[r]
                     m.d.comb += [
                         dv.start.eq(1),
-                        dv.a.eq(Mux(sm, C(1, 1) << (2 * p.sm_bits + 2 * g + 3), mag)),
+                        dv.a.eq(
+                            Mux(
+                                sm,
+                                shl(m, C(1, 1), (2 * p.sm_bits + 2 * g + 3)[:6], f"one_{r}"),
+                                mag,
+                            )
+                        ),
                         dv.b.eq(Mux(sm, s_top, c2)),
                         dv.n.eq(Mux(sm, p.div_n, p.mu_n)),
                     ]
@@ -397,7 +427,7 @@ class VectorUnit(wiring.Component):
                     m.d.sync += [mu[r].eq(mean(r)), zero_sigma[r].eq(sigma == 0)]
                     m.d.comb += [
                         dv.start.eq(1),
-                        dv.a.eq((p.v_count << shift)[:WIDE]),
+                        dv.a.eq(shl(m, p.v_count, shift[:6], f"lnd_{r}")),
                         dv.b.eq(Mux(sigma == 0, 1, sigma)),
                         dv.n.eq(p.div_n),
                     ]
@@ -421,18 +451,24 @@ class VectorUnit(wiring.Component):
                     for e in range(lanes):
                         x = self.a_data[r][e]
                         add = (x << p.sh_a) + (self.b_data[r][e] << p.sh_b)
-                        k, mant = exponent(m, x, p.x_frac, f"oe_{r}_{e}")
+                        k, mant = lane_exp[r][e]
                         sh = (1 + g + lead[r] - p.span + big_k[r] - k).as_signed()
                         sh = named(m, Mux(sh > 62, 62, sh)[:7], f"osh_{r}_{e}")
-                        prob = ((mant * recip[:24]) + ((C(1, 1) << sh) >> 1)) >> sh
-                        y = named(m, (x << p.ln_m) - mu[r][:40].as_signed(), f"oy_{r}_{e}")
+                        half = shl(m, C(1, 1), (sh - 1).as_unsigned()[:6], f"half_{r}_{e}")
+                        prob = ((mant * recip[:20]) + half[:63]) >> sh
+                        y = named(
+                            m,
+                            ((x << p.ln_m) - mu[r][:40].as_signed())[:27].as_signed(),
+                            f"oy_{r}_{e}",
+                        )
                         r_ln = Mux(zero_sigma[r], 0, recip)
                         norm = named(
                             m,
-                            ((y * r_ln[:48].as_unsigned()) >> (p.ln_w + p.ln_m))[:40].as_signed(),
+                            ((y * r_ln[:36]) >> (p.ln_w + p.ln_m))[:30].as_signed(),
                             f"on_{r}_{e}",
                         )
-                        ln = norm * self.g_data[e] + (self.e_data[e] << p.beta_shift)
+                        beta = shl(m, self.e_data[e], p.beta_shift, f"beta_{r}_{e}", 62)
+                        ln = norm * self.g_data[e] + beta
                         v = Mux(
                             p.vop == VecOp.ADD,
                             add,
