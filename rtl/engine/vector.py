@@ -281,6 +281,17 @@ class VectorUnit(wiring.Component):
                 res = requantize(m, out[r][e], p, bits, f"vq_{r}_{e}")
                 m.d.comb += self.wdata[r][e].eq(res)
 
+        # one multiplier per lane, shared by the ops' passes: y * y (layernorm's variance),
+        # mant * 1/S (softmax), y * 1/sigma (layernorm), x * sigmoid (GELU)
+        mul_a = [[Signal(signed(27), name=f"ma_{r}_{e}") for e in range(lanes)]
+                 for r in range(rows)]  # fmt: skip
+        mul_b = [[Signal(signed(37), name=f"mb_{r}_{e}") for e in range(lanes)]
+                 for r in range(rows)]  # fmt: skip
+        mul_p = [[Signal(signed(64), name=f"mp_{r}_{e}") for e in range(lanes)]
+                 for r in range(rows)]  # fmt: skip
+        for r in range(rows):
+            for e in range(lanes):
+                m.d.comb += mul_p[r][e].eq(mul_a[r][e] * mul_b[r][e])
         # each value's shift exponential, for both softmax passes
         lane_exp = [[exponent(m, self.a_data[r][e], p.x_frac, f"xe_{r}_{e}") for e in range(lanes)]
                     for r in range(rows)]  # fmt: skip
@@ -393,8 +404,10 @@ class VectorUnit(wiring.Component):
                 with m.If(cnt != 0):
                     m.d.sync += fsm_first.eq(0)
                     for r in range(rows):
-                        ys = [deviation(r, e) for e in range(lanes)]
-                        sq = sum(Mux(lane_valid(e), y * y, 0) for e, y in enumerate(ys))
+                        for e in range(lanes):
+                            y = deviation(r, e)
+                            m.d.comb += [mul_a[r][e].eq(y), mul_b[r][e].eq(y)]
+                        sq = sum(Mux(lane_valid(e), mul_p[r][e], 0) for e in range(lanes))
                         m.d.sync += total[r].eq(Mux(fsm_first, 0, total[r]) + sq)
                 with m.If(cnt == p.v_len):
                     m.d.sync += cnt.eq(0)
@@ -455,17 +468,20 @@ class VectorUnit(wiring.Component):
                         sh = (1 + g + lead[r] - p.span + big_k[r] - k).as_signed()
                         sh = named(m, Mux(sh > 62, 62, sh)[:7], f"osh_{r}_{e}")
                         half = shl(m, C(1, 1), (sh - 1).as_unsigned()[:6], f"half_{r}_{e}")
-                        prob = ((mant * recip[:20]) + half[:63]) >> sh
+                        sm = p.vop == VecOp.SOFTMAX
+                        prob = (mul_p[r][e].as_unsigned()[:63] + half[:63]) >> sh
                         y = named(
                             m,
                             ((x << p.ln_m) - mu[r][:40].as_signed())[:27].as_signed(),
                             f"oy_{r}_{e}",
                         )
                         r_ln = Mux(zero_sigma[r], 0, recip)
+                        m.d.comb += [
+                            mul_a[r][e].eq(Mux(sm, mant, y)),
+                            mul_b[r][e].eq(Mux(sm, recip[:20], r_ln[:36])),
+                        ]
                         norm = named(
-                            m,
-                            ((y * r_ln[:36]) >> (p.ln_w + p.ln_m))[:30].as_signed(),
-                            f"on_{r}_{e}",
+                            m, (mul_p[r][e] >> (p.ln_w + p.ln_m))[:30].as_signed(), f"on_{r}_{e}"
                         )
                         beta = shl(m, self.e_data[e], p.beta_shift, f"beta_{r}_{e}", 62)
                         ln = norm * self.g_data[e] + beta
@@ -535,7 +551,11 @@ class VectorUnit(wiring.Component):
                 m.d.comb += [self.we.eq(1), self.waddr.eq(o_row + cnt)]
                 for r in range(rows):
                     for e in range(lanes):
-                        m.d.comb += out[r][e].eq(gelu_x[r][e] * gelu_q[r][e])
+                        m.d.comb += [
+                            mul_a[r][e].eq(gelu_x[r][e]),
+                            mul_b[r][e].eq(gelu_q[r][e]),
+                            out[r][e].eq(mul_p[r][e]),
+                        ]
                 m.d.sync += cnt.eq(cnt + 1)
                 m.next = "G_READ"
                 with m.If(cnt == p.v_len - 1):
