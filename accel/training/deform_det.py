@@ -573,13 +573,9 @@ def train_all(out_dir: Path = zm.WEIGHTS_DIR, seed: int = 0, progress: bool = Tr
 
 def main(argv: list[str] | None = None) -> None:
     """``python -m accel.training.deform_det``: retrain the shipped weights and metrics.json."""
-    import argparse
+    from accel.training import retrain_main
 
-    p = argparse.ArgumentParser(prog="python -m accel.training.deform_det")
-    p.add_argument("-o", "--out", type=Path, default=zm.WEIGHTS_DIR)
-    p.add_argument("--seed", type=int, default=0)
-    args = p.parse_args(argv)
-    train_all(args.out, args.seed)
+    retrain_main("python -m accel.training.deform_det", zm.WEIGHTS_DIR, train_all, argv)
 
 
 if __name__ == "__main__":

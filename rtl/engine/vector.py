@@ -295,6 +295,20 @@ class VectorUnit(wiring.Component):
         # each value's shift exponential, for both softmax passes
         lane_exp = [[exponent(m, self.a_data[r][e], p.x_frac, f"xe_{r}_{e}") for e in range(lanes)]
                     for r in range(rows)]  # fmt: skip
+
+        def iterate(units, n: Value) -> Value:
+            """Step the rows' dividers or roots; true in the last of ``n`` cycles."""
+            m.d.comb += self.busy.eq(1)
+            m.d.comb += [u.step.eq(1) for u in units]
+            m.d.sync += cnt.eq(cnt + 1)
+            done = Signal(name=f"iterated_{len(iterations)}")
+            iterations.append(done)
+            m.d.comb += done.eq(cnt + 1 >= n)
+            with m.If(done):
+                m.d.sync += cnt.eq(0)
+            return done
+
+        iterations: list[Signal] = []
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.start):
@@ -386,13 +400,8 @@ class VectorUnit(wiring.Component):
                 m.d.sync += cnt.eq(0)
                 m.next = "DIV1"
             with m.State("DIV1"):
-                m.d.comb += self.busy.eq(1)
-                for dv in dividers:
-                    m.d.comb += dv.step.eq(1)
-                m.d.sync += cnt.eq(cnt + 1)
-                n = Mux(p.vop == VecOp.SOFTMAX, p.div_n, p.mu_n)
-                with m.If(cnt + 1 >= n):
-                    m.d.sync += [cnt.eq(0), fsm_first.eq(1)]
+                with m.If(iterate(dividers, Mux(p.vop == VecOp.SOFTMAX, p.div_n, p.mu_n))):
+                    m.d.sync += fsm_first.eq(1)
                     with m.If(p.vop == VecOp.SOFTMAX):
                         m.next = "OUT"
                     with m.Else():
@@ -423,12 +432,7 @@ class VectorUnit(wiring.Component):
                     ]
                 m.next = "SQRT"
             with m.State("SQRT"):
-                m.d.comb += self.busy.eq(1)
-                for s in roots:
-                    m.d.comb += s.step.eq(1)
-                m.d.sync += cnt.eq(cnt + 1)
-                with m.If(cnt + 1 >= p.sqrt_n):
-                    m.d.sync += cnt.eq(0)
+                with m.If(iterate(roots, p.sqrt_n)):
                     m.next = "PREP3"
             with m.State("PREP3"):
                 m.d.comb += self.busy.eq(1)
@@ -446,12 +450,7 @@ class VectorUnit(wiring.Component):
                     ]
                 m.next = "DIV2"
             with m.State("DIV2"):
-                m.d.comb += self.busy.eq(1)
-                for dv in dividers:
-                    m.d.comb += dv.step.eq(1)
-                m.d.sync += cnt.eq(cnt + 1)
-                with m.If(cnt + 1 >= p.div_n):
-                    m.d.sync += cnt.eq(0)
+                with m.If(iterate(dividers, p.div_n)):
                     m.next = "OUT"
             # -- the last pass: one word per cycle out of each row
             with m.State("OUT"):
