@@ -76,7 +76,8 @@ def test_cli_sim_on_engine(capsys):
     [
         (["sim", "moe_vit", "--samples", "1"], "moe_vit_moe_seg runs on the engine (its softmax, "),
         (["sim", "moe_vit", "--task", "pose", "--arch", "engine"], "moe_vit has no task 'pose'"),
-        (["sim", "moe_vit", "--arch", "engine", "--array", "4x8"], "--array: an engine with a "),
+        (["sim", "moe_vit", "--arch", "engine", "--array", "4x8"],
+         "--array: the vector engine's array must "),
         (["generate", "moe_vit", "--task", "seg", "--target", "hls4ml", "-o", "OUT"],
          "node b0_ln1: layernorm_int cannot be expressed bit-exactly in hls4ml: "),
     ],

@@ -72,10 +72,20 @@ def is_token_graph(graph: Graph) -> bool:
 
 
 def engine_config(array: str = "8x8", bank_words: int = 512) -> EngineConfig:
-    """The engine the token graphs run on: the vector unit, room for the ViT's programs."""
+    """The engine the token graphs run on: the vector unit, room for the ViT's programs.
+
+    The group is the array's row count (a transposed tile column is one weight word).
+    """
+    shape = EngineConfig.array(array, group=1)
+    rows = shape.rows
+    if shape.cols != rows:
+        raise AccelError(
+            f"the vector engine's array must be square (its group is the rows), got {array}"
+        )
     return EngineConfig.array(
-        array, vector=True, a_depth=bank_words, b_depth=1024, bias_depth=64, imem_depth=512
-    )
+        array, group=rows, vector=True, a_depth=bank_words, b_depth=1024, bias_depth=64,
+        imem_depth=512,
+    )  # fmt: skip
 
 
 @dataclass
