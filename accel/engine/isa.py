@@ -12,14 +12,28 @@ from amaranth.hdl import signed, unsigned
 from amaranth.lib import data, enum
 
 from accel.engine.config import EngineConfig
+from accel.errors import AccelError
 
 
-class Opcode(enum.Enum, shape=3):
+class Opcode(enum.Enum, shape=2):
     HALT = 0
     LOAD = 1  # copy ``count`` stream words into a buffer
     GEMM = 2  # run a grid of output tiles
     LOOP = 3  # back to ``base`` until the body has run ``count`` times in all
-    VEC = 4  # a row-wise integer op of the vector unit (engines built with ``vector``)
+
+
+class VecOpcode(enum.Enum, shape=3):
+    """The opcodes of engines with a vector unit: one more bit, for VEC."""
+
+    HALT = 0
+    LOAD = 1
+    GEMM = 2
+    LOOP = 3
+    VEC = 4  # a row-wise integer op of the vector unit
+
+
+def opcodes(cfg: EngineConfig) -> type[enum.Enum]:
+    return VecOpcode if cfg.vector else Opcode
 
 
 class VecOp(enum.Enum, shape=2):
@@ -94,7 +108,7 @@ def instruction_layout(cfg: EngineConfig) -> data.StructLayout:
     a, b, c = _bits(cfg.a_depth), _bits(cfg.b_depth + 1), _bits(cfg.bias_depth)
     return data.StructLayout(
         {
-            "op": Opcode,
+            "op": opcodes(cfg),
             "target": Target,
             "count": unsigned(24),  # LOAD: words; LOOP: iterations
             "base": unsigned(max(a, b, c, _bits(cfg.imem_depth))),  # LOAD: address; LOOP: pc
@@ -165,4 +179,8 @@ def word_width(cfg: EngineConfig) -> int:
 
 def encode(cfg: EngineConfig, **fields) -> int:
     """One instruction as an integer (unset fields are zero)."""
+    op = fields.get("op", Opcode.HALT).name
+    if op not in opcodes(cfg).__members__:
+        raise AccelError(f"a {op} instruction needs an engine built with the vector unit")
+    fields["op"] = opcodes(cfg)[op]
     return instruction_layout(cfg).const(fields).as_bits()

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from accel import intops
 from accel.engine.config import EngineConfig
-from accel.engine.isa import Opcode, VecOp, encode
+from accel.engine.isa import VecOp, VecOpcode, encode
 from accel.engine.program import Drain
 from accel.errors import AccelError
 from accel.fixed import FixedType, Overflow, Quant, Rounding
@@ -50,7 +50,7 @@ class Vec:
     def encode(self, cfg: EngineConfig) -> int:
         return encode(
             cfg,
-            op=Opcode.VEC,
+            op=VecOpcode.VEC,
             vop=self.vop,
             row_blocks=self.row_blocks,
             v_len=self.length,

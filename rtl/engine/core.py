@@ -11,7 +11,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from accel.engine.config import EngineConfig
-from accel.engine.isa import Opcode, Target, instruction_layout, word_width
+from accel.engine.isa import Target, instruction_layout, opcodes, word_width
 from accel.rtl.engine.address import AddressGenerator, Sampler, offset_word
 from accel.rtl.engine.drain import Drain, out_word
 from accel.rtl.engine.mac_array import MacArray
@@ -148,8 +148,8 @@ class Engine(wiring.Component):
             ]
             for e in range(cfg.group):
                 m.d.comb += wr.data[e].eq(drain.o.payload[e][: cfg.offset_bits])
-        vec_on = Signal()  # the vector unit owns the banks' ports
         if cfg.vector:
+            vec_on = Signal()  # the vector unit owns the banks' ports
             m.submodules.vec = vec = VectorUnit(cfg)
             m.d.comb += vec.instr.eq(instr)
             g_rd, e_rd = c_rd, cmem.read_port()
@@ -237,9 +237,9 @@ class Engine(wiring.Component):
         # ``instr`` holds the new instruction
         starting = Signal()
         m.d.sync += starting.eq(0)
-        vstart = Signal()
-        m.d.sync += vstart.eq(0)
         if cfg.vector:
+            vstart = Signal()
+            m.d.sync += vstart.eq(0)
             m.d.comb += vec.start.eq(vstart)
         loops = Signal(24)  # iterations of the current LOOP body done
         m.d.comb += drain.start.eq(starting)
@@ -271,19 +271,18 @@ class Engine(wiring.Component):
                     l_addr.eq(fetched.base),
                     pc.eq(pc + 1),
                 ]
+                ops = opcodes(cfg)
                 with m.Switch(fetched.op):
-                    with m.Case(Opcode.LOAD):
+                    with m.Case(ops.LOAD):
                         m.next = "LOAD"
-                    with m.Case(Opcode.GEMM):
+                    with m.Case(ops.GEMM):
                         m.d.sync += starting.eq(1)
                         m.next = "GEMM"
-                    with m.Case(Opcode.VEC):
-                        if cfg.vector:
+                    if cfg.vector:
+                        with m.Case(ops.VEC):
                             m.d.sync += vstart.eq(1)
                             m.next = "VEC"
-                        else:
-                            m.next = "HALT"
-                    with m.Case(Opcode.LOOP):
+                    with m.Case(ops.LOOP):
                         with m.If(loops == fetched.count - 1):
                             m.d.sync += loops.eq(0)  # done: fall through
                         with m.Else():
@@ -324,9 +323,9 @@ class Engine(wiring.Component):
             with m.State("FLUSH"):
                 with m.If(~valid_s & ~valid1 & ~array.busy & ~drain.busy):
                     m.next = "FETCH"
-            with m.State("VEC"):
-                m.d.comb += vec_on.eq(1)
-                if cfg.vector:
+            if cfg.vector:
+                with m.State("VEC"):
+                    m.d.comb += vec_on.eq(1)
                     with m.If(~vstart & ~vec.busy):
                         m.next = "FETCH"
             with m.State("HALT"):
