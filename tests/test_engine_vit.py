@@ -90,3 +90,12 @@ def test_cli_bad_input_one_line(argv, message, capsys, tmp_path):
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith(f"accel: error: {message}")
     assert not (tmp_path / "out").exists()
+
+
+def test_moe_vit_on_a_4x4_engine():
+    """The same program compiled for a 4x4 array (group 4, deeper banks): still exact."""
+    g = build(task="seg")
+    raw = _images(1, 5, g)
+    y, run = run_tokens(g, engine_config("4x4", 1024), raw)
+    np.testing.assert_array_equal(y, reference.predict(g, raw))
+    assert run.cycles_match

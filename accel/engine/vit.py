@@ -152,7 +152,7 @@ class _Compiler:
                 f"graph {graph.name}: {self.tokens} tokens are not whole blocks of {cfg.rows} rows"
             )
         self.blocks = self.tokens // cfg.rows
-        self.banks = Banks(cfg.a_depth)
+        self.banks = Banks(cfg.a_depth, "the banks (raise --bank-words)")
         self.regions: dict[str, Region] = {}
         self.slices: dict[str, tuple[str, int]] = {}  # head output -> (concat, word offset)
         self.in_b: dict[str, int] = {}  # tensors in the weight buffer -> base
