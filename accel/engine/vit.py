@@ -98,8 +98,8 @@ class Region:
 class Banks:
     """First-fit allocation of row-block regions in the activation banks."""
 
-    def __init__(self, depth: int, buffer: str = "the banks") -> None:
-        self.depth, self.buffer = depth, buffer
+    def __init__(self, depth: int, buffer: str = "the banks", hint: str = "") -> None:
+        self.depth, self.buffer, self.hint = depth, buffer, hint
         self.free = [(0, depth)]
         self.high = 0
 
@@ -111,6 +111,7 @@ class Banks:
                 return base
         raise AccelError(
             f"{what}: {self.buffer} ({self.depth} words) have no room for {size} more words"
+            f"{self.hint}"
         )
 
     def give(self, base: int, size: int) -> None:
@@ -152,7 +153,7 @@ class _Compiler:
                 f"graph {graph.name}: {self.tokens} tokens are not whole blocks of {cfg.rows} rows"
             )
         self.blocks = self.tokens // cfg.rows
-        self.banks = Banks(cfg.a_depth, "the banks (raise --bank-words)")
+        self.banks = Banks(cfg.a_depth, hint="; build deeper banks (--bank-words)")
         self.regions: dict[str, Region] = {}
         self.slices: dict[str, tuple[str, int]] = {}  # head output -> (concat, word offset)
         self.in_b: dict[str, int] = {}  # tensors in the weight buffer -> base
@@ -353,7 +354,7 @@ class _Compiler:
         params[:c] = gamma.data
         if beta is not None:
             params[words : words + c] = beta.data
-        _fits_acc(params, cfg.acc_bits, node.name)
+        _fits(params, cfg.acc_bits, f"{node.name}: gamma/beta")
         load = bias_words(cfg, params, 2 * words)
         if self.bias_base + len(load) > cfg.bias_depth:
             raise AccelError(f"node {node.name}: gamma and beta do not fit the bias buffer")
@@ -393,8 +394,7 @@ class _Compiler:
                     self.slices[t] = (n.outputs[0], off)
                     off += _words(self.width(t), cfg)
         patches = nodes[0].outputs[0]
-        self.stored(graph_input := nodes[0].inputs[0], cfg.a_bits, "input")
-        del graph_input
+        self.stored(nodes[0].inputs[0], cfg.a_bits, "input")
         r = self.allocate(patches, "input patches")
         self.steps.append(("input", r.base))
         i = 1
@@ -441,10 +441,6 @@ class _Compiler:
         # K^T and V sit above the largest layer's weights
         self.steps = [_shift_b(s, self.b_used, self.kv_readers) for s in self.steps]
         return self.steps, patches
-
-
-def _fits_acc(x: np.ndarray, bits: int, what: str) -> None:
-    _fits(x, bits, f"{what}: gamma/beta")
 
 
 def _shift_b(step, offset: int, readers: set[int]):
