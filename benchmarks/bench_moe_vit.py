@@ -24,7 +24,6 @@ import argparse
 import json
 import re
 import sys
-from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -35,13 +34,13 @@ from accel.engine.cycles import predict
 from accel.engine.isa import Target
 from accel.engine.program import Gemm, Load
 from accel.engine.vector import Vec
-from accel.engine.vit import compile_inferences, engine_config
+from accel.engine.vit import compile_inferences, engine_config, step_cycles
 from accel.sim.engine import run_inferences
 from accel.zoo import MODELS
 from accel.zoo.moe_vit.model import build
 
 CFG = engine_config()
-KINDS = [
+KINDS = [  # moe_vit's GEMMs by node name
     (r"^embed$", "embed"),
     (r"_[qkv]\d+$", "qkv"),
     (r"_s\d+$", "scores QK^T"),
@@ -51,30 +50,23 @@ KINDS = [
     (r"_e\d+_fc\d$", "experts"),
     (r"_head$", "head"),
 ]
+LOADS = {Target.A: "load inputs", Target.B: "load weights", Target.BIAS: "load biases"}
 
 
 def kind(step) -> str:
     if isinstance(step, Load):
-        return {Target.A: "load inputs", Target.B: "load weights", Target.BIAS: "load biases"}[
-            step.target
-        ]
+        return LOADS[step.target]
     if isinstance(step, Vec):
         return f"vector {step.vop.name.lower()}"
-    for pattern, name in KINDS:
-        if re.search(pattern, step.name):
-            return name
-    raise ValueError(f"unclassified GEMM {step.name}")
+    return next(name for pattern, name in KINDS if re.search(pattern, step.name))
 
 
 def profile(tp, timing, index: int = 0) -> dict:
     """Cycles, MACs and utilisation per kind of step for one inference."""
-    ends = [0, *timing.ends]
-    first, end = tp.bodies[index]
-    rows = defaultdict(lambda: {"cycles": 0, "useful_macs": 0})
-    for i in range(first, end):
-        step = tp.program.steps[i]
-        r = rows[kind(step)]
-        r["cycles"] += ends[i + 1] - ends[i]
+    rows: dict[str, dict] = {}
+    for step, cycles in step_cycles(tp, timing, index):
+        r = rows.setdefault(kind(step), {"cycles": 0, "useful_macs": 0})
+        r["cycles"] += cycles
         if isinstance(step, Gemm):
             r["useful_macs"] += step.useful_macs
     for r in rows.values():
@@ -82,7 +74,7 @@ def profile(tp, timing, index: int = 0) -> dict:
             r["utilisation"] = round(r["useful_macs"] / (CFG.macs * r["cycles"]), 3)
         else:
             del r["useful_macs"]
-    return dict(rows)
+    return rows
 
 
 def weight_bytes(graph) -> dict:

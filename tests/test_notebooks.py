@@ -10,7 +10,7 @@ NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.i
 
 def test_there_are_notebooks():
     names = {p.stem for p in NOTEBOOKS}
-    assert {"autoencoder_tradeoffs", "nm_engine_tradeoffs"} <= names
+    assert {"autoencoder_tradeoffs", "nm_engine_tradeoffs", "moe_vit_tradeoffs"} <= names
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)

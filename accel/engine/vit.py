@@ -514,6 +514,16 @@ def compile_tokens(graph: Graph, cfg: EngineConfig, x: np.ndarray) -> TokenProgr
     return tp
 
 
+def step_cycles(tp: TokenProgram, timing, index: int = 0) -> list[tuple[object, int]]:
+    """Each step of inference ``index`` with its cycles (its fetch to the next fetch).
+
+    ``timing`` is ``accel.engine.cycles.predict(tp.program)``.
+    """
+    ends = [0, *timing.ends]
+    first, end = tp.bodies[index]
+    return [(tp.program.steps[i], ends[i + 1] - ends[i]) for i in range(first, end)]
+
+
 def token_outputs(tp: TokenProgram, lines: list[str]) -> list[np.ndarray]:
     """Each inference's raw outputs (T, C) from the engine's output words."""
     mats = tp.program.split_outputs(lines)
