@@ -34,6 +34,7 @@ examples:
   accel train autoencoder --epochs 12 -o trained/
   accel train nm_sparse --nm 2:8 --net cnn       N:M sparse training (SAT's BDWP)
   accel train deform_det --variant bilinear      the deformable detector (after CoDeNet)
+  accel sim moe_vit --task depth --arch engine   the MoE ViT's depth pathway on the engine
 
 numbers: inputs and outputs are fixed-point; --out files hold the raw integers
 (value = raw * 2**-frac, the types are printed by 'accel zoo list --json').
