@@ -52,9 +52,9 @@ from torch import nn
 
 from accel import reference
 from accel.errors import AccelError
-from accel.fixed import FixedType, Overflow, Quant, Rounding, quantize
+from accel.fixed import FixedType, Overflow, Quant, Rounding
 from accel.ir.ops import conv_padding
-from accel.training.quant import fake_quant, quantize_raw
+from accel.training.quant import best_frac, bias_frac, fake_quant, quantize_raw
 from accel.training.threads import single_thread
 from accel.zoo.deform_det import data, evaluate
 from accel.zoo.deform_det import model as zm
@@ -298,15 +298,17 @@ class Detector(nn.Module):
         x_frac = zm.INPUT.type.frac
         for layer in zm.LAYERS:
             mod = self.layers[layer.name]
-            f = {"w": best_frac(mod.weight, zm.W_BITS)}
+            f = {"w": best_frac(mod.weight, zm.W_BITS, FRACS)}
             extra = 2 * self.v.offset_frac if layer.op == "deform_conv2d" else 0
-            f["b"] = bias_frac(mod.bias, x_frac + extra + f["w"])
+            f["b"] = bias_frac(mod.bias, x_frac + extra + f["w"], zm.BIAS_BITS)
             if getattr(mod, "offset_weight", None) is not None:
                 # Still-zero offset weights (square, frozen in float) get a fine grid to learn on.
-                f["ow"] = best_frac(mod.offset_weight, zm.OFFSET_W_BITS, zero=ZERO_OFFSET_FRAC)
-                f["ob"] = bias_frac(mod.offset_bias, x_frac + f["ow"])
+                f["ow"] = best_frac(
+                    mod.offset_weight, zm.OFFSET_W_BITS, FRACS, zero=ZERO_OFFSET_FRAC
+                )
+                f["ob"] = bias_frac(mod.offset_bias, x_frac + f["ow"], zm.BIAS_BITS)
             if layer.relu:
-                f["act"] = best_frac(record[layer.name], zm.ACT_BITS, signed=False)
+                f["act"] = best_frac(record[layer.name], zm.ACT_BITS, FRACS, signed=False)
                 x_frac = f["act"]
             fracs[layer.name] = f
         self.fracs = fracs
@@ -336,28 +338,6 @@ class Detector(nn.Module):
             det.layers[layer.name].load(raw, fracs[layer.name])
         det.fracs = fracs
         return det
-
-
-def best_frac(t: torch.Tensor, bits: int, signed: bool = True, zero: int = 0) -> int:
-    """The fraction bits of a ``bits``-wide type (RND, SAT) with the least MSE on ``t``
-    (``zero`` if ``t`` is all zeros)."""
-    v = t.detach().to(torch.float64).cpu().numpy().ravel()
-    if not np.any(v):
-        return zero
-    err = []
-    for f in FRACS:
-        q = Quant(FixedType(bits, f, signed), Rounding.RND, Overflow.SAT)
-        err.append(float(np.mean((np.ldexp(quantize(v, q).astype(np.float64), -f) - v) ** 2)))
-    return FRACS[int(np.argmin(err))]
-
-
-def bias_frac(t: torch.Tensor, acc_frac: int) -> int:
-    """As many fraction bits as the accumulator has, while twice ``max |t|`` still fits."""
-    m = float(t.detach().abs().max())
-    if m == 0:
-        return acc_frac
-    limit = int(np.floor(np.log2((2 ** (zm.BIAS_BITS - 1) - 1) / (2 * m))))
-    return min(acc_frac, limit)
 
 
 # -- loss, data, evaluation ---------------------------------------------------------

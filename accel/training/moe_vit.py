@@ -55,6 +55,7 @@ from torch import nn
 
 from accel.errors import AccelError
 from accel.fixed import FixedType, Overflow, Quant, Rounding, quantize
+from accel.training.quant import best_frac, bias_frac
 from accel.training.threads import single_thread
 from accel.zoo.moe_vit import data, evaluate
 from accel.zoo.moe_vit import model as zm
@@ -238,18 +239,22 @@ class ViT(nn.Module):
         rec, self.record = self.record, None
         fracs: dict[str, int] = {}
         for name in zm.act_names(self.variant):
-            fracs[name] = best_frac(torch.cat([r.reshape(-1) for r in rec[name]]), 8)
+            fracs[name] = best_frac(
+                torch.cat([r.reshape(-1) for r in rec[name]]), 8, FRACS, max_values=200_000
+            )
         inputs = {"embed": zm.INPUT.type.frac}
         for name in self.p:
             if name.endswith("_w") or name.endswith("_g") or name == "pos":
-                fracs[name] = best_frac(self.p[name], 8)
+                fracs[name] = best_frac(self.p[name], 8, FRACS, max_values=200_000)
         for name in self.p:
             if name.endswith("_b"):
                 prefix = name[:-2]
                 x_frac = inputs[prefix] if prefix in inputs else fracs[_dense_input(prefix)]
-                fracs[name] = bias_frac(self.p[name], x_frac + fracs[f"{prefix}_w"])
+                fracs[name] = bias_frac(self.p[name], x_frac + fracs[f"{prefix}_w"], zm.B_BITS)
             elif name.endswith("_beta"):
-                fracs[name] = bias_frac(self.p[name], NORM_FRAC + fracs[f"{name[:-5]}_g"])
+                fracs[name] = bias_frac(
+                    self.p[name], NORM_FRAC + fracs[f"{name[:-5]}_g"], zm.B_BITS
+                )
         self.fracs = fracs
         return fracs
 
@@ -276,29 +281,6 @@ def _dense_input(prefix: str) -> str:
     if kind[0] in "qkv":
         return f"{block}_ln1"
     return {"proj": f"{block}_o", "fc1": f"{block}_ln2", "fc2": f"{block}_g"}[kind]
-
-
-def best_frac(t: torch.Tensor, bits: int, max_values: int = 200_000) -> int:
-    """The fraction bits of a signed ``bits``-wide type (RND, SAT) with the least MSE on ``t``."""
-    v = t.detach().to(torch.float64).reshape(-1).numpy()
-    if len(v) > max_values:
-        v = v[np.random.default_rng(0).choice(len(v), max_values, replace=False)]
-    if not np.any(v):
-        return 0
-    err = []
-    for f in FRACS:
-        q = Quant(FixedType(bits, f), Rounding.RND, Overflow.SAT)
-        err.append(float(np.mean((np.ldexp(quantize(v, q).astype(np.float64), -f) - v) ** 2)))
-    return FRACS[int(np.argmin(err))]
-
-
-def bias_frac(t: torch.Tensor, acc_frac: int) -> int:
-    """As many fraction bits as the accumulator has, while twice ``max |t|`` still fits."""
-    m = float(t.detach().abs().max())
-    if m == 0:
-        return acc_frac
-    limit = int(np.floor(np.log2((2 ** (zm.B_BITS - 1) - 1) / (2 * m))))
-    return min(acc_frac, limit)
 
 
 # -- loss, data, evaluation ---------------------------------------------------------
