@@ -384,7 +384,7 @@ class _Compiler:
         exact, fields = add_fields(self.ttype(x), v.type)
         return self.vec(node, VecOp.ADD, exact, fields, b_base=base)
 
-    def compile(self) -> tuple[list, str]:
+    def compile(self) -> list:
         cfg = self.cfg
         nodes = self.g.nodes
         for n in nodes:
@@ -440,7 +440,7 @@ class _Compiler:
             )
         # K^T and V sit above the largest layer's weights
         self.steps = [_shift_b(s, self.b_used, self.kv_readers) for s in self.steps]
-        return self.steps, patches
+        return self.steps
 
 
 def _shift_b(step, offset: int, readers: set[int]):
@@ -483,7 +483,7 @@ def compile_inferences(cfg: EngineConfig, runs: list[tuple[Graph, np.ndarray]]) 
     for graph, image in runs:
         if id(graph) not in compiled:
             comp = _Compiler(graph, cfg)
-            steps, _ = comp.compile()
+            steps = comp.compile()
             compiled[id(graph)] = (steps, comp.tokens, comp.zero_words)
         steps, t, zero_words = compiled[id(graph)]
         if tokens is None:
