@@ -92,10 +92,19 @@ def test_cli_bad_input_one_line(argv, message, capsys, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-def test_moe_vit_on_a_4x4_engine():
-    """The same program compiled for a 4x4 array (group 4, deeper banks): still exact."""
+@pytest.mark.parametrize(
+    ("array", "bank_words", "vec_rows"),
+    [
+        ("4x4", 1024, 2),  # group 4, deeper banks, the unit on half the rows at a time
+        ("8x8", 512, 1),  # the smallest unit: one row's lanes, eight passes per block
+    ],
+)
+def test_moe_vit_on_other_engines(array, bank_words, vec_rows):
+    """The same graph compiled for other arrays and narrower vector units: still exact."""
     g = build(task="seg")
     raw = _images(1, 5, g)
-    y, run = run_tokens(g, engine_config("4x4", 1024), raw)
+    raw[0, :4] = 0
+    cfg = engine_config(array, bank_words, vec_rows)
+    y, run = run_tokens(g, cfg, raw)
     np.testing.assert_array_equal(y, reference.predict(g, raw))
     assert run.cycles_match

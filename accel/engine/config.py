@@ -37,6 +37,9 @@ class EngineConfig:
     # the vector unit (softmax, GELU, LayerNorm, residual adds) and GEMMs that write the
     # weight buffer, for transformers; needs rows == cols == group
     vector: bool = False
+    # rows the vector unit works on at once (0: all); fewer rows make a unit
+    # ``rows / vec_rows`` times smaller and its instructions as many times longer
+    vec_rows: int = 0
 
     def __post_init__(self) -> None:
         for name in ("rows", "cols", "group", "a_bits", "b_bits", "acc_bits"):
@@ -54,6 +57,12 @@ class EngineConfig:
             raise AccelError(
                 f"an engine with a vector unit needs rows == cols == group, got "
                 f"{self.rows}x{self.cols} with group {self.group}"
+            )
+        if self.vec_rows and not (self.vector and 0 < self.vec_rows <= self.rows
+                                  and self.rows % self.vec_rows == 0):  # fmt: skip
+            raise AccelError(
+                f"engine vec_rows ({self.vec_rows}) must divide the rows ({self.rows}) of an "
+                "engine with a vector unit"
             )
         if self.acc_bits > 62:
             raise AccelError("engine accumulators are limited to 62 bits")
@@ -84,6 +93,16 @@ class EngineConfig:
         """Activation width at the PEs: bilinear samples arrive scaled by a corner
         weight of up to ``2 ** (2F)``."""
         return self.a_bits + (2 * self.bilinear_frac + 1 if self.bilinear_frac else 0)
+
+    @property
+    def vec_lanes_rows(self) -> int:
+        """Rows the vector unit has lanes for."""
+        return self.vec_rows or self.rows
+
+    @property
+    def vec_passes(self) -> int:
+        """Times the vector unit runs an instruction's work per block of ``rows`` rows."""
+        return self.rows // self.vec_lanes_rows
 
     @property
     def macs(self) -> int:

@@ -76,7 +76,7 @@ def predict(program: Program) -> ProgramTiming:
             t += len(s.words) + 1
             continue
         if isinstance(s, Vec):
-            t += 2 + s.cycles()  # the start pulse, the unit's busy cycles, the check
+            t += 2 + s.cycles(cfg)  # the start pulse, the unit's busy cycles, the check
             continue
         assert isinstance(s, Gemm)
         steps, drain = s.steps_per_tile(cfg), words_per_tile

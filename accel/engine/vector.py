@@ -43,9 +43,10 @@ class Vec:
     bias_base: int = 0  # LAYERNORM: gamma words, then beta words
     fields: dict = field(default_factory=dict)  # op parameters (isa's VEC fields)
 
-    def cycles(self) -> int:
-        """Cycles the unit is busy."""
-        return vec_cycles(self.vop, self.row_blocks, self.length, self.fields)
+    def cycles(self, cfg: EngineConfig) -> int:
+        """Cycles the unit is busy: a pass per ``vec_rows`` rows of each block."""
+        passes = self.row_blocks * cfg.vec_passes
+        return vec_cycles(self.vop, passes, self.length, self.fields)
 
     def encode(self, cfg: EngineConfig) -> int:
         return encode(

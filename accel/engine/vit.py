@@ -71,10 +71,11 @@ def is_token_graph(graph: Graph) -> bool:
     return bool(graph.nodes) and graph.nodes[0].op == "patchify"
 
 
-def engine_config(array: str = "8x8", bank_words: int = 512) -> EngineConfig:
+def engine_config(array: str = "8x8", bank_words: int = 512, vec_rows: int = 0) -> EngineConfig:
     """The engine the token graphs run on: the vector unit, room for the ViT's programs.
 
     The group is the array's row count (a transposed tile column is one weight word).
+    ``vec_rows`` rows share the vector unit's lanes at a time (0: all rows).
     """
     shape = EngineConfig.array(array, group=1)
     rows = shape.rows
@@ -84,7 +85,7 @@ def engine_config(array: str = "8x8", bank_words: int = 512) -> EngineConfig:
         )
     return EngineConfig.array(
         array, group=rows, vector=True, a_depth=bank_words, b_depth=1024, bias_depth=64,
-        imem_depth=512,
+        imem_depth=512, vec_rows=vec_rows,
     )  # fmt: skip
 
 

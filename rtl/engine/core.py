@@ -160,7 +160,7 @@ class Engine(wiring.Component):
                     vec.a_data[r].eq(a_rd[r].data),
                     vec.b_data[r].eq(b2.data),
                 ]
-                with m.If(vec.we):
+                with m.If(vec.we[r]):
                     m.d.comb += [
                         a_wr[r].addr.eq(vec.waddr),
                         a_wr[r].data.eq(vec.wdata[r]),

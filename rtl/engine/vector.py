@@ -2,8 +2,10 @@
 
 Tensors sit in the activation banks as the GEMMs leave them: token ``p`` of a
 row block in bank ``p``, its values in words of ``group`` lanes. So every bank
-holds whole rows, and the unit works on the ``rows`` tokens of a row block at
-once, one word of each per cycle, each row with its own statistics. The
+holds whole rows, and the unit works on ``vec_rows`` tokens of a row block at
+once (all ``rows`` by default; fewer make it smaller and an instruction
+``rows / vec_rows`` times longer), one word of each per cycle, each row with
+its own statistics. The
 arithmetic is :mod:`accel.intops`, bit for bit:
 
 - ADD: ``(a << sh_a) + (b << sh_b)`` of two tensors (a second read port);
@@ -39,7 +41,10 @@ GELU_MAX_SIG = 12  # sig_bits the GELU lanes are built for
 
 
 def vec_cycles(vop: VecOp, rows_blocks: int, length: int, f: dict) -> int:
-    """Cycles the unit is busy for one instruction (``f``: its division and root counts)."""
+    """Cycles the unit is busy for one instruction (``f``: its division and root counts).
+
+    ``rows_blocks`` counts blocks of ``vec_rows`` rows: the unit's passes.
+    """
     pass_ = length + 1
     per_block = {
         VecOp.ADD: pass_,
@@ -190,7 +195,7 @@ class VectorUnit(wiring.Component):
                 "e_addr": Out(c_addr),
                 "g_data": In(params),
                 "e_data": In(params),
-                "we": Out(1),
+                "we": Out(cfg.rows),  # per bank
                 "waddr": Out(a_addr),
                 "wdata": Out(words),
             }
@@ -199,7 +204,24 @@ class VectorUnit(wiring.Component):
     def elaborate(self, platform) -> Module:
         m = Module()
         cfg, p = self.cfg, self.instr
-        rows, lanes = cfg.rows, cfg.group
+        rows, lanes = cfg.vec_lanes_rows, cfg.group
+        passes = cfg.vec_passes
+        sub = Signal(range(passes))  # which rows of the block the lanes hold
+        sub_last = sub == passes - 1
+
+        def rows_in(port: data.View) -> list[data.View]:
+            """The ``rows`` words of the lanes' current rows."""
+            word = data.ArrayLayout(signed(cfg.a_bits), lanes)
+            if passes == 1:
+                return [port[r] for r in range(rows)]
+            flat = port.as_value()
+            return [data.View(word, flat.word_select(sub * rows + r, word.size))
+                    for r in range(rows)]  # fmt: skip
+
+        a_in, b_in = rows_in(self.a_data), rows_in(self.b_data)
+        we = Signal()
+        for r in range(cfg.rows):
+            m.d.comb += self.we[r].eq(we & (sub == r // rows))
         bits = cfg.acc_bits
 
         rb = Signal.like(p.row_blocks)
@@ -237,7 +259,7 @@ class VectorUnit(wiring.Component):
             return Mux(mu_neg[r], -q, q)
 
         def deviation(r: int, e: int) -> Signal:
-            x = self.a_data[r][e]
+            x = a_in[r][e]
             y = named(m, ((x << p.ln_m) - mean(r)[:40].as_signed())[:27].as_signed(), f"y_{r}_{e}")
             return y
 
@@ -249,16 +271,21 @@ class VectorUnit(wiring.Component):
             self.waddr.eq(o_row + w_in),
         ]
 
-        def next_block():
-            """After a row block's last state: the next block, or done."""
-            stmts = [
-                rb.eq(rb + 1),
-                a_row.eq(a_row + p.a_stride),
-                b_row.eq(b_row + p.a_stride),
-                o_row.eq(o_row + p.out_stride),
-                cnt.eq(0),
-            ]
-            return stmts
+        last_block = (rb == p.row_blocks - 1) & sub_last
+
+        def next_block() -> None:
+            """After a pass's last state: the block's next rows, the next block, or done."""
+            m.d.sync += cnt.eq(0)
+            with m.If(sub_last):
+                m.d.sync += [
+                    sub.eq(0),
+                    rb.eq(rb + 1),
+                    a_row.eq(a_row + p.a_stride),
+                    b_row.eq(b_row + p.a_stride),
+                    o_row.eq(o_row + p.out_stride),
+                ]
+            with m.Else():
+                m.d.sync += sub.eq(sub + 1)
 
         # GELU lanes: sequential dividers, one per value
         gelu_x = [[Signal(signed(cfg.a_bits), name=f"gx_{r}_{e}") for e in range(lanes)]
@@ -279,7 +306,8 @@ class VectorUnit(wiring.Component):
         for r in range(rows):
             for e in range(lanes):
                 res = requantize(m, out[r][e], p, bits, f"vq_{r}_{e}")
-                m.d.comb += self.wdata[r][e].eq(res)
+                for s in range(passes):  # every bank sees the result; ``we`` picks
+                    m.d.comb += self.wdata[s * rows + r][e].eq(res)
 
         # one multiplier per lane, shared by the ops' passes: y * y (layernorm's variance),
         # mant * 1/S (softmax), y * 1/sigma (layernorm), x * sigmoid (GELU)
@@ -293,7 +321,7 @@ class VectorUnit(wiring.Component):
             for e in range(lanes):
                 m.d.comb += mul_p[r][e].eq(mul_a[r][e] * mul_b[r][e])
         # each value's shift exponential, for both softmax passes
-        lane_exp = [[exponent(m, self.a_data[r][e], p.x_frac, f"xe_{r}_{e}") for e in range(lanes)]
+        lane_exp = [[exponent(m, a_in[r][e], p.x_frac, f"xe_{r}_{e}") for e in range(lanes)]
                     for r in range(rows)]  # fmt: skip
 
         def iterate(units, n: Value) -> Value:
@@ -314,6 +342,7 @@ class VectorUnit(wiring.Component):
                 with m.If(self.start):
                     m.d.sync += [
                         rb.eq(0),
+                        sub.eq(0),
                         cnt.eq(0),
                         a_row.eq(p.a_base),
                         b_row.eq(p.v_b),
@@ -356,7 +385,7 @@ class VectorUnit(wiring.Component):
                             for e in range(lanes)
                         ]
                         kept = Mux(fsm_first, 0, total[r] >> (new_k - big_k[r])[:7])
-                        sums = [self.a_data[r][e] for e in range(lanes)]
+                        sums = [a_in[r][e] for e in range(lanes)]
                         with m.If(p.vop == VecOp.SOFTMAX):
                             m.d.sync += [big_k[r].eq(new_k), total[r].eq(kept + sum(terms))]
                         with m.Else():
@@ -457,12 +486,12 @@ class VectorUnit(wiring.Component):
                 m.d.comb += self.busy.eq(1)
                 m.d.sync += cnt.eq(cnt + 1)
                 with m.If(cnt != 0):
-                    m.d.comb += self.we.eq(1)
+                    m.d.comb += we.eq(1)
                 for r in range(rows):
                     recip = dividers[r].q
                     for e in range(lanes):
-                        x = self.a_data[r][e]
-                        add = (x << p.sh_a) + (self.b_data[r][e] << p.sh_b)
+                        x = a_in[r][e]
+                        add = (x << p.sh_a) + (b_in[r][e] << p.sh_b)
                         k, mant = lane_exp[r][e]
                         sh = (1 + g + lead[r] - p.span + big_k[r] - k).as_signed()
                         sh = named(m, Mux(sh > 62, 62, sh)[:7], f"osh_{r}_{e}")
@@ -493,12 +522,13 @@ class VectorUnit(wiring.Component):
                 with m.If(cnt == p.v_len):
                     m.d.sync += cnt.eq(0)
                     with m.If(p.vop == VecOp.ADD):
-                        m.d.sync += next_block()
-                        with m.If(rb == p.row_blocks - 1):
+                        next_block()
+                        with m.If(last_block):
                             m.next = "IDLE"
                     with m.Else():
-                        m.d.sync += [*next_block(), fsm_first.eq(1)]
-                        with m.If(rb == p.row_blocks - 1):
+                        next_block()
+                        m.d.sync += fsm_first.eq(1)
+                        with m.If(last_block):
                             m.next = "IDLE"
                         with m.Else():
                             m.next = "STAT"
@@ -511,7 +541,7 @@ class VectorUnit(wiring.Component):
                 m.d.comb += [self.a_addr.eq(a_row + cnt)]
                 for r in range(rows):
                     for e in range(lanes):
-                        x = self.a_data[r][e]
+                        x = a_in[r][e]
                         a = named(m, Mux(x < 0, x, -x), f"ga_{r}_{e}")
                         z = a + (a >> 1) + (a >> 3) + (a >> 4)
                         k, mant = exponent(m, z, p.x_frac, f"ge_{r}_{e}")
@@ -547,7 +577,7 @@ class VectorUnit(wiring.Component):
                     m.next = "G_WRITE"
             with m.State("G_WRITE"):
                 m.d.comb += self.busy.eq(1)
-                m.d.comb += [self.we.eq(1), self.waddr.eq(o_row + cnt)]
+                m.d.comb += [we.eq(1), self.waddr.eq(o_row + cnt)]
                 for r in range(rows):
                     for e in range(lanes):
                         m.d.comb += [
@@ -558,7 +588,7 @@ class VectorUnit(wiring.Component):
                 m.d.sync += cnt.eq(cnt + 1)
                 m.next = "G_READ"
                 with m.If(cnt == p.v_len - 1):
-                    m.d.sync += next_block()
-                    with m.If(rb == p.row_blocks - 1):
+                    next_block()
+                    with m.If(last_block):
                         m.next = "IDLE"
         return m
