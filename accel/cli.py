@@ -333,6 +333,14 @@ def _arch_options(p: argparse.ArgumentParser) -> None:
         help="engine activation bank depth in words (default 512; deform_det needs 2048)",
     )
     p.add_argument(
+        "--vec-rows",
+        type=int,
+        default=0,
+        metavar="N",
+        help="rows the vector unit (moe_vit) works on at once: all by default; 1 is 8x smaller, "
+        "fits the ULX3S 85F's multipliers and makes the vector ops 8x longer",
+    )
+    p.add_argument(
         "--bilinear-frac",
         type=int,
         default=4,
@@ -374,10 +382,12 @@ def _run_engine(graph, args: argparse.Namespace, x: np.ndarray):
 
     if vit.is_token_graph(graph):
         try:
-            cfg = vit.engine_config(args.array, args.bank_words)
+            cfg = vit.engine_config(args.array, args.bank_words, args.vec_rows)
         except AccelError as e:
-            raise AccelError(f"--array: {e}") from None
+            raise AccelError(f"--array/--vec-rows: {e}") from None
         return run_tokens(graph, cfg, x)
+    if args.vec_rows:
+        raise AccelError(f"--vec-rows is for the vector unit; {graph.name} does not use it")
     return run_graph(graph, engine_config(args.array, args.bank_words, args.bilinear_frac), x)
 
 

@@ -1,6 +1,6 @@
 """The MoE ViT on the engine: cost per task, gated vs all experts; prints JSON.
 
-    python benchmarks/bench_moe_vit.py [--images 2] [--synth]
+    python benchmarks/bench_moe_vit.py [--images 2] [--vec-rows N] [--fpga | --fpga-only]
 
 * per task (seg, depth), for the task's own top-2 experts ("gated") and for
   all four experts of each MoE layer ("all_experts", a cost comparison only):
@@ -14,8 +14,12 @@
   after another seg inference (the cycle model, checked under Verilator in
   tests/test_engine_vit.py);
 * simulation speed (cycles/s of the Verilator run) and reference throughput;
-* ``--synth``: the vector engine's cells after yosys synth_ecp5 (no place
-  and route).
+* ``--vec-rows N``: the engine with a vector unit of N rows' lanes (a unit
+  8 / N times smaller, vector instructions 8 / N times longer);
+* ``--fpga``: also the engine behind the UART bridge on the ULX3S 85F (yosys,
+  nextpnr router2 for at most ``--pnr-minutes``): cells, and the routed Fmax
+  or, when routing does not finish, nextpnr's post-placement estimate;
+  ``--fpga-only`` skips everything else.
 """
 
 from __future__ import annotations
@@ -24,7 +28,6 @@ import argparse
 import json
 import re
 import sys
-from pathlib import Path
 
 import numpy as np
 from timing import best_of
@@ -39,7 +42,6 @@ from accel.sim.engine import run_inferences
 from accel.zoo import MODELS
 from accel.zoo.moe_vit.model import build
 
-CFG = engine_config()
 KINDS = [  # moe_vit's GEMMs by node name
     (r"^embed$", "embed"),
     (r"_[qkv]\d+$", "qkv"),
@@ -61,7 +63,7 @@ def kind(step) -> str:
     return next(name for pattern, name in KINDS if re.search(pattern, step.name))
 
 
-def profile(tp, timing, index: int = 0) -> dict:
+def profile(cfg, tp, timing, index: int = 0) -> dict:
     """Cycles, MACs and utilisation per kind of step for one inference."""
     rows: dict[str, dict] = {}
     for step, cycles in step_cycles(tp, timing, index):
@@ -71,7 +73,7 @@ def profile(tp, timing, index: int = 0) -> dict:
             r["useful_macs"] += step.useful_macs
     for r in rows.values():
         if r["useful_macs"]:
-            r["utilisation"] = round(r["useful_macs"] / (CFG.macs * r["cycles"]), 3)
+            r["utilisation"] = round(r["useful_macs"] / (cfg.macs * r["cycles"]), 3)
         else:
             del r["useful_macs"]
     return rows
@@ -98,13 +100,13 @@ def moe_macs(graph) -> int:
     )
 
 
-def task_costs(task: str, images: np.ndarray) -> dict:
+def task_costs(cfg, task: str, images: np.ndarray) -> dict:
     out = {}
     for label, all_experts in (("gated", False), ("all_experts", True)):
         g = build(task=task, all_experts=all_experts)
-        tp = compile_inferences(CFG, [(g, images[0]), (g, images[0])])
+        tp = compile_inferences(cfg, [(g, images[0]), (g, images[0])])
         timing = predict(tp.program)
-        prof = profile(tp, timing, 1)
+        prof = profile(cfg, tp, timing, 1)
         macs = sum(s.useful_macs for s in tp.program.steps[slice(*tp.bodies[1])]
                    if isinstance(s, Gemm))  # fmt: skip
         out[label] = {
@@ -126,11 +128,11 @@ def task_costs(task: str, images: np.ndarray) -> dict:
     return out
 
 
-def switch(images: np.ndarray) -> dict:
+def switch(cfg, images: np.ndarray) -> dict:
     seg, depth = build(task="seg"), build(task="depth")
     after = {}
     for label, prev in (("after_seg", seg), ("after_depth", depth)):
-        tp = compile_inferences(CFG, [(prev, images[0]), (seg, images[1])])
+        tp = compile_inferences(cfg, [(prev, images[0]), (seg, images[1])])
         ends = [0, *predict(tp.program).ends]
         first, end = tp.bodies[1]
         after[label] = ends[end] - ends[first]
@@ -138,11 +140,11 @@ def switch(images: np.ndarray) -> dict:
     return {"seg_inference_cycles": after}
 
 
-def simulate(images: np.ndarray) -> dict:
+def simulate(cfg, images: np.ndarray) -> dict:
     """Both tasks under Verilator, asserted bit-exact and cycle-exact."""
     graphs = [build(task=t) for t in ("seg", "depth")]
     runs = [(g, x) for x in images for g in graphs]
-    tp = compile_inferences(CFG, runs)
+    tp = compile_inferences(cfg, runs)
     outs, run = run_inferences(tp)
     for (g, x), y in zip(runs, outs, strict=True):
         assert np.array_equal(y, reference.predict(g, x[np.newaxis])[0]), g.name
@@ -156,39 +158,70 @@ def simulate(images: np.ndarray) -> dict:
     }
 
 
-def synth() -> dict:
-    import tempfile
+def fpga(cfg, pnr_minutes: float) -> dict:
+    """The engine behind the UART bridge on the ULX3S 85F: yosys, nextpnr (router2)."""
+    from accel.flows.boards import get as get_board
+    from accel.flows.fpga import BoardTop, PlaceRouteTimeout, implement_cached
+    from accel.rtl.engine.core import Engine
+    from accel.sim.verilator import cache_root
 
-    from accel.flows.fpga import synth_stats
-    from accel.rtl.engine.core import to_verilog
-
-    print("synthesizing the vector engine (yosys) ...", file=sys.stderr)
-    cells = synth_stats(to_verilog(CFG, "engine"), "engine", Path(tempfile.mkdtemp()))
-    return {"config": CFG.to_json(), "cells": cells}
+    print("implementing the vector engine (yosys, nextpnr) ...", file=sys.stderr)
+    try:
+        impl = implement_cached(
+            get_board("ulx3s-85f"),
+            BoardTop(lambda: Engine(cfg)),
+            cache_root() / "fpga",
+            multipliers=cfg.macs,
+            pnr_minutes=pnr_minutes,
+            router="router2",
+            progress=lambda s: print(f"  {s}", file=sys.stderr),
+        )
+    except PlaceRouteTimeout as e:
+        c = e.cells
+        return {
+            "routed": False,
+            "why": str(e),
+            "luts": c.get("LUT4", 0),
+            "carry_cells": c.get("CCU2C", 0),
+            "flip_flops": c.get("TRELLIS_FF", 0),
+            "dsps": c.get("MULT18X18D", 0),
+            "block_rams": c.get("DP16KD", 0),
+            "placed_fmax_estimate_mhz": e.placed_fmax_mhz,
+        }
+    return {"routed": True, **impl.summary()}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--images", type=int, default=2)
-    ap.add_argument("--synth", action="store_true")
+    ap.add_argument(
+        "--vec-rows", type=int, default=0, help="rows the vector unit holds at once (0: all 8)"
+    )
+    ap.add_argument("--fpga", action="store_true", help="also implement it on the ULX3S 85F")
+    ap.add_argument("--pnr-minutes", type=float, default=60)
+    ap.add_argument("--fpga-only", action="store_true", help="only the FPGA implementation")
     args = ap.parse_args()
+    cfg = engine_config(vec_rows=args.vec_rows)
+    if args.fpga_only:
+        print(json.dumps({"config": cfg.to_json(), "fpga": fpga(cfg, args.pnr_minutes)}, indent=1))
+        return
     g = build(task="seg")
     floats = MODELS["moe_vit"].make_inputs(max(args.images, 200), 0)
     raw = reference.quantize_inputs(g, g.inputs[0], floats)
     t_ref = best_of(lambda: reference.predict(g, raw))
     result = {
-        "config": CFG.to_json(),
+        "config": cfg.to_json(),
         "reference_images_per_s": round(len(raw) / t_ref, 1),
         "tasks": {},
     }
     for task in ("seg", "depth"):
         print(f"costs of {task} ...", file=sys.stderr)
-        result["tasks"][task] = task_costs(task, raw)
-    result["task_switch"] = switch(raw)
+        result["tasks"][task] = task_costs(cfg, task, raw)
+    result["task_switch"] = switch(cfg, raw)
     print("running both tasks under Verilator ...", file=sys.stderr)
-    result["verilator"] = simulate(raw[: args.images])
-    if args.synth:
-        result["synthesis"] = synth()
+    result["verilator"] = simulate(cfg, raw[: args.images])
+    if args.fpga:
+        result["fpga"] = fpga(cfg, args.pnr_minutes)
     print(json.dumps(result, indent=1))
 
 

@@ -88,9 +88,13 @@ class BoardTop(Elaboratable):
 class PlaceRouteTimeout(AccelError):
     """nextpnr did not finish in the time allowed; what synthesis produced is kept."""
 
-    def __init__(self, message: str, cells: dict[str, int]) -> None:
+    def __init__(
+        self, message: str, cells: dict[str, int], placed_fmax_mhz: float | None = None
+    ) -> None:
         super().__init__(message)
         self.cells = cells
+        # nextpnr's timing estimate after placement (before routing): an estimate, not an Fmax
+        self.placed_fmax_mhz = placed_fmax_mhz
 
     def report(self, latency: int, ii: int) -> dict:
         """What a report can still say: synthesis cells, cycles, and why there is no Fmax."""
@@ -277,8 +281,13 @@ def _timeout(work: Path, name: str, minutes: float) -> PlaceRouteTimeout:
     last = f"; last router line: {progress[-1].removeprefix('Info:').strip()}" if progress else ""
     stat = work / f"{name}.stat.json"
     cells = json.loads(stat.read_text())["design"]["num_cells_by_type"] if stat.is_file() else {}
+    # nextpnr's latest timing estimate per clock (after placement, if routing never ended)
+    found = re.findall(r"Max frequency for clock '(.*?)': ([\d.]+) MHz", "\n".join(lines))
+    latest = {clock: float(mhz) for clock, mhz in found}
     return PlaceRouteTimeout(
-        f"place and route did not finish in {minutes:g} min{last} (log: {log.name})", cells
+        f"place and route did not finish in {minutes:g} min{last} (log: {log.name})",
+        cells,
+        min(latest.values()) if latest else None,
     )
 
 
