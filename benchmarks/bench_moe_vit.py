@@ -177,17 +177,7 @@ def fpga(cfg, pnr_minutes: float) -> dict:
             progress=lambda s: print(f"  {s}", file=sys.stderr),
         )
     except PlaceRouteTimeout as e:
-        c = e.cells
-        return {
-            "routed": False,
-            "why": str(e),
-            "luts": c.get("LUT4", 0),
-            "carry_cells": c.get("CCU2C", 0),
-            "flip_flops": c.get("TRELLIS_FF", 0),
-            "dsps": c.get("MULT18X18D", 0),
-            "block_rams": c.get("DP16KD", 0),
-            "placed_fmax_estimate_mhz": e.placed_fmax_mhz,
-        }
+        return e.summary()
     return {"routed": True, **impl.summary()}
 
 

@@ -96,8 +96,8 @@ class PlaceRouteTimeout(AccelError):
         # nextpnr's timing estimate after placement (before routing): an estimate, not an Fmax
         self.placed_fmax_mhz = placed_fmax_mhz
 
-    def report(self, latency: int, ii: int) -> dict:
-        """What a report can still say: synthesis cells, cycles, and why there is no Fmax."""
+    def summary(self) -> dict:
+        """What synthesis and placement still say: cells, the post-placement estimate."""
         c = self.cells
         return {
             "routed": False,
@@ -107,6 +107,13 @@ class PlaceRouteTimeout(AccelError):
             "dsps": c.get("MULT18X18D", 0),
             "block_rams": c.get("DP16KD", 0),
             "carry_cells": c.get("CCU2C", 0),
+            "placed_fmax_estimate_mhz": self.placed_fmax_mhz,
+        }
+
+    def report(self, latency: int, ii: int) -> dict:
+        """What a report can still say: synthesis cells, cycles, and why there is no Fmax."""
+        return {
+            **self.summary(),
             "fmax_mhz": None,
             "latency_cycles": latency,
             "ii_cycles": ii,

@@ -288,6 +288,21 @@ def test_place_and_route_out_of_time_still_reports_synthesis(tmp_path):
     assert "(log: accel_top.tim)" in doc["error"]
 
 
+def test_timeout_keeps_the_latest_placement_estimate(tmp_path):
+    """nextpnr prints an estimate after each placement stage; the last one per clock counts."""
+    from accel.flows.fpga import _timeout
+
+    assert _timeout(tmp_path, "accel_top", 1).placed_fmax_mhz is None  # no log at all
+    (tmp_path / "accel_top.tim").write_text(
+        "Info: Max frequency for clock '$glbnet$clk': 31.50 MHz (PASS at 12.00 MHz)\n"
+        "Info: Max frequency for clock 'uart': 90.00 MHz (PASS at 12.00 MHz)\n"
+        "Info: Max frequency for clock '$glbnet$clk': 24.25 MHz (PASS at 12.00 MHz)\n"
+    )
+    e = _timeout(tmp_path, "accel_top", 1)
+    assert e.placed_fmax_mhz == 24.25
+    assert e.summary()["placed_fmax_estimate_mhz"] == 24.25 and not e.summary()["routed"]
+
+
 def test_cache_key_ignores_source_locations():
     from accel.flows.fpga import design_text
 
