@@ -324,6 +324,25 @@ def test_a_tiny_training_run_exports_graphs_that_build(tmp_path):
         assert 0 <= row["tasks"][task]["integer"].get("miou", 0) <= 1
 
 
+def test_cli_train_writes_graphs_that_build_and_refuses_too_few_epochs(tmp_path, capsys):
+    """``accel train moe_vit``: weights and metrics.json in -o, a one-line error for 2 epochs."""
+    pytest.importorskip("torch")
+    out, again = tmp_path / "trained", tmp_path / "again"
+    argv = ["train", "moe_vit", "--n-train", "64", "--json", "-o"]
+    assert main([*argv, str(out), "--epochs", "3"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert sorted(p.name for p in out.iterdir()) == ["metrics.json", "moe.npz"]
+    assert json.loads((out / "metrics.json").read_text()) == doc
+    for task in zm.tasks():
+        _check_numerics(zm.build(task, weights_path=out / "moe.npz"))
+
+    assert main([*argv, str(again), "--epochs", "2"]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "accel: error: moe_vit needs at least 3 epochs (warm-up, float, QAT)"
+    )
+    assert not again.exists() and (out / "moe.npz").is_file()
+
+
 # -- README -----------------------------------------------------------------------------
 
 
