@@ -87,44 +87,12 @@ def shl(m: Module, v: Value, amount: Value, name: str, width: int = 64) -> Value
 
 
 def bit_length(m: Module, v: Value, name: str) -> Signal:
-    """A leading-one detector: ``int.bit_length`` of an unsigned value.
-
-    A tree of halves, ``log2(len(v))`` multiplexers deep: a priority chain
-    (``If`` per bit) is ``len(v)`` deep and was the unit's critical path.
-    """
-
-    def half(lo: int, width: int) -> tuple[Value, Value]:
-        """(any bit set, bit_length) of ``v[lo : lo + width]``, ``width`` a power of two."""
-        if width == 1:
-            bit = v[lo] if lo < len(v) else C(0, 1)
-            return bit, bit
-        w = width // 2
-        hi_any, hi_len = half(lo + w, w)
-        lo_any, lo_len = half(lo, w)
-        return hi_any | lo_any, Mux(hi_any, hi_len + w, lo_len)
-
+    """A leading-one detector: ``int.bit_length`` of an unsigned value."""
     n = Signal(range(len(v) + 1), name=name)
-    m.d.comb += n.eq(half(0, 1 << (len(v) - 1).bit_length())[1])
+    for i in range(len(v)):
+        with m.If(v[i]):
+            m.d.comb += n.eq(i + 1)
     return n
-
-
-def tree_sum(values: list[Value]) -> Value:
-    """The sum as a balanced tree of adders (``sum()`` chains them, ``len`` deep)."""
-    while len(values) > 1:
-        pairs = zip(values[::2], values[1::2], strict=False)
-        values = [a + b for a, b in pairs] + values[len(values) & ~1 :]
-    return values[0]
-
-
-def valid_max(pairs: list[tuple[Value, Value]]) -> tuple[Value, Value]:
-    """(max of the valid values, any valid) of ``(value, valid)`` pairs, a tree deep."""
-    while len(pairs) > 1:
-        merged = [
-            (Mux(vb & (~va | (b > a)), b, a), va | vb)
-            for (a, va), (b, vb) in zip(pairs[::2], pairs[1::2], strict=False)
-        ]
-        pairs = merged + pairs[len(pairs) & ~1 :]
-    return pairs[0]
 
 
 class RowDivider(wiring.Component):
@@ -401,8 +369,10 @@ class VectorUnit(wiring.Component):
                             ks.append(k)
                             mants.append(mant)
                             valid.append(lane_valid(e))
-                        # lane 0 is valid in every word a pass reads
-                        kw = named(m, valid_max(list(zip(ks, valid, strict=True)))[0], f"kw_{r}")
+                        kw = ks[0]
+                        for e in range(1, lanes):
+                            kw = Mux(valid[e] & (ks[e] > kw), ks[e], kw)
+                        kw = named(m, kw, f"kw_{r}")
                         new_k = named(
                             m, Mux(fsm_first | (kw > big_k[r]), kw, big_k[r]), f"newk_{r}"
                         )
@@ -417,11 +387,9 @@ class VectorUnit(wiring.Component):
                         kept = Mux(fsm_first, 0, total[r] >> (new_k - big_k[r])[:7])
                         sums = [a_in[r][e] for e in range(lanes)]
                         with m.If(p.vop == VecOp.SOFTMAX):
-                            m.d.sync += [big_k[r].eq(new_k), total[r].eq(kept + tree_sum(terms))]
+                            m.d.sync += [big_k[r].eq(new_k), total[r].eq(kept + sum(terms))]
                         with m.Else():
-                            s_word = tree_sum(
-                                [Mux(lane_valid(e), sums[e], 0) for e in range(lanes)]
-                            )
+                            s_word = sum(Mux(lane_valid(e), sums[e], 0) for e in range(lanes))
                             m.d.sync += total[r].eq(Mux(fsm_first, 0, total[r]) + s_word)
                 with m.If(cnt == p.v_len):
                     m.d.sync += cnt.eq(0)
@@ -477,7 +445,7 @@ class VectorUnit(wiring.Component):
                         for e in range(lanes):
                             y = deviation(r, e)
                             m.d.comb += [mul_a[r][e].eq(y), mul_b[r][e].eq(y)]
-                        sq = tree_sum([Mux(lane_valid(e), mul_p[r][e], 0) for e in range(lanes)])
+                        sq = sum(Mux(lane_valid(e), mul_p[r][e], 0) for e in range(lanes))
                         m.d.sync += total[r].eq(Mux(fsm_first, 0, total[r]) + sq)
                 with m.If(cnt == p.v_len):
                     m.d.sync += cnt.eq(0)
