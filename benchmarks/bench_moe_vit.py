@@ -8,7 +8,7 @@
   cycles per inference (cycle model; the gated graphs are also run under
   Verilator here, bit-exact with the reference and cycle-exact, asserted),
   weight bytes fetched per inference, and where the cycles go: per layer
-  type, the cycles and the MAC-array utilisation (useful MACs / (64 MAC units
+  type, the cycles and the MAC-array utilisation (useful MACs / (the array's MAC units
   x cycles)), the vector unit's ops and the loads;
 * the task switch: cycles of a seg inference after a depth inference vs
   after another seg inference (the cycle model, checked under Verilator in
@@ -189,6 +189,8 @@ def main() -> None:
         default=1,
         help="images per task under Verilator (2 fill the 512-instruction memory past its end)",
     )
+    ap.add_argument("--array", default="8x8", help="square array (4x4 needs --bank-words 1024)")
+    ap.add_argument("--bank-words", type=int, default=512)
     ap.add_argument(
         "--vec-rows", type=int, default=0, help="rows the vector unit holds at once (0: all 8)"
     )
@@ -196,7 +198,7 @@ def main() -> None:
     ap.add_argument("--pnr-minutes", type=float, default=60)
     ap.add_argument("--fpga-only", action="store_true", help="only the FPGA implementation")
     args = ap.parse_args()
-    cfg = engine_config(vec_rows=args.vec_rows)
+    cfg = engine_config(args.array, args.bank_words, args.vec_rows)
     if args.fpga_only:
         print(json.dumps({"config": cfg.to_json(), "fpga": fpga(cfg, args.pnr_minutes)}, indent=1))
         return
