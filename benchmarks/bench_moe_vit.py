@@ -189,7 +189,11 @@ def main() -> None:
         default=1,
         help="images per task under Verilator (2 fill the 512-instruction memory past its end)",
     )
-    ap.add_argument("--array", default="8x8", help="square array (4x4 needs --bank-words 1024)")
+    ap.add_argument(
+        "--array",
+        default="8x8",
+        help="square array (4x4 needs --bank-words 2048 for the all-experts comparison)",
+    )
     ap.add_argument("--bank-words", type=int, default=512)
     ap.add_argument(
         "--vec-rows", type=int, default=0, help="rows the vector unit holds at once (0: all 8)"
