@@ -85,6 +85,17 @@ class BoardTop(Elaboratable):
         return m
 
 
+def resources(cells: dict[str, int]) -> dict[str, int]:
+    """The ECP5 cell counts a report names: LUT4, flip-flops, DSP blocks, block RAMs, carry."""
+    return {
+        "luts": cells.get("LUT4", 0),
+        "flip_flops": cells.get("TRELLIS_FF", 0),
+        "dsps": cells.get("MULT18X18D", 0),
+        "block_rams": cells.get("DP16KD", 0),
+        "carry_cells": cells.get("CCU2C", 0),
+    }
+
+
 class PlaceRouteTimeout(AccelError):
     """nextpnr did not finish in the time allowed; what synthesis produced is kept."""
 
@@ -98,15 +109,10 @@ class PlaceRouteTimeout(AccelError):
 
     def summary(self) -> dict:
         """What synthesis and placement still say: cells, the post-placement estimate."""
-        c = self.cells
         return {
             "routed": False,
             "error": str(self),
-            "luts": c.get("LUT4", 0),
-            "flip_flops": c.get("TRELLIS_FF", 0),
-            "dsps": c.get("MULT18X18D", 0),
-            "block_rams": c.get("DP16KD", 0),
-            "carry_cells": c.get("CCU2C", 0),
+            **resources(self.cells),
             "placed_fmax_estimate_mhz": self.placed_fmax_mhz,
         }
 
@@ -141,28 +147,24 @@ class Implementation:
 
     @property
     def luts(self) -> int:
-        return self.cells.get("LUT4", 0)
+        return resources(self.cells)["luts"]
 
     @property
     def flip_flops(self) -> int:
-        return self.cells.get("TRELLIS_FF", 0)
+        return resources(self.cells)["flip_flops"]
 
     @property
     def dsps(self) -> int:
-        return self.cells.get("MULT18X18D", 0)
+        return resources(self.cells)["dsps"]
 
     @property
     def block_rams(self) -> int:
-        return self.cells.get("DP16KD", 0)
+        return resources(self.cells)["block_rams"]
 
     def summary(self) -> dict:
         return {
             "device": self.device,
-            "luts": self.luts,
-            "flip_flops": self.flip_flops,
-            "dsps": self.dsps,
-            "block_rams": self.block_rams,
-            "carry_cells": self.cells.get("CCU2C", 0),
+            **resources(self.cells),
             "fmax_mhz": self.fmax_mhz,
             "clock_mhz": self.clock_mhz,
             "multipliers_in": self.dsp_mode,
