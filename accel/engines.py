@@ -21,11 +21,27 @@ ENGINES = ("reference", "rtl", "amaranth", "hls4ml")
 
 
 def dataflow_verilog(plan: DataflowPlan) -> tuple[str, str]:
-    """(top module name, Verilog) of the dataflow design for ``plan``."""
-    from accel.rtl.dataflow import to_verilog
+    """(top module name, Verilog) of the dataflow design for ``plan``.
+
+    Cached on disk by the plan and the generator's source (:mod:`accel.cache`):
+    only the first run of a design elaborates and converts it.
+    """
+    from accel.cache import cached_text
+
+    def convert() -> str:
+        from accel.rtl.dataflow import to_verilog
+
+        return to_verilog(plan, top)
 
     top = f"accel_{plan.name}"
-    return top, to_verilog(plan, top)
+    verilog = cached_text(
+        "verilog",
+        key=("dataflow", plan, top),
+        produce=convert,
+        sources=["accel.rtl.dataflow"],
+        what=f"the dataflow design {top} to Verilog",
+    )
+    return top, verilog
 
 
 def stream_sim(plan: DataflowPlan, n_max: int):

@@ -16,14 +16,32 @@ from accel.sim.verilator import StreamSim
 TOP = "accel_engine"
 
 
+def engine_verilog(cfg: EngineConfig, top: str = TOP) -> str:
+    """The engine's Verilog for ``cfg``, cached on disk by the configuration and the
+    generator's source (:mod:`accel.cache`): only the first run elaborates it."""
+    from accel.cache import cached_text
+
+    def convert() -> str:
+        from accel.rtl.engine.core import to_verilog
+
+        return to_verilog(cfg, top)
+
+    return cached_text(
+        "verilog",
+        key=("engine", cfg, top),
+        produce=convert,
+        sources=["accel.rtl.engine.core"],
+        what=f"the {cfg.rows}x{cfg.cols} engine{' with the vector unit' if cfg.vector else ''}"
+        " to Verilog",
+    )
+
+
 def engine_sim(cfg: EngineConfig, words: int = 1) -> StreamSim:
     """The engine's Verilator model (built once per configuration and capacity, then cached).
 
     The harness holds 65,536 words each way; a longer run gets a larger one.
     """
-    from accel.rtl.engine.core import to_verilog
-
-    return StreamSim(to_verilog(cfg, TOP), TOP, word_width(cfg), cfg.group * cfg.acc_bits, words)
+    return StreamSim(engine_verilog(cfg), TOP, word_width(cfg), cfg.group * cfg.acc_bits, words)
 
 
 @dataclass

@@ -8,7 +8,6 @@ recompile. A file lock makes concurrent builds (pytest-xdist) safe.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
@@ -19,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from accel.cache import cache_root, lock_waiting, progress
 from accel.errors import AccelError
 from accel.sim import harness
 
@@ -28,10 +28,6 @@ BUILD_ARGS = ["--timing", "-O3", "-Wno-fatal", "-Wno-lint"]
 # precompiled-header flags; supply them as make variables.
 MAKE_VARS = "CFG_CXXFLAGS_COROUTINES=-fcoroutines CFG_CXXFLAGS_PCH_I=-include OPT_FAST=-O2"
 TOP = "accel_harness"
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("ACCEL_CACHE", Path.home() / ".cache" / "accel"))
 
 
 def verilator_bin() -> Path:
@@ -85,10 +81,14 @@ class StreamSim:
 
         self.build_dir.mkdir(parents=True, exist_ok=True)
         with open(self.build_dir / ".lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+            lock_waiting(lock, f"the Verilator model of {self.dut}")
             if self.built:
                 return 0.0
             t0 = time.perf_counter()
+            progress(
+                f"building the Verilator model of {self.dut} (cached for the next run; "
+                "a few seconds to several minutes) ..."
+            )
             src = self.build_dir / "src"
             src.mkdir(exist_ok=True)
             (src / f"{self.dut}.v").write_text(self.verilog)
@@ -114,6 +114,7 @@ class StreamSim:
                 else:
                     os.environ["MAKEFLAGS"] = saved
             (self.build_dir / "built.ok").write_text("ok\n")
+            progress(f"built the Verilator model of {self.dut} in {time.perf_counter() - t0:.0f} s")
             return time.perf_counter() - t0
 
     def run(
