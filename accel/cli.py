@@ -13,9 +13,7 @@ import argparse
 import importlib
 import inspect
 import json
-import os
 import sys
-import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -185,16 +183,17 @@ def load_task_model(spec: str, task: str | None):
     return task_graph(spec, task), zoo.get(spec)
 
 
-def load_inputs(path: Path, graph) -> np.ndarray:
-    """Float charges are quantized with the graph's input mode; integers are raw values."""
+# the engine a simulation builds must fit this board's part (its multipliers, its RAM)
+SIM_BOARD = "ulx3s-85f"
+MAX_SIM_SAMPLES = 1_000_000  # rows one simulator run takes (split larger files)
+MAX_SIM_CYCLES = 1 << 28  # a few minutes of Verilator
+CHUNK_ELEMENTS = 1 << 20  # input elements the reference takes at a time
+
+
+def _raw(graph, x: np.ndarray, path: Path) -> np.ndarray:
+    """Float values quantized with the graph's input mode; integers range-checked."""
     from accel import reference
 
-    if not path.is_file():
-        raise AccelError(f"input file {path} not found")
-    try:
-        x = np.load(path, allow_pickle=False)
-    except (ValueError, OSError) as e:
-        raise AccelError(f"cannot read {path} as a .npy array: {e}") from None
     name = graph.inputs[0]
     if x.dtype.kind == "f":
         return reference.quantize_inputs(graph, name, x)
@@ -203,37 +202,72 @@ def load_inputs(path: Path, graph) -> np.ndarray:
     raise AccelError(f"{path}: dtype {x.dtype} is neither floating point nor integer")
 
 
-def save_array(path: Path, y: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", suffix=".npy", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, y)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+def open_inputs(path: Path, graph) -> np.ndarray:
+    """The input file as a read-only map, its shape and dtype checked from the header."""
+    from accel.npyfile import open_npy
+
+    x = open_npy(path, graph.tensors[graph.inputs[0]].shape)
+    if x.dtype.kind not in "fiu":
+        raise AccelError(f"{path}: dtype {x.dtype} is neither floating point nor integer")
+    return x
+
+
+def load_inputs(path: Path, graph, max_rows: int = MAX_SIM_SAMPLES) -> np.ndarray:
+    """The whole input file as raw integers (at most ``max_rows`` rows)."""
+    x = open_inputs(path, graph)
+    if len(x) > max_rows:
+        raise AccelError(
+            f"{path} has {len(x):,} rows; a simulator run takes at most {max_rows:,} "
+            "(split the file, or use --engine reference, which streams)"
+        )
+    return _raw(graph, np.asarray(x), path)
+
+
+def reference_to_file(graph, x: np.ndarray, path: Path, out: Path) -> tuple[int, ...]:
+    """The reference on ``x`` in chunks, written to the .npy ``out``: flat memory in N."""
+    from accel import reference
+
+    shape = (len(x), *graph.tensors[graph.outputs[0]].shape)
+    if len(x) == 0:
+        with open(out, "wb") as f:
+            np.save(f, np.zeros(shape, np.int64))
+        return shape
+    y = np.lib.format.open_memmap(out, mode="w+", dtype=np.int64, shape=shape)
+    step = max(1, CHUNK_ELEMENTS // max(1, graph.tensors[graph.inputs[0]].size))
+    for i in range(0, len(x), step):
+        y[i : i + step] = reference.predict(graph, _raw(graph, np.asarray(x[i : i + step]), path))
+    y.flush()
+    del y
+    return shape
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from accel import engines
+    from accel.outputs import staged_file
 
     graph, _ = load_task_model(args.model, args.task)
-    x = load_inputs(Path(args.inputs), graph)
+    path = Path(args.inputs)
     if args.arch == "engine" and args.engine != "rtl":
         raise AccelError("--arch engine runs the RTL: use it with --engine rtl")
     if args.engine != "reference":  # the numpy reference runs every graph
         _check_arch(graph, args)
-    with _status(
-        f"running {len(x)} samples on the {args.engine} engine", quiet=args.engine == "reference"
-    ):
-        if args.arch == "engine":
-            y, _ = _run_engine(graph, args, x)
+    hint = "; pass --force to replace it"
+    with staged_file(Path(args.out), replace=args.force, hint=hint, inputs=[path]) as tmp:
+        if args.engine == "reference":
+            shape = reference_to_file(graph, open_inputs(path, graph), path, tmp)
         else:
-            y = engines.predict(graph, x, args.engine, args.reuse)
-    save_array(Path(args.out), y)
+            x = load_inputs(path, graph)
+            cfg = _engine_for(graph, args) if args.arch == "engine" else None
+            with _status(f"running {len(x)} samples on the {args.engine} engine"):
+                if cfg is not None:
+                    y, _ = _run_engine(graph, cfg, x)
+                else:
+                    y = engines.predict(graph, x, args.engine, args.reuse)
+            with open(tmp, "wb") as f:
+                np.save(f, y)
+            shape = y.shape
     print(
-        f"wrote {y.shape} raw {graph.tensors[graph.outputs[0]].type.ap()} to {args.out}",
+        f"wrote {shape} raw {graph.tensors[graph.outputs[0]].type.ap()} to {args.out}",
         file=sys.stderr,
     )
     return 0
@@ -244,8 +278,6 @@ def cmd_sim(args: argparse.Namespace) -> int:
     from accel import engines, reference
     from accel.sim import stimulus
 
-    if args.samples < 1:
-        raise AccelError("--samples must be at least 1")
     if args.simulator != "verilator":
         raise AccelError(f"simulator {args.simulator!r} is not available (use verilator)")
     graph, model = load_task_model(args.model, args.task)
@@ -253,6 +285,14 @@ def cmd_sim(args: argparse.Namespace) -> int:
     x = sample_inputs(graph, model, args.samples, args.seed)
     if args.arch == "engine":
         return _sim_engine(args, graph, x)
+    from accel.compiler.dataflow import lower
+
+    ii = max(lower(graph, args.reuse).reuse)  # a bad --reuse fails before any work
+    if len(x) * ii > MAX_SIM_CYCLES:
+        raise AccelError(
+            f"{len(x):,} samples at II {ii} are {len(x) * ii:,} cycles; a simulation runs at "
+            f"most {MAX_SIM_CYCLES:,} (fewer --samples or a smaller --reuse)"
+        )
     pats = stimulus.backpressure(args.seed) if args.backpressure else (None, None)
     with _status(
         f"simulating {len(x)} samples under Verilator (first build takes a while)", quiet=args.json
@@ -327,14 +367,14 @@ def _arch_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--bank-words",
-        type=int,
+        type=_bounded(1 << 16),
         default=512,
         metavar="N",
         help="engine activation bank depth in words (default 512; deform_det needs 2048)",
     )
     p.add_argument(
         "--vec-rows",
-        type=int,
+        type=lambda t: _integer(t, 0, 64),
         default=0,
         metavar="N",
         help="rows the vector unit (moe_vit) works on at once: all by default; 1 is 8x smaller, "
@@ -342,7 +382,7 @@ def _arch_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--bilinear-frac",
-        type=int,
+        type=lambda t: _integer(t, 0, 6),
         default=4,
         metavar="F",
         help="fraction bits of the engine's bilinear sampler (default 4, as deform_det@bilinear; "
@@ -375,20 +415,33 @@ def _check_arch(graph, args: argparse.Namespace) -> None:
         )
 
 
-def _run_engine(graph, args: argparse.Namespace, x: np.ndarray):
-    """The graph on the engine its ops need: the ViT's with the vector unit."""
+def _engine_for(graph, args: argparse.Namespace):
+    """The engine configuration the graph's ops need (the ViT's with the vector unit),
+    checked against the part it would be built for before anything is elaborated."""
+    from accel.dse.devices import check_engine
     from accel.engine import vit
-    from accel.sim.engine import run_graph, run_tokens
 
     if vit.is_token_graph(graph):
         try:
             cfg = vit.engine_config(args.array, args.bank_words, args.vec_rows)
         except AccelError as e:
             raise AccelError(f"--array/--vec-rows: {e}") from None
-        return run_tokens(graph, cfg, x)
-    if args.vec_rows:
+    elif args.vec_rows:
         raise AccelError(f"--vec-rows is for the vector unit; {graph.name} does not use it")
-    return run_graph(graph, engine_config(args.array, args.bank_words, args.bilinear_frac), x)
+    else:
+        cfg = engine_config(args.array, args.bank_words, args.bilinear_frac)
+    check_engine(cfg, SIM_BOARD)
+    return cfg
+
+
+def _run_engine(graph, cfg, x: np.ndarray):
+    """The graph on the engine ``cfg`` under Verilator: (outputs, the run)."""
+    from accel.engine import vit
+    from accel.sim.engine import run_graph, run_tokens
+
+    if vit.is_token_graph(graph):
+        return run_tokens(graph, cfg, x)
+    return run_graph(graph, cfg, x)
 
 
 def _sim_engine(args: argparse.Namespace, graph, x: np.ndarray) -> int:
@@ -396,8 +449,9 @@ def _sim_engine(args: argparse.Namespace, graph, x: np.ndarray) -> int:
 
     if args.backpressure:
         raise AccelError("--backpressure is for the dataflow design; the engine test uses GEMMs")
+    cfg = _engine_for(graph, args)
     with _status(f"running {len(x)} samples on the {args.array} engine", quiet=args.json):
-        y, run = _run_engine(graph, args, x)
+        y, run = _run_engine(graph, cfg, x)
     mismatches = int((y != reference.predict(graph, x)).reshape(len(x), -1).any(axis=1).sum())
     report = {
         "model": graph.name,
@@ -456,7 +510,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
             from accel.flows import hls4ml
 
             with _status("writing the hls4ml project", quiet=args.json):
-                hls4ml.write_project(graph, tmp, reuse=args.reuse, backend=args.backend)
+                hls4ml.write_project(graph, tmp, reuse=args.reuse, backend=args.backend, final=out)
             summary = {"backend": args.backend, "reuse": args.reuse}
         else:
             summary = build_bitstream(graph, board, tmp, args)
@@ -619,10 +673,10 @@ def _measured_ii(accept: np.ndarray) -> int | None:
 
 # -- parser -------------------------------------------------------------------------
 class Parser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line naming the problem (and the help to read)."""
+    """argparse, but a usage error is the one ``accel: error:`` line (and the help to read)."""
 
     def error(self, message: str):
-        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+        raise AccelError(f"{message} (see '{self.prog} --help')")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -647,7 +701,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("model")
     t.add_argument("--epochs", type=_positive, help="passes over the data (default: the model's)")
     t.add_argument("--n-train", type=_positive, help="training samples (default: the model's)")
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--seed", type=_seed, default=0)
     t.add_argument("-o", "--out", default="trained", help="output directory (default: trained)")
     t.add_argument("--force", action="store_true", help="replace an existing output directory")
     t.add_argument("--nm", metavar="N:M", help="nm_sparse: N:M pattern, or 'dense' (default 2:8)")
@@ -672,6 +726,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--engine", choices=ENGINES, default="reference")
     pr.add_argument("--inputs", required=True, metavar="X.npy")
     pr.add_argument("--out", required=True, metavar="Y.npy")
+    pr.add_argument("--force", action="store_true", help="replace an existing Y.npy")
     pr.add_argument("--reuse", type=_positive, default=1, help="RTL reuse factor (default 1)")
     pr.add_argument(
         "--task", metavar="NAME", help="multi-task models (moe_vit): the task's graph (seg, depth)"
@@ -687,7 +742,12 @@ def build_parser() -> argparse.ArgumentParser:
         "with the cycle model. Exit status 1 on any mismatch.",
     )
     s.add_argument("model")
-    s.add_argument("--samples", type=int, default=1000)
+    s.add_argument(
+        "--samples",
+        type=_bounded(MAX_SIM_SAMPLES),
+        default=1000,
+        help=f"samples to simulate (default 1000, at most {MAX_SIM_SAMPLES:,})",
+    )
     s.add_argument("--reuse", type=_positive, default=1, help="reuse factor per layer")
     s.add_argument(
         "--backpressure", action="store_true", help="random source stalls and sink back-pressure"
@@ -695,7 +755,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--simulator", default="verilator", help="verilator (default)")
     s.add_argument("--task", metavar="NAME", help="multi-task models (moe_vit): the task to run")
     _arch_options(s)
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--seed", type=_seed, default=0)
     s.add_argument("--json", action="store_true", help="one JSON document on stdout")
     s.set_defaults(func=cmd_sim)
 
@@ -717,11 +777,16 @@ def build_parser() -> argparse.ArgumentParser:
     ge.add_argument(
         "--backend", choices=["Vitis", "Vivado"], default="Vitis", help="hls4ml backend"
     )
-    ge.add_argument("--vectors", type=_positive, default=1000, help="test vectors (verilog)")
+    ge.add_argument(
+        "--vectors",
+        type=_bounded(MAX_SIM_SAMPLES),
+        default=1000,
+        help=f"test vectors (verilog; default 1000, at most {MAX_SIM_SAMPLES:,})",
+    )
     ge.add_argument(
         "--task", metavar="NAME", help="multi-task models (moe_vit): the task's static pathway"
     )
-    ge.add_argument("--seed", type=int, default=1, help="stimulus and place-and-route seed")
+    ge.add_argument("--seed", type=_seed, default=1, help="stimulus and place-and-route seed")
     ge.add_argument("--json", action="store_true")
     ge.set_defaults(func=cmd_generate)
 
@@ -735,7 +800,7 @@ def build_parser() -> argparse.ArgumentParser:
     re_.add_argument("model", help="a zoo name or a QONNX/ONNX file")
     re_.add_argument("--board", default="ulx3s-85f")
     re_.add_argument("--reuse", type=_positive, default=16, help="reuse factor (default 16)")
-    re_.add_argument("--seed", type=int, default=1, help="place-and-route seed")
+    re_.add_argument("--seed", type=_seed, default=1, help="place-and-route seed")
     re_.add_argument("--no-da4ml", action="store_true", help="skip the da4ml comparison")
     re_.add_argument(
         "--pnr-minutes",
@@ -771,27 +836,55 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _positive(text: str) -> int:
+def _integer(text: str, lo: int, hi: int | None = None) -> int:
     try:
         v = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {v}")
+    if v < lo:
+        raise argparse.ArgumentTypeError(f"must be at least {lo}, got {v}")
+    if hi is not None and v > hi:
+        raise argparse.ArgumentTypeError(f"must be at most {hi:,}, got {v:,}")
     return v
 
 
+def _positive(text: str) -> int:
+    return _integer(text, 1)
+
+
+def _bounded(hi: int):
+    """A positive integer of at most ``hi``."""
+
+    def parse(text: str) -> int:
+        return _integer(text, 1, hi)
+
+    parse.__name__ = "count"
+    return parse
+
+
+def _seed(text: str) -> int:
+    """A random seed: 0 .. 2**32 - 1 (numpy's and nextpnr's range)."""
+    return _integer(text, 0, 2**32 - 1)
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
     try:
+        args = build_parser().parse_args(argv)
         return args.func(args)
     except AccelError as e:
         print(f"accel: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # an output the system refused: permissions, a file for a folder
+        print(f"accel: error: {_os_error(e)}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("accel: interrupted", file=sys.stderr)
         return 130
+
+
+def _os_error(e: OSError) -> str:
+    text = e.strerror or str(e) or type(e).__name__
+    return f"{text}: {e.filename}" if e.filename else text
 
 
 if __name__ == "__main__":

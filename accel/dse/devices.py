@@ -55,3 +55,22 @@ def fits(dev: Device, lut4: float, carry: float, ff: float, dsp: float, bram: fl
         if round(used) > cap:
             over.append(f"{what} {round(used)} > {cap}")
     return ", ".join(over)
+
+
+def check_engine(cfg, board: str) -> None:
+    """Refuse, with the figures, an engine whose multipliers or buffers exceed the board's
+    part (checked before anything is elaborated)."""
+    from accel.dse.designs import bram_blocks, engine_memories
+
+    dev = get(board)
+    if cfg.macs > dev.dsps:
+        raise AccelError(
+            f"a {cfg.rows}x{cfg.cols} array has {cfg.macs} multipliers; the {dev.part} on "
+            f"{board} has {dev.dsps} DSP blocks"
+        )
+    blocks = sum(n * bram_blocks(d, w) for n, d, w in engine_memories(cfg).values())
+    if blocks > dev.brams:
+        raise AccelError(
+            f"the engine's buffers (bank depth {cfg.a_depth} words) need {blocks} DP16KD "
+            f"blocks; the {dev.part} on {board} has {dev.brams}"
+        )

@@ -14,6 +14,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import shutil
 import sys
 import time
@@ -28,6 +29,7 @@ from accel.dse import pareto
 from accel.dse.sweep import Sweep
 from accel.dse.table import RESULTS, Table
 from accel.errors import AccelError
+from accel.outputs import refuse_dangerous
 
 CONNECT_TIMEOUT_S = 5
 SWEEP, SUMMARY = "sweep.json", "summary.json"
@@ -105,12 +107,27 @@ def _done(row: dict[str, str] | None, task: dict, retry_failed: bool) -> bool:
     )
 
 
+def check_scheduler(address: str) -> None:
+    """A one-line error for an address Dask could not connect to whatever the network."""
+    from distributed.comm.addressing import parse_address, parse_host_port
+
+    try:
+        scheme, location = parse_address(address)
+        if scheme in ("tcp", "tls", "ws", "wss", "ucx"):
+            host, port = parse_host_port(location)
+            if not re.fullmatch(r"[A-Za-z0-9_.:\[\]-]+", host) or not 0 < int(port) < 65536:
+                raise ValueError(f"no host:port in {location!r}")
+    except (ValueError, TypeError) as e:
+        raise AccelError(f"bad scheduler address {address!r}: {_reason(e)}") from None
+
+
 @contextlib.contextmanager
 def client(scheduler: str | None, workers: int | None):
     """A distributed Client: connected to ``scheduler``, or to a new LocalCluster."""
     from distributed import Client, LocalCluster
 
     if scheduler:
+        check_scheduler(scheduler)
         try:
             c = Client(scheduler, timeout=f"{CONNECT_TIMEOUT_S}s", set_as_default=False)
         except (OSError, TimeoutError) as e:
@@ -197,23 +214,29 @@ def run(
         raise AccelError("--workers sizes the LocalCluster; a scheduler brings its own workers")
     if out.exists() and not out.is_dir():
         raise AccelError(f"output {out} exists and is not a directory")
-    if out.is_dir() and any(out.iterdir()) and not (out / SWEEP).is_file() and not force:
+    ours = (out / SWEEP).is_file()
+    if out.is_dir() and any(out.iterdir()) and not ours and not force:
         raise AccelError(
             f"output directory {out} exists and holds no accel dse results; "
             "pick another -o DIR or pass --force"
         )
-    if force and out.is_dir():
-        for name in (RESULTS, SWEEP, SUMMARY):
-            (out / name).unlink(missing_ok=True)
-        shutil.rmtree(out / "plots", ignore_errors=True)
-    out.mkdir(parents=True, exist_ok=True)
-    _write(out / SWEEP, json.dumps(_describe(sweep), indent=1, default=str) + "\n")
-    table = Table(out / RESULTS, ev.columns(sweep.arch))
+    if out.exists() and not ours:
+        refuse_dangerous(out)  # results never go loose into the working directory or above
+    if scheduler:
+        check_scheduler(scheduler)
     t0 = time.perf_counter()
     where = scheduler or "a LocalCluster"
     evaluated: set[str] = set()
     with contextlib.ExitStack() as stack:
-        c = None
+        # a named scheduler is reached before anything is written
+        c = stack.enter_context(client(scheduler, workers)) if scheduler else None
+        if force and out.is_dir():
+            for name in (RESULTS, SWEEP, SUMMARY):
+                (out / name).unlink(missing_ok=True)
+            shutil.rmtree(out / "plots", ignore_errors=True)
+        out.mkdir(parents=True, exist_ok=True)
+        _write(out / SWEEP, json.dumps(_describe(sweep), indent=1, default=str) + "\n")
+        table = Table(out / RESULTS, ev.columns(sweep.arch))
         # a sampled check whose point fails moves to another point: a second round
         for _ in range(4):
             failed = {pid for pid, r in table.rows.items() if r["status"] == "failed"}

@@ -27,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -145,6 +146,11 @@ def _values(name: str, spec: Any, kind: type) -> list:
             step = _int(name, spec.get("step", 1))
             if step < 1:
                 raise AccelError(f"parameter {name}: step must be at least 1, got {step}")
+            count = (hi - lo) // step + 1
+            if count > MAX_POINTS:  # counted, not enumerated
+                raise AccelError(
+                    f"parameter {name}: the range has {count:,} values, more than {MAX_POINTS:,}"
+                )
             values = list(range(lo, hi + 1, step))
         if not values:
             raise AccelError(f"parameter {name}: empty range (from {lo} to {hi})")
@@ -198,6 +204,19 @@ def _refuse_unknown(mapping: dict, known, where: str) -> None:
         )
 
 
+def _name(text: Any) -> str:
+    """A sweep name: it names the default output directory, so it is one plain file name."""
+    if not isinstance(text, str | int) or isinstance(text, bool):
+        raise AccelError(f"the sweep name must be a string, got {text!r}"[:200])
+    text = str(text)
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,99}", text):
+        raise AccelError(
+            f"sweep name {text[:100]!r}: use letters, digits and _ . + - (at most 100, no "
+            "path separators, not starting with a dot)"
+        )
+    return text
+
+
 def parse(doc: Any, name: str = "sweep") -> Sweep:
     """A sweep from a parsed YAML/JSON document."""
     from accel import zoo
@@ -243,7 +262,7 @@ def parse(doc: Any, name: str = "sweep") -> Sweep:
         raise AccelError("evaluate must be a mapping")
     _refuse_unknown(ev, EVALUATE_KEYS, "under evaluate")
     sweep = Sweep(
-        name=str(doc.get("name", name)),
+        name=_name(doc.get("name", name)),
         model=model,
         arch=arch,
         axes=axes,
@@ -271,14 +290,39 @@ def parse(doc: Any, name: str = "sweep") -> Sweep:
     return sweep
 
 
+MAX_FILE_BYTES = 1 << 20
+
+
+def _loader():
+    """YAML's safe loader without aliases: a few bytes of ``*a`` can expand to gigabytes."""
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        def compose_node(self, parent, index):
+            if self.check_event(yaml.AliasEvent):
+                event = self.peek_event()
+                raise AccelError(
+                    f"line {event.start_mark.line + 1}: YAML aliases (*{event.anchor}) are not "
+                    "allowed in a sweep file; write the values out"
+                )
+            return super().compose_node(parent, index)
+
+    return Loader
+
+
 def load(path: Path) -> Sweep:
     import yaml
 
     path = Path(path)
     if not path.is_file():
         raise AccelError(f"sweep file {path} not found")
+    size = path.stat().st_size
+    if size > MAX_FILE_BYTES:
+        raise AccelError(f"sweep file {path} has {size:,} bytes; at most {MAX_FILE_BYTES:,}")
     try:
-        doc = yaml.safe_load(path.read_text())
+        doc = yaml.load(path.read_text(), Loader=_loader())  # a SafeLoader without aliases
+    except AccelError as e:
+        raise AccelError(f"{path}: {e}") from None
     except yaml.YAMLError as e:
         where = getattr(e, "problem_mark", None)
         at = f" at line {where.line + 1}" if where is not None else ""
