@@ -202,8 +202,8 @@ def _raw(graph, x: np.ndarray, path: Path) -> np.ndarray:
     raise AccelError(f"{path}: dtype {x.dtype} is neither floating point nor integer")
 
 
-def open_inputs(path: Path, graph) -> np.ndarray:
-    """The input file as a read-only map, its shape and dtype checked from the header."""
+def open_inputs(path: Path, graph):
+    """The input file, its shape and dtype checked from the header (nothing read yet)."""
     from accel.npyfile import open_npy
 
     x = open_npy(path, graph.tensors[graph.inputs[0]].shape)
@@ -220,24 +220,22 @@ def load_inputs(path: Path, graph, max_rows: int = MAX_SIM_SAMPLES) -> np.ndarra
             f"{path} has {len(x):,} rows; a simulator run takes at most {max_rows:,} "
             "(split the file, or use --engine reference, which streams)"
         )
-    return _raw(graph, np.asarray(x), path)
+    return _raw(graph, x.load(), path)
 
 
-def reference_to_file(graph, x: np.ndarray, path: Path, out: Path) -> tuple[int, ...]:
-    """The reference on ``x`` in chunks, written to the .npy ``out``: flat memory in N."""
+def reference_to_file(graph, x, path: Path, out: Path) -> tuple[int, ...]:
+    """The reference on the rows of ``x`` (an :class:`NpyFile`), a chunk at a time,
+    written to the .npy ``out`` as they come: memory does not grow with the rows."""
     from accel import reference
 
     shape = (len(x), *graph.tensors[graph.outputs[0]].shape)
-    if len(x) == 0:
-        with open(out, "wb") as f:
-            np.save(f, np.zeros(shape, np.int64))
-        return shape
-    y = np.lib.format.open_memmap(out, mode="w+", dtype=np.int64, shape=shape)
     step = max(1, CHUNK_ELEMENTS // max(1, graph.tensors[graph.inputs[0]].size))
-    for i in range(0, len(x), step):
-        y[i : i + step] = reference.predict(graph, _raw(graph, np.asarray(x[i : i + step]), path))
-    y.flush()
-    del y
+    with open(out, "wb") as f:
+        header = {"descr": np.lib.format.dtype_to_descr(np.dtype("<i8")), "shape": shape}
+        np.lib.format.write_array_header_2_0(f, {**header, "fortran_order": False})
+        for i in range(0, len(x), step):
+            y = reference.predict(graph, _raw(graph, x.rows(i, i + step), path))
+            f.write(np.ascontiguousarray(y, "<i8").tobytes())
     return shape
 
 

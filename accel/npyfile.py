@@ -2,13 +2,13 @@
 
 A user's file may be empty, another format renamed, truncated, or declare a
 shape of 10^12 rows in a 100-byte file; each is a one-line error. A good file
-is memory-mapped, so a large one is read in chunks as it is used, never loaded
-whole.
+is read in row ranges as it is used, so a large one is never loaded whole.
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -16,8 +16,37 @@ import numpy as np
 from accel.errors import AccelError
 
 
-def open_npy(path: Path, row_shape: tuple[int, ...] | None = None) -> np.ndarray:
-    """A read-only memory map of the array in ``path`` (a plain array if it has no data).
+@dataclass(frozen=True)
+class NpyFile:
+    """An array on disk, known from its header: read whole or in row ranges."""
+
+    path: Path
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    offset: int
+    fortran: bool
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def rows(self, start: int, stop: int) -> np.ndarray:
+        """Rows ``start:stop``, read from the file (only those bytes)."""
+        stop = min(stop, len(self))
+        if self.fortran:  # rows are not contiguous: map the file, copy the slice
+            whole = np.memmap(self.path, self.dtype, "r", self.offset, self.shape, order="F")
+            return np.array(whole[start:stop])
+        row = int(np.prod(self.shape[1:], dtype=np.int64))
+        with open(self.path, "rb") as f:
+            f.seek(self.offset + start * row * self.dtype.itemsize)
+            data = np.fromfile(f, self.dtype, count=(stop - start) * row)
+        return data.reshape(stop - start, *self.shape[1:])
+
+    def load(self) -> np.ndarray:
+        return self.rows(0, len(self))
+
+
+def open_npy(path: Path, row_shape: tuple[int, ...] | None = None) -> NpyFile:
+    """The array in ``path``, checked from its header: format, dtype, shape, size.
 
     ``row_shape`` is the expected shape of one row (the batch axis first); a file
     of another shape is refused from its header alone.
@@ -51,7 +80,4 @@ def open_npy(path: Path, row_shape: tuple[int, ...] | None = None) -> np.ndarray
             f"{path}: its header declares {tuple(shape)} {dtype} ({need:,} bytes with the "
             f"header) but the file has {have:,} bytes"
         )
-    if need == offset:  # no data: numpy cannot map an empty range
-        return np.zeros(shape, dtype)
-    order = "F" if fortran else "C"
-    return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=tuple(shape), order=order)
+    return NpyFile(path, tuple(shape), dtype, offset, bool(fortran))
