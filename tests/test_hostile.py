@@ -68,6 +68,7 @@ def sandbox(tmp_path, monkeypatch):
         "model: autoencoder\nparams:\n  reuse: {from: 1, to: 1000000000000}\n"
     )
     (work / "ok.yaml").write_text("model: autoencoder\nparams:\n  reuse: [4, 8]\n")
+    (work / "seed.yaml").write_text("model: autoencoder\nevaluate:\n  seed: -1\n")
     (work / "link").symlink_to(tmp_path)
     from accel.sim.verilator import cache_root
 
@@ -146,6 +147,7 @@ CASES = {
         ("dse ../bomb.yaml", "aliases"),
         ("dse ../escape.yaml", "sweep name"),
         ("dse ../range.yaml", "more than"),
+        ("dse ../seed.yaml", "evaluate.seed"),
         ("dse ../ok.yaml --scheduler 'not a url'", "bad scheduler address"),
         ("dse ../ok.yaml -o .. --force", "refusing"),
         ("dse ../ok.yaml -o {unwritable}/d", ""),

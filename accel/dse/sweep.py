@@ -277,6 +277,8 @@ def parse(doc: Any, name: str = "sweep") -> Sweep:
             setattr(sweep, key, v)
     if "seed" in ev:
         sweep.seed = _int("seed", ev["seed"])
+        if not 0 <= sweep.seed < 2**32:
+            raise AccelError(f"evaluate.seed: expected 0..2**32-1, got {sweep.seed}")
     if "clock_mhz" in ev:
         v = ev["clock_mhz"]
         if isinstance(v, bool) or not isinstance(v, int | float) or v <= 0:
