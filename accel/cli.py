@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import inspect
 import json
 import sys
 from contextlib import contextmanager
@@ -22,6 +21,7 @@ import numpy as np
 from accel import zoo
 from accel.engines import ENGINES
 from accel.errors import AccelError
+from accel.knobs import integer as _integer
 
 EPILOG = """\
 examples:
@@ -136,27 +136,34 @@ def staged_dir(out: Path, force: bool):
     return staged(out, replace=force, hint="; pass --force to replace it")
 
 
+def _train_options() -> dict[str, list[str]]:
+    """Every trainer's own option -> the models that take it."""
+    out: dict[str, list[str]] = {}
+    for m in zoo.MODELS.values():
+        for name in m.train_options:
+            out.setdefault(name, []).append(m.name)
+    return out
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     model = zoo.get(args.model)
-    module, func = model.train.split(":")
-    try:
-        train = getattr(importlib.import_module(module), func)
-    except ImportError as e:
-        raise AccelError(f"training needs torch: pip install 'accel[train]' ({e.name})") from None
     kwargs = {"seed": args.seed}
     if args.epochs is not None:
         kwargs["epochs"] = args.epochs
     if args.n_train is not None:
         kwargs["n_train"] = args.n_train
-    accepted = inspect.signature(train).parameters
-    options = (("--nm", "nm"), ("--net", "net"), ("--method", "method"), ("--variant", "variant"))
-    for opt, key in options:
-        value = getattr(args, key)
+    for key in _train_options():
+        value = getattr(args, f"train_{key}")
         if value is None:
             continue
-        if key not in accepted:
-            raise AccelError(f"{opt} is not an option of model {model.name}")
+        if key not in model.train_options:
+            raise AccelError(f"--{key} is not an option of model {model.name}")
         kwargs[key] = value
+    module, func = model.train.split(":")
+    try:
+        train = getattr(importlib.import_module(module), func)
+    except ImportError as e:
+        raise AccelError(f"training needs torch: pip install 'accel[train]' ({e.name})") from None
     with staged_dir(Path(args.out), args.force) as tmp:
         metrics = train(out_dir=tmp, progress=not args.json, **kwargs)
     if args.json:
@@ -167,7 +174,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-# -- accel predict ------------------------------------------------------------------
+# -- models on targets --------------------------------------------------------------
 def task_graph(spec: str, task: str):
     """The graph of one task of a multi-task zoo model (``--task``)."""
     model = zoo.get(spec)
@@ -183,6 +190,60 @@ def load_task_model(spec: str, task: str | None):
     return task_graph(spec, task), zoo.get(spec)
 
 
+def _knob_dest(target: str, name: str) -> str:
+    return f"knob_{target}_{name}"
+
+
+def _given_knobs(args: argparse.Namespace) -> dict[str, dict]:
+    """Each target's knobs the user gave, ``--array PxQ`` as the engine's rows and cols."""
+    from accel import targets
+    from accel.knobs import given
+
+    out = {name: given(t.Config, args, _knob_dest(name, "")) for name, t in targets.TARGETS.items()}
+    if getattr(args, "array", None) is not None:
+        try:
+            rows, cols = (int(v) for v in args.array.lower().split("x"))
+        except ValueError:
+            raise AccelError(
+                f"--array: an array size must look like 8x8, got {args.array!r}"
+            ) from None
+        if {"rows", "cols"} & set(out["engine"]):
+            raise AccelError("give --array or --rows/--cols, not both")
+        out["engine"].update(rows=rows, cols=cols)
+    return out
+
+
+def _flags(target: str, names) -> str:
+    from accel import targets
+    from accel.knobs import flag, knobs
+
+    by_name = {f.name: f for f in knobs(targets.get(target).Config)}
+    return ", ".join(flag(by_name[n]) for n in names)
+
+
+def design_for(args: argparse.Namespace, graph, model, *, board: str, build: bool = False):
+    """The design of ``graph`` on the target ``--arch`` names (default: the first that runs
+    it), configured with the model's preferences and the user's knobs. A knob of another
+    target is an error, not ignored. ``build``: the design is for ``board`` (its defaults
+    chosen to fit; refused if it does not), else only simulated."""
+    from accel import targets
+
+    target = targets.get(args.arch) if args.arch else targets.for_graph(graph)
+    target.check(graph)
+    given = _given_knobs(args)
+    for other, knobs in given.items():
+        if other != target.name and knobs:
+            raise AccelError(
+                f"{_flags(other, knobs)} is an option of the {other} target, not of the "
+                f"{target.name} ({graph.name} runs on the {target.name}; see --arch)"
+            )
+    prefs = model.targets.get(target.name, {}) if model is not None else {}
+    config = target.configure(graph, given[target.name], prefs, board if build else None)
+    design = target.compile(graph, config)
+    target.fit(design, board, build=build)
+    return design
+
+
 # the engine a simulation builds must fit this board's part (its multipliers, its RAM)
 SIM_BOARD = "ulx3s-85f"
 MAX_SIM_SAMPLES = 1_000_000  # rows one simulator run takes (split larger files)
@@ -190,6 +251,7 @@ MAX_SIM_CYCLES = 1 << 28  # a few minutes of Verilator
 CHUNK_ELEMENTS = 1 << 20  # input elements the reference takes at a time
 
 
+# -- accel predict ------------------------------------------------------------------
 def _raw(graph, x: np.ndarray, path: Path) -> np.ndarray:
     """Float values quantized with the graph's input mode; integers range-checked."""
     from accel import reference
@@ -239,28 +301,39 @@ def reference_to_file(graph, x, path: Path, out: Path) -> tuple[int, ...]:
     return shape
 
 
+def _refuse_hardware_options(args: argparse.Namespace, what: str) -> None:
+    """Hardware knobs and ``--arch`` mean nothing to ``what``: refuse them."""
+    given = {k: v for k, v in _given_knobs(args).items() if v}
+    if args.arch or given:
+        flags = [f"--arch {args.arch}"] if args.arch else []
+        flags += [_flags(t, knobs) for t, knobs in given.items()]
+        raise AccelError(f"{', '.join(flags)} does not apply to {what}")
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     from accel import engines
     from accel.outputs import staged_file
 
-    graph, _ = load_task_model(args.model, args.task)
+    graph, model = load_task_model(args.model, args.task)
     path = Path(args.inputs)
-    if args.arch == "engine" and args.engine != "rtl":
-        raise AccelError("--arch engine runs the RTL: use it with --engine rtl")
-    if args.engine != "reference":  # the numpy reference runs every graph
-        _check_arch(graph, args)
+    design = None
+    if args.engine == "rtl":
+        design = design_for(args, graph, model, board=SIM_BOARD)
+    else:
+        _refuse_hardware_options(args, f"the {args.engine} engine (only to --engine rtl)")
+    if args.hls4ml_reuse is not None and args.engine != "hls4ml":
+        raise AccelError("--hls4ml-reuse is for --engine hls4ml")
     hint = "; pass --force to replace it"
     with staged_file(Path(args.out), replace=args.force, hint=hint, inputs=[path]) as tmp:
         if args.engine == "reference":
             shape = reference_to_file(graph, open_inputs(path, graph), path, tmp)
         else:
             x = load_inputs(path, graph)
-            cfg = _engine_for(graph, args) if args.arch == "engine" else None
             with _status(f"running {len(x)} samples on the {args.engine} engine"):
-                if cfg is not None:
-                    y, _ = _run_engine(graph, cfg, x)
+                if design is not None:
+                    y = design.simulate(x).outputs
                 else:
-                    y = engines.predict(graph, x, args.engine, args.reuse)
+                    y = engines.predict(graph, x, args.engine, args.hls4ml_reuse or 1)
             with open(tmp, "wb") as f:
                 np.save(f, y)
             shape = y.shape
@@ -273,48 +346,36 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 # -- accel sim ----------------------------------------------------------------------
 def cmd_sim(args: argparse.Namespace) -> int:
-    from accel import engines, reference
-    from accel.sim import stimulus
+    from accel import reference
 
     if args.simulator != "verilator":
         raise AccelError(f"simulator {args.simulator!r} is not available (use verilator)")
     graph, model = load_task_model(args.model, args.task)
-    _check_arch(graph, args)
+    design = design_for(args, graph, model, board=SIM_BOARD)
     x = sample_inputs(graph, model, args.samples, args.seed)
-    if args.arch == "engine":
-        return _sim_engine(args, graph, x)
-    from accel.compiler.dataflow import lower
-
-    ii = max(lower(graph, args.reuse).reuse)  # a bad --reuse fails before any work
-    if len(x) * ii > MAX_SIM_CYCLES:
+    per_sample = design.timing(x[: min(len(x), 64)])["cycles_per_sample"]
+    if len(x) * per_sample > MAX_SIM_CYCLES:
         raise AccelError(
-            f"{len(x):,} samples at II {ii} are {len(x) * ii:,} cycles; a simulation runs at "
-            f"most {MAX_SIM_CYCLES:,} (fewer --samples or a smaller --reuse)"
+            f"{len(x):,} samples at {per_sample} cycles each are over {MAX_SIM_CYCLES:,} "
+            "cycles, the most a simulation runs (fewer --samples, or a faster design)"
         )
-    pats = stimulus.backpressure(args.seed) if args.backpressure else (None, None)
+    seed = args.seed if args.backpressure else None
     with _status(
-        f"simulating {len(x)} samples under Verilator (first build takes a while)", quiet=args.json
+        f"simulating {len(x)} samples of {graph.name} on the {design.target} design under "
+        "Verilator (a new design builds first)",
+        quiet=args.json,
     ):
-        run = engines.run_rtl(graph, x, args.reuse, *pats)
+        run = design.simulate(x, backpressure_seed=seed)
     ref = reference.predict(graph, x)
     mismatches = int((run.outputs != ref).reshape(len(x), -1).any(axis=1).sum())
-    m = run.measured
     report = {
         "model": graph.name,
+        "arch": design.target,
         "simulator": "verilator",
-        "reuse": args.reuse,
-        "backpressure": args.backpressure,
         "samples": len(x),
         "mismatches": mismatches,
-        "latency": {
-            "measured": int(m["valid"][0] - m["present"][0]),
-            "model": run.timing.latency,
-        },
-        "ii": {
-            "measured": _measured_ii(m["accept"]) if not args.backpressure else None,
-            "model": run.timing.ii,
-        },
         "cycles_match_model": run.cycles_match,
+        **run.report,
         "cycles": run.cycles,
         "sim_seconds": round(run.wall_s, 4),
         "samples_per_s": round(len(x) / run.wall_s, 1),
@@ -322,234 +383,118 @@ def cmd_sim(args: argparse.Namespace) -> int:
         "build_seconds": round(run.build_s, 2),
     }
     ok = mismatches == 0 and run.cycles_match
-    return _sim_verdict(
-        report,
-        ok,
-        args.json,
-        [
-            f"latency {report['latency']}  II {report['ii']}  cycles match model: "
-            f"{run.cycles_match}",
-            f"{report['samples_per_s']:.0f} samples/s, {report['cycles_per_s']:.0f} cycles/s "
-            f"simulated (build {report['build_seconds']} s)",
-        ],
+    lines = [f"cycles match the model: {run.cycles_match}"]
+    for key in ("latency", "ii", "last_output_cycle"):
+        if key in report:
+            lines.append(f"{key}: {report[key]}")
+    lines += [
+        f"  {layer['gemm']:<10} {layer['cycles']:>8} cycles  util {layer['utilisation']}"
+        for layer in report.get("layers", [])
+    ]
+    lines.append(
+        f"{report['samples_per_s']:.0f} samples/s, {report['cycles_per_s']:.0f} cycles/s "
+        f"simulated (build {report['build_seconds']} s)"
     )
-
-
-def _sim_verdict(report: dict, ok: bool, as_json: bool, lines: list[str]) -> int:
-    """Print a sim report (JSON, or PASS/FAIL and ``lines``); the exit status."""
-    if as_json:
+    if args.json:
         print(json.dumps(report, indent=1))
     else:
         from rich.console import Console
 
         c = Console()
         verdict = "[green]PASS[/]" if ok else "[red]FAIL[/]"
-        c.print(
-            f"{verdict} {report['samples']} samples, {report['mismatches']} mismatches vs reference"
-        )
+        c.print(f"{verdict} {len(x)} samples, {mismatches} mismatches vs reference")
         for line in lines:
-            c.print(line)
+            c.print(line, markup=False)
     return 0 if ok else 1
 
 
-def _arch_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--arch",
-        choices=["dataflow", "engine"],
-        default="dataflow",
-        help="RTL architecture: dataflow, a pipeline per layer (default); engine, the N:M "
-        "MAC-array engine running a compiled program",
-    )
-    p.add_argument(
-        "--array", default="8x8", metavar="PxQ", help="engine array rows x columns (default 8x8)"
-    )
-    p.add_argument(
-        "--bank-words",
-        type=_bounded(1 << 16),
-        default=512,
-        metavar="N",
-        help="engine activation bank depth in words (default 512; deform_det needs 2048)",
-    )
-    p.add_argument(
-        "--vec-rows",
-        type=lambda t: _integer(t, 0, 64),
-        default=0,
-        metavar="N",
-        help="rows the vector unit (moe_vit) works on at once: all by default; 1 is 8x smaller, "
-        "fits the ULX3S 85F's multipliers and makes the vector ops 8x longer",
-    )
-    p.add_argument(
-        "--bilinear-frac",
-        type=lambda t: _integer(t, 0, 6),
-        default=4,
-        metavar="F",
-        help="fraction bits of the engine's bilinear sampler (default 4, as deform_det@bilinear; "
-        "0 builds the engine without it)",
-    )
-
-
-def engine_config(array: str, bank_words: int = 512, bilinear_frac: int = 4):
-    from accel.engine.config import EngineConfig
-
-    if bank_words < 1:
-        raise AccelError(f"--bank-words must be positive, got {bank_words}")
-    if not 0 <= bilinear_frac <= 6:
-        raise AccelError(f"--bilinear-frac must be 0..6, got {bilinear_frac}")
-    try:
-        return EngineConfig.array(
-            array, a_depth=bank_words, b_depth=4096, bilinear_frac=bilinear_frac
-        )
-    except AccelError as e:
-        raise AccelError(f"--array: {e}") from None
-
-
-def _check_arch(graph, args: argparse.Namespace) -> None:
-    from accel.engine.vit import is_token_graph
-
-    if is_token_graph(graph) and args.arch != "engine":
-        raise AccelError(
-            f"{graph.name} runs on the engine (its softmax, GELU and LayerNorm need the vector "
-            "unit): use --arch engine"
-        )
-
-
-def _engine_for(graph, args: argparse.Namespace):
-    """The engine configuration the graph's ops need (the ViT's with the vector unit),
-    checked against the part it would be built for before anything is elaborated."""
-    from accel.dse.devices import check_engine
-    from accel.engine import vit
-
-    if vit.is_token_graph(graph):
-        try:
-            cfg = vit.engine_config(args.array, args.bank_words, args.vec_rows)
-        except AccelError as e:
-            raise AccelError(f"--array/--vec-rows: {e}") from None
-    elif args.vec_rows:
-        raise AccelError(f"--vec-rows is for the vector unit; {graph.name} does not use it")
-    else:
-        cfg = engine_config(args.array, args.bank_words, args.bilinear_frac)
-    check_engine(cfg, SIM_BOARD)
-    return cfg
-
-
-def _run_engine(graph, cfg, x: np.ndarray):
-    """The graph on the engine ``cfg`` under Verilator: (outputs, the run)."""
-    from accel.engine import vit
-    from accel.sim.engine import run_graph, run_tokens
-
-    if vit.is_token_graph(graph):
-        return run_tokens(graph, cfg, x)
-    return run_graph(graph, cfg, x)
-
-
-def _sim_engine(args: argparse.Namespace, graph, x: np.ndarray) -> int:
-    from accel import reference
-
-    if args.backpressure:
-        raise AccelError("--backpressure is for the dataflow design; the engine test uses GEMMs")
-    cfg = _engine_for(graph, args)
-    with _status(f"running {len(x)} samples on the {args.array} engine", quiet=args.json):
-        y, run = _run_engine(graph, cfg, x)
-    mismatches = int((y != reference.predict(graph, x)).reshape(len(x), -1).any(axis=1).sum())
-    report = {
-        "model": graph.name,
-        "arch": "engine",
-        "engine": run.config.to_json(),
-        "samples": len(x),
-        "mismatches": mismatches,
-        "last_output_cycle": {
-            "measured": int(run.out_valid[-1]),
-            "model": int(run.model.out_valid[-1]),
-        },
-        "cycles_match_model": run.cycles_match,
-        "layers": [
-            {"gemm": t.name, "cycles": t.cycles, "utilisation": round(t.utilisation, 3)}
-            for t in run.model.gemms[: len(run.model.gemms) // max(1, _chunks(run))]
-        ],
-        "cycles_per_s": round(run.cycles / run.wall_s, 1),
-        "build_seconds": round(run.build_s, 2),
-    }
-    ok = mismatches == 0 and run.cycles_match
-    lines = [f"last output at {report['last_output_cycle']}; match model: {run.cycles_match}"]
-    lines += [
-        f"  {layer['gemm']:<10} {layer['cycles']:>8} cycles  util {layer['utilisation']}"
-        for layer in report["layers"]
-    ]
-    return _sim_verdict(report, ok, args.json, lines)
-
-
-def _chunks(run) -> int:
-    names = [t.name for t in run.model.gemms]
-    return names.count(names[0])
-
-
 # -- accel generate -----------------------------------------------------------------
+def _applies(args: argparse.Namespace, option: str, value, targets_: tuple[str, ...]) -> None:
+    if value is not None and args.target not in targets_:
+        raise AccelError(f"{option} is for --target {' or '.join(targets_)}, not {args.target}")
+
+
 def cmd_generate(args: argparse.Namespace) -> int:
     graph, model = load_task_model(args.model, args.task)
     out = Path(args.out)
+    _applies(args, "--vectors", args.vectors, ("verilog",))
+    _applies(args, "--board", args.board, ("bitstream",))
+    _applies(args, "--baud", args.baud, ("bitstream",))
+    _applies(args, "--backend", args.backend, ("hls4ml",))
+    _applies(args, "--hls4ml-reuse", args.hls4ml_reuse, ("hls4ml",))
     board = None
-    if args.target == "bitstream":
+    design = None
+    if args.target == "hls4ml":
+        _refuse_hardware_options(args, "an hls4ml project (its ReuseFactor is --hls4ml-reuse)")
+    elif args.target == "bitstream":
         from accel.flows import boards
 
-        board = boards.get(args.board)  # an unknown board fails before any work
+        board = boards.get(args.board or DEFAULT_BOARD)  # an unknown board fails first
+        design = design_for(args, graph, model, board=board.name, build=True)
+    else:
+        design = design_for(args, graph, model, board=SIM_BOARD)
     with staged_dir(out, args.force) as tmp:
         if args.target == "verilog":
-            from accel.flows import verilog
-
-            x = sample_inputs(graph, model, args.vectors, args.seed)
-            doc = verilog.write(graph, tmp, reuse=args.reuse, vectors=x)
-            summary = {
-                "top": doc["top"],
-                "latency_cycles": doc["latency_cycles"],
-                "ii_cycles": doc["ii_cycles"],
-                "vectors": len(x),
-            }
+            x = sample_inputs(graph, model, args.vectors or design.test_samples, args.seed)
+            with _status(f"writing the {design.target} design's Verilog", quiet=args.json):
+                summary = {"arch": design.target, **design.write_verilog(tmp, x)}
         elif args.target == "hls4ml":
             from accel.flows import hls4ml
 
+            reuse, backend = args.hls4ml_reuse or 1, args.backend or "Vitis"
             with _status("writing the hls4ml project", quiet=args.json):
-                hls4ml.write_project(graph, tmp, reuse=args.reuse, backend=args.backend, final=out)
-            summary = {"backend": args.backend, "reuse": args.reuse}
+                hls4ml.write_project(graph, tmp, reuse=reuse, backend=backend, final=out)
+            summary = {"backend": backend, "reuse": reuse}
         else:
-            summary = build_bitstream(graph, board, tmp, args)
+            summary = build_bitstream(design, model, board, tmp, args)
     summary = {"model": graph.name, "target": args.target, "out": str(out), **summary}
     if args.json:
-        print(json.dumps(summary, indent=1))
+        print(json.dumps(summary, indent=1, default=str))
     else:
         print(f"wrote the {args.target} target of {graph.name} to {out}", file=sys.stderr)
     return 0
 
 
-def build_bitstream(graph, board, work: Path, args: argparse.Namespace) -> dict:
-    from accel.compiler.dataflow import lower
-    from accel.flows import fpga
-    from accel.perf import DataflowTiming
+DEFAULT_BOARD = "ulx3s-85f"
 
-    plan = lower(graph, args.reuse)
-    top = fpga.BoardTop.dataflow(plan, args.baud)
+
+def _rate(design, model) -> tuple[int, float]:
+    """(latency, cycles per sample) of the design for a report: the dataflow design's
+    latency and II; the engine's cycles for one sample and per sample of a batch."""
+    from accel.sim import stimulus
+
+    t = design.timing(np.zeros((1, *design.graph.tensors[design.graph.inputs[0]].shape), int))
+    if design.target == "dataflow":
+        return t["latency_cycles"], t["ii_cycles"]
+    batch = design.config.rows * 8
+    x = stimulus.random_inputs(design.graph, batch, 0)
+    return t["last_out_cycle"] + 1, design.timing(x)["cycles_per_sample"]
+
+
+def build_bitstream(design, model, board, work: Path, args: argparse.Namespace) -> dict:
+    from accel.flows import fpga
+
+    baud = args.baud or fpga.DEFAULT_BAUD
+    top = fpga.BoardTop(design.component, baud)
     with _status(f"building a bitstream for {board.name}", quiet=args.json) as update:
         impl = fpga.implement(
-            board,
-            top,
-            work,
-            seed=args.seed,
-            progress=update,
-            multipliers=sum(s.n_mult for s in plan.stages),
+            board, top, work, seed=args.seed, progress=update, multipliers=design.multipliers
         )
-    timing = DataflowTiming(tuple(plan.reuse))
-    report = impl.report(timing.latency, timing.ii)
+    report = impl.report(*_rate(design, model))
     report.update(
+        arch=design.target,
+        config=design.describe(),
         board=board.name,
         seed=args.seed,
-        baud=args.baud,
+        baud=baud,
         bitstream="accel_top.bit",
         logs=impl.logs,
     )
-    (work / "report.json").write_text(json.dumps(report, indent=1) + "\n")
+    (work / "report.json").write_text(json.dumps(report, indent=1, default=str) + "\n")
     if not report["timing_met"]:
         print(
             f"accel: warning: timing not met: Fmax {impl.fmax_mhz} MHz is below the board "
-            f"clock {impl.clock_mhz} MHz; raise --reuse or see report.json",
+            f"clock {impl.clock_mhz} MHz; see report.json",
             file=sys.stderr,
         )
     return report
@@ -557,35 +502,35 @@ def build_bitstream(graph, board, work: Path, args: argparse.Namespace) -> dict:
 
 # -- accel report -------------------------------------------------------------------
 def cmd_report(args: argparse.Namespace) -> int:
-    from accel.compiler.dataflow import lower
     from accel.flows import boards, fpga
-    from accel.perf import DataflowTiming
     from accel.sim.verilator import cache_root
 
-    graph, _ = load_model(args.model)
+    graph, model = load_task_model(args.model, args.task)
     board = boards.get(args.board)
-    plan = lower(graph, args.reuse)
+    design = design_for(args, graph, model, board=board.name, build=True)
     designs = {}
     with _status(
-        f"implementing {graph.name} on {board.name} (cached after the first run)", quiet=args.json
+        f"implementing {graph.name} ({design.target}) on {board.name} (cached after the first run)",
+        quiet=args.json,
     ) as update:
-        timing = DataflowTiming(tuple(plan.reuse))
+        rate = _rate(design, model)
         try:
             impl = fpga.implement_cached(
                 board,
-                fpga.BoardTop.dataflow(plan),
+                fpga.BoardTop(design.component),
                 cache_root() / "fpga",
                 seed=args.seed,
-                multipliers=sum(s.n_mult for s in plan.stages),
+                multipliers=design.multipliers,
                 pnr_minutes=args.pnr_minutes,
                 progress=update,
             )
-            designs["accel"] = impl.report(timing.latency, timing.ii)
+            designs["accel"] = impl.report(*rate)
         except fpga.PlaceRouteTimeout as e:
-            designs["accel"] = e.report(timing.latency, timing.ii)
-        designs["accel"]["reuse"] = args.reuse
-        designs["accel"]["multipliers"] = sum(s.n_mult for s in plan.stages)
-        if not args.no_da4ml:
+            designs["accel"] = e.report(*rate)
+        designs["accel"].update(
+            arch=design.target, config=design.describe(), multipliers=design.multipliers
+        )
+        if design.target == "dataflow" and not args.no_da4ml:
             from accel.flows import da4ml_board
 
             designs["da4ml"] = da4ml_board.report(
@@ -596,10 +541,12 @@ def cmd_report(args: argparse.Namespace) -> int:
         "board": board.name,
         "seed": args.seed,
         "designs": designs,
-        "note": "both designs behind the same UART bridge, same yosys/nextpnr script",
-    }
+        "note": "every design behind the same UART bridge, same yosys/nextpnr script"
+        + ("" if design.target == "dataflow" else "; for the engine, ii_cycles is the cycles "
+           f"per sample of a batch of {design.config.rows * 8}"),
+    }  # fmt: skip
     if args.json:
-        print(json.dumps(doc, indent=1))
+        print(json.dumps(doc, indent=1, default=str))
         return 0
     from rich.console import Console
     from rich.table import Table
@@ -664,17 +611,47 @@ def cmd_dse(args: argparse.Namespace) -> int:
     return 0
 
 
-def _measured_ii(accept: np.ndarray) -> int | None:
-    """Steady-state cycles between input handshakes (the largest gap when nothing stalls)."""
-    return int(np.diff(accept).max()) if len(accept) > 1 else None
-
-
 # -- parser -------------------------------------------------------------------------
 class Parser(argparse.ArgumentParser):
     """argparse, but a usage error is the one ``accel: error:`` line (and the help to read)."""
 
     def error(self, message: str):
         raise AccelError(f"{message} (see '{self.prog} --help')")
+
+
+def _parents() -> dict[str, argparse.ArgumentParser]:
+    """Option groups several commands share, as argparse parent parsers."""
+    from accel import targets
+    from accel.knobs import add_arguments
+
+    model = Parser(add_help=False)
+    model.add_argument("model", help="a zoo name (accel zoo list) or a QONNX/ONNX file")
+    model.add_argument(
+        "--task", metavar="NAME", help="multi-task models (moe_vit): the task's graph (seg, depth)"
+    )
+    arch = Parser(add_help=False)
+    arch.add_argument(
+        "--arch",
+        choices=list(targets.TARGETS),
+        help="the hardware: "
+        + "; ".join(f"{n}, {t.description}" for n, t in targets.TARGETS.items())
+        + " (default: the first that runs the model)",
+    )
+    groups = {
+        name: add_arguments(
+            arch, t.Config, f"{name} target (--arch {name}; defaults before the model's)",
+            _knob_dest(name, ""),
+        )
+        for name, t in targets.TARGETS.items()
+    }  # fmt: skip
+    groups["engine"].add_argument(
+        "--array", metavar="PxQ", help="engine array rows x columns, e.g. 8x8 (= --rows --cols)"
+    )
+    as_json = Parser(add_help=False)
+    as_json.add_argument("--json", action="store_true", help="one JSON document on stdout")
+    output = Parser(add_help=False)
+    output.add_argument("--force", action="store_true", help="replace an existing output")
+    return {"model": model, "arch": arch, "json": as_json, "output": output}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -689,28 +666,30 @@ def build_parser() -> argparse.ArgumentParser:
 
     p.add_argument("--version", action="version", version=f"accel {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    par = _parents()
 
-    z = sub.add_parser("zoo", help="list the models in the zoo")
+    z = sub.add_parser("zoo", help="list the models in the zoo", parents=[par["json"]])
     z.add_argument("action", choices=["list"])
-    z.add_argument("--json", action="store_true", help="one JSON document on stdout")
     z.set_defaults(func=cmd_zoo)
 
-    t = sub.add_parser("train", help="train a zoo model quantization-aware (needs torch)")
+    t = sub.add_parser(
+        "train",
+        help="train a zoo model quantization-aware (needs torch)",
+        parents=[par["json"], par["output"]],
+    )
     t.add_argument("model")
     t.add_argument("--epochs", type=_positive, help="passes over the data (default: the model's)")
     t.add_argument("--n-train", type=_positive, help="training samples (default: the model's)")
     t.add_argument("--seed", type=_seed, default=0)
     t.add_argument("-o", "--out", default="trained", help="output directory (default: trained)")
-    t.add_argument("--force", action="store_true", help="replace an existing output directory")
-    t.add_argument("--nm", metavar="N:M", help="nm_sparse: N:M pattern, or 'dense' (default 2:8)")
-    t.add_argument("--net", help="nm_sparse: mlp (default) or cnn")
-    t.add_argument(
-        "--method", help="nm_sparse: bdwp (default), srste or dense (the baseline without masks)"
-    )
-    t.add_argument(
-        "--variant", help="deform_det: square (default), bilinear or regular depthwise sampling"
-    )
-    t.add_argument("--json", action="store_true")
+    trainers = t.add_argument_group("the trainers' own options")
+    for key, models in _train_options().items():
+        helps = {zoo.MODELS[m].train_options[key] for m in models}
+        trainers.add_argument(
+            f"--{key.replace('_', '-')}",
+            dest=f"train_{key}",
+            help=f"{', '.join(models)}: {' / '.join(sorted(helps))}",
+        )
     t.set_defaults(func=cmd_train)
 
     pr = sub.add_parser(
@@ -718,86 +697,78 @@ def build_parser() -> argparse.ArgumentParser:
         help="run a model on an input file with one engine",
         description="X.npy holds float64 real values (quantized with the model's input "
         "rounding and saturation) or integers (already-quantized raw values, range-checked). "
-        "Y.npy gets the raw integer outputs.",
+        "Y.npy gets the raw integer outputs. --engine rtl runs the --arch design under "
+        "Verilator; the reference streams files of any length.",
+        parents=[par["model"], par["arch"], par["output"]],
     )
-    pr.add_argument("model")
     pr.add_argument("--engine", choices=ENGINES, default="reference")
     pr.add_argument("--inputs", required=True, metavar="X.npy")
     pr.add_argument("--out", required=True, metavar="Y.npy")
-    pr.add_argument("--force", action="store_true", help="replace an existing Y.npy")
-    pr.add_argument("--reuse", type=_positive, default=1, help="RTL reuse factor (default 1)")
     pr.add_argument(
-        "--task", metavar="NAME", help="multi-task models (moe_vit): the task's graph (seg, depth)"
+        "--hls4ml-reuse", type=_positive, help="hls4ml's ReuseFactor (--engine hls4ml; default 1)"
     )
-    _arch_options(pr)
     pr.set_defaults(func=cmd_predict)
 
     s = sub.add_parser(
         "sim",
         help="verify the RTL against the reference and the cycle model",
         description="Streams edge-value and synthetic samples through the generated RTL under "
-        "Verilator; compares every output with the numpy reference and every interface cycle "
-        "with the cycle model. Exit status 1 on any mismatch.",
+        "Verilator; compares every output with the numpy reference and the cycles with the "
+        "cycle model (the dataflow design's four interface stamps per sample, the engine's "
+        "every output word). Exit status 1 on any mismatch.",
+        parents=[par["model"], par["arch"], par["json"]],
     )
-    s.add_argument("model")
     s.add_argument(
         "--samples",
         type=_bounded(MAX_SIM_SAMPLES),
         default=1000,
         help=f"samples to simulate (default 1000, at most {MAX_SIM_SAMPLES:,})",
     )
-    s.add_argument("--reuse", type=_positive, default=1, help="reuse factor per layer")
     s.add_argument(
-        "--backpressure", action="store_true", help="random source stalls and sink back-pressure"
+        "--backpressure",
+        action="store_true",
+        help="random source stalls and sink back-pressure (dataflow)",
     )
     s.add_argument("--simulator", default="verilator", help="verilator (default)")
-    s.add_argument("--task", metavar="NAME", help="multi-task models (moe_vit): the task to run")
-    _arch_options(s)
     s.add_argument("--seed", type=_seed, default=0)
-    s.add_argument("--json", action="store_true", help="one JSON document on stdout")
     s.set_defaults(func=cmd_sim)
 
     ge = sub.add_parser(
         "generate",
         help="write Verilog, an hls4ml project or an ECP5 bitstream",
-        description="verilog: the design, test vectors, a self-checking testbench, manifest.json. "
-        "hls4ml: a project with every precision explicit, bit-exact in C simulation. "
-        "bitstream: the design behind a UART bridge for an ECP5 board, through yosys, nextpnr "
-        "and ecppack (logs and report.json kept in the output directory).",
+        description="verilog: the --arch design, test vectors (for the engine: the compiled "
+        "program and its data), a self-checking testbench, manifest.json. hls4ml: a project "
+        "with every precision explicit, bit-exact in C simulation. bitstream: the --arch "
+        "design behind a UART bridge for an ECP5 board, through yosys, nextpnr and ecppack "
+        "(logs and report.json kept in the output directory).",
+        parents=[par["model"], par["arch"], par["json"], par["output"]],
     )
-    ge.add_argument("model", help="a zoo name or a QONNX/ONNX file")
     ge.add_argument("--target", choices=["verilog", "hls4ml", "bitstream"], required=True)
     ge.add_argument("-o", "--out", required=True, metavar="DIR")
-    ge.add_argument("--force", action="store_true", help="replace an existing DIR")
-    ge.add_argument("--reuse", type=_positive, default=1, help="reuse factor (default 1)")
-    ge.add_argument("--board", default="ulx3s-85f", help="bitstream board (default ulx3s-85f)")
-    ge.add_argument("--baud", type=_positive, default=1_000_000, help="UART rate on the board")
-    ge.add_argument(
-        "--backend", choices=["Vitis", "Vivado"], default="Vitis", help="hls4ml backend"
-    )
+    ge.add_argument("--board", help=f"bitstream: the board (default {DEFAULT_BOARD})")
+    ge.add_argument("--baud", type=_positive, help="bitstream: UART rate (default 1,000,000)")
+    ge.add_argument("--backend", choices=["Vitis", "Vivado"], help="hls4ml backend (Vitis)")
+    ge.add_argument("--hls4ml-reuse", type=_positive, help="hls4ml's ReuseFactor (default 1)")
     ge.add_argument(
         "--vectors",
         type=_bounded(MAX_SIM_SAMPLES),
-        default=1000,
-        help=f"test vectors (verilog; default 1000, at most {MAX_SIM_SAMPLES:,})",
-    )
-    ge.add_argument(
-        "--task", metavar="NAME", help="multi-task models (moe_vit): the task's static pathway"
+        help="verilog: test vectors (default 1000 on the dataflow design, 64 on the engine; "
+        f"at most {MAX_SIM_SAMPLES:,})",
     )
     ge.add_argument("--seed", type=_seed, default=1, help="stimulus and place-and-route seed")
-    ge.add_argument("--json", action="store_true")
     ge.set_defaults(func=cmd_generate)
 
     re_ = sub.add_parser(
         "report",
         help="resources, Fmax, latency and throughput from real yosys/nextpnr runs",
-        description="Implements the design for an ECP5 board (cached) and reports LUTs, "
+        description="Implements the --arch design for an ECP5 board (cached) and reports LUTs, "
         "flip-flops, DSPs, block RAM, Fmax, latency and II in cycles and ns, and samples/s; "
-        "da4ml's Verilog of the same quantized network goes through the same flow beside it.",
+        "for the dataflow design, da4ml's Verilog of the same quantized network goes through "
+        "the same flow beside it. Without --reuse, the dataflow design takes the smallest "
+        "power-of-two reuse whose estimate fits the board.",
+        parents=[par["model"], par["arch"], par["json"]],
     )
-    re_.add_argument("model", help="a zoo name or a QONNX/ONNX file")
-    re_.add_argument("--board", default="ulx3s-85f")
-    re_.add_argument("--reuse", type=_positive, default=16, help="reuse factor (default 16)")
+    re_.add_argument("--board", default=DEFAULT_BOARD)
     re_.add_argument("--seed", type=_seed, default=1, help="place-and-route seed")
     re_.add_argument("--no-da4ml", action="store_true", help="skip the da4ml comparison")
     re_.add_argument(
@@ -808,7 +779,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="time allowed to each place and route (default 60); a design that does not "
         "route in time is reported with its synthesis figures and the router's last state",
     )
-    re_.add_argument("--json", action="store_true")
     re_.set_defaults(func=cmd_report)
 
     d = sub.add_parser(
@@ -819,6 +789,7 @@ def build_parser() -> argparse.ArgumentParser:
         "random sample when the sweep asks) on Dask: a LocalCluster, or the cluster at "
         "--scheduler. DIR gets results.csv (one row per point), plots/ and summary.json; a "
         "re-run skips the points already in DIR.",
+        parents=[par["json"]],
     )
     d.add_argument("sweep", metavar="SWEEP.yaml")
     d.add_argument("-o", "--out", metavar="DIR", help="results directory (default: dse-NAME)")
@@ -829,21 +800,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--retry-failed", action="store_true", help="evaluate failed points again")
     d.add_argument("--force", action="store_true", help="discard DIR's results and start over")
     d.add_argument("--no-plots", action="store_true", help="skip the Pareto plots")
-    d.add_argument("--json", action="store_true", help="one JSON summary on stdout")
     d.set_defaults(func=cmd_dse)
     return p
-
-
-def _integer(text: str, lo: int, hi: int | None = None) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if v < lo:
-        raise argparse.ArgumentTypeError(f"must be at least {lo}, got {v}")
-    if hi is not None and v > hi:
-        raise argparse.ArgumentTypeError(f"must be at most {hi:,}, got {v:,}")
-    return v
 
 
 def _positive(text: str) -> int:

@@ -78,7 +78,7 @@ def run_rtl(
     sink_ready: np.ndarray | None = None,
 ) -> RtlRun:
     """Simulate the dataflow RTL on raw inputs ``x`` under Verilator."""
-    from accel.sim.harness import pack_hex, unpack_hex
+    from accel.hexio import pack_hex, unpack_hex
 
     x = reference.check_raw_inputs(graph, graph.inputs[0], x)
     plan = lower(graph, reuse)

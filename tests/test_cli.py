@@ -113,6 +113,10 @@ def test_bad_inputs_one_line_and_output_kept(tmp_path):
             "invalid choice: 'gpu'",
         ),
         (["sim", "autoencoder", "--reuse", "0"], "must be at least 1"),
+        (
+            ["predict", "autoencoder", "--rows", "4", "--inputs", "x", "--out", "y"],
+            "--rows does not apply to the reference engine",
+        ),
         (["sim", "autoencoder", "--simulator", "xsim"], "simulator 'xsim' is not available"),
         (["train", "nosuchmodel"], "unknown model"),
         (["frobnicate"], "invalid choice: 'frobnicate'"),

@@ -215,7 +215,7 @@ def test_cli_runs_the_bilinear_detector_and_refuses_bad_input(tmp_path):
         assert bad.returncode != 0
         return bad.stderr.strip().splitlines()[-1]
 
-    assert "the banks hold 512" in last_line([*sim[3:], "--samples", "2"])
+    assert "the banks hold 512" in last_line([*sim[3:], "--bank-words", "512", "--samples", "2"])
     assert "built without a bilinear sampler" in last_line(
         [*sim[3:], "--bank-words", "2048", "--bilinear-frac", "0", "--samples", "2"]
     )

@@ -219,7 +219,7 @@ def test_cli_predict_on_the_engine(tmp_path):
     want = reference.predict(g, reference.quantize_inputs(g, g.inputs[0], x))
     np.testing.assert_array_equal(np.load(tmp_path / "y.npy"), want)
     r = subprocess.run([*cmd, "--engine", "hls4ml"], capture_output=True, text=True)
-    assert r.returncode == 2 and "--arch engine runs the RTL" in r.stderr
+    assert r.returncode == 2 and "--arch engine does not apply to the hls4ml engine" in r.stderr
 
 
 def test_zoo_variants_from_the_command_line():

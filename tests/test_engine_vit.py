@@ -74,12 +74,15 @@ def test_cli_sim_on_engine(capsys):
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["sim", "moe_vit", "--samples", "1"], "moe_vit_moe_seg runs on the engine (its softmax, "),
+        (["sim", "moe_vit", "--arch", "dataflow"],
+         "moe_vit_moe_seg runs on the engine (its softmax, "),
+        (["sim", "moe_vit", "--arch", "engine", "--reuse", "2"],
+         "--reuse is an option of the dataflow target, not of the engine"),
         (["sim", "moe_vit", "--task", "pose", "--arch", "engine"], "moe_vit has no task 'pose'"),
         (["sim", "moe_vit", "--arch", "engine", "--array", "4x8"],
-         "--array/--vec-rows: the vector engine's array must "),
+         "the vector engine's array must be square (its group is the rows), got 4x8"),
         (["sim", "moe_vit", "--arch", "engine", "--vec-rows", "3"],
-         "--array/--vec-rows: engine vec_rows (3) must divide the rows (8) "),
+         "engine vec_rows (3) must divide the rows (8) "),
         (["sim", "nm_sparse", "--arch", "engine", "--vec-rows", "1"],
          "--vec-rows is for the vector unit; "),
         (["generate", "moe_vit", "--task", "seg", "--target", "hls4ml", "-o", "OUT"],

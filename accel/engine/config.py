@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from accel.errors import AccelError
+from accel.knobs import knob
 
 
 @dataclass(frozen=True)
@@ -18,28 +19,36 @@ class EngineConfig:
     Operands are signed; unsigned 8-bit activations need ``a_bits`` of 9.
     """
 
-    rows: int = 8
-    cols: int = 8
-    group: int = 8
-    a_bits: int = 9
-    b_bits: int = 9
-    acc_bits: int = 32
-    a_depth: int = 1024  # words of ``group`` activations, per bank (one bank per row)
-    b_depth: int = 2048  # words of ``cols`` (weight, index) pairs
-    bias_depth: int = 128  # words of ``cols`` biases
-    imem_depth: int = 128  # instructions
+    rows: int = knob(8, "engine array rows (PEs per column)", lo=1, hi=64)
+    cols: int = knob(8, "engine array columns", lo=1, hi=256)
+    group: int = knob(8, "N:M group width M of the PEs' multiplexers", lo=1, hi=64)
+    a_bits: int = knob(9, "activation operand bits (signed)", lo=2, hi=32)
+    b_bits: int = knob(9, "weight operand bits (signed)", lo=2, hi=32)
+    acc_bits: int = knob(32, "accumulator bits", lo=8, hi=62)
+    # words of ``group`` activations, per bank (one bank per row)
+    a_depth: int = knob(
+        512, "engine activation bank depth in words", lo=16, hi=1 << 16, flag="--bank-words"
+    )
+    # words of ``cols`` (weight, index) pairs
+    b_depth: int = knob(4096, "engine weight buffer depth in words", lo=16, hi=1 << 16)
+    bias_depth: int = knob(128, "engine bias buffer depth in words", lo=1, hi=1 << 16)
+    imem_depth: int = knob(128, "engine instruction memory depth", lo=8, hi=1 << 14)
     # the deformable sampler: square offsets 0..max_offset (one per output pixel), and
     # with ``bilinear_frac`` F > 0 also bilinear ones (two per tap, F fraction bits,
     # within +-max_offset pixels); each row stores its samples' offsets
-    max_offset: int = 7
-    bilinear_frac: int = 0
-    offset_depth: int = 1024  # offset words (``group`` offsets) per row
+    max_offset: int = knob(7, "largest deformable offset the sampler takes", lo=0, hi=15)
+    bilinear_frac: int = knob(0, "fraction bits of the bilinear sampler (0: none)", lo=0, hi=6)
+    offset_depth: int = knob(1024, "offset words per row (deformable)", lo=16, hi=1 << 16)
     # the vector unit (softmax, GELU, LayerNorm, residual adds) and GEMMs that write the
-    # weight buffer, for transformers; needs rows == cols == group
+    # weight buffer, for transformers; needs rows == cols == group (set by the target
+    # when the graph needs it)
     vector: bool = False
     # rows the vector unit works on at once (0: all); fewer rows make a unit
     # ``rows / vec_rows`` times smaller and its instructions as many times longer
-    vec_rows: int = 0
+    vec_rows: int = knob(
+        0, "rows the vector unit works on at once (0: all; 1 is 8x smaller, 8x slower)",
+        lo=0, hi=64,
+    )  # fmt: skip
 
     def __post_init__(self) -> None:
         for name in ("rows", "cols", "group", "a_bits", "b_bits", "acc_bits"):

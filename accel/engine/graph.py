@@ -56,6 +56,12 @@ def _chains(graph: Graph) -> Iterator[tuple[Node, bool, Quant | None]]:
         yield node, relu, quant
 
 
+def check(graph: Graph) -> None:
+    """A one-line :class:`AccelError` if the layer-chain compiler cannot take ``graph``."""
+    if not any(True for _ in _chains(graph)):
+        raise AccelError(f"graph {graph.name} has no dense or conv layer for the engine")
+
+
 def _spec(
     node: Node, w2: np.ndarray, relu: bool, quant: Quant | None, k_real: int | None = None
 ) -> GemmSpec:
@@ -342,7 +348,13 @@ def compile_graph(graph: Graph, cfg: EngineConfig, x: np.ndarray) -> tuple[Progr
 
 def outputs(program: Program, sizes: list[int], graph: Graph, lines: list[str]) -> np.ndarray:
     """The graph's output tensor (N, *shape) from the engine's output words."""
-    mats = program.split_outputs(lines)
+    return output_values(program, sizes, graph, program.split_outputs(lines))
+
+
+def output_values(
+    program: Program, sizes: list[int], graph: Graph, mats: list[np.ndarray]
+) -> np.ndarray:
+    """The graph's output tensor (N, *shape) from :meth:`Program.split_values`."""
     shape = graph.tensors[graph.outputs[0]].shape
     c = shape[-1]
     pos = int(np.prod(shape[:-1], dtype=np.int64))

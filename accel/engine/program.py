@@ -18,7 +18,7 @@ from accel.engine.isa import Deform, Opcode, Rounding, Target, encode, word_widt
 from accel.errors import AccelError
 from accel.fixed import FixedType, Overflow, Quant
 from accel.fixed import Rounding as FixedRounding
-from accel.sim.harness import pack_fields_hex, unpack_hex
+from accel.hexio import pack_fields_hex, unpack_hex
 
 ROUNDING = {
     FixedRounding.TRN: Rounding.TRN,
@@ -308,6 +308,12 @@ class Program:
         """
         cfg = self.cfg
         vals = unpack_hex(lines, cfg.acc_bits, cfg.group, True) if lines else np.zeros((0, 0))
+        return self.split_values(vals)
+
+    def split_values(self, vals: np.ndarray) -> list[np.ndarray]:
+        """:meth:`split_outputs` of the words' lane values, (words, ``group``): passing lane
+        positions instead of values tells where each result leaves the engine."""
+        cfg = self.cfg
         out, at = [], 0
         for g in self.gemms:
             if not g.to_stream:

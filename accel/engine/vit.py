@@ -527,5 +527,9 @@ def step_cycles(tp: TokenProgram, timing, index: int = 0) -> list[tuple[object, 
 
 def token_outputs(tp: TokenProgram, lines: list[str]) -> list[np.ndarray]:
     """Each inference's raw outputs (T, C) from the engine's output words."""
-    mats = tp.program.split_outputs(lines)
+    return token_values(tp, tp.program.split_outputs(lines))
+
+
+def token_values(tp: TokenProgram, mats: list[np.ndarray]) -> list[np.ndarray]:
+    """Each inference's (T, C) from :meth:`Program.split_values`."""
     return [m[: tp.tokens, :c] for m, c in zip(mats, tp.out_cols, strict=True)]

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
 
@@ -26,6 +27,10 @@ class ZooModel:
     variant: Callable[[str], ZooModel] | None = None
     # Multi-task models: the graph of one task (``accel predict --task``).
     build_task: Callable[[str], Graph] | None = None
+    # Hardware knobs this model prefers per target (``accel.targets``), below the user's.
+    targets: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # The trainer's own options: name -> help (``accel train MODEL --name VALUE``).
+    train_options: dict[str, str] = field(default_factory=dict)
 
 
 def _autoencoder_inputs(n: int, seed: int) -> np.ndarray:
@@ -66,15 +71,14 @@ def _nm_sparse_variant(name: str) -> ZooModel:
     if name not in available():
         raise AccelError(f"nm_sparse has no variant {name!r} (shipped: {', '.join(available())})")
     net = name.split("_")[0]
-    base = MODELS["nm_sparse"]
-    return ZooModel(
+    return replace(
+        MODELS["nm_sparse"],
         name=f"nm_sparse@{name}",
-        family=base.family,
-        after=base.after,
         description=f"nm_sparse, shipped weights {name}",
         build=lambda: build(weights_path=WEIGHTS_DIR / f"{name}.npz"),
         make_inputs=lambda n, seed: data.make_inputs(n, seed, net),
-        train=base.train,
+        variants=None,
+        variant=None,
     )
 
 
@@ -102,15 +106,13 @@ def _deform_det_variant(name: str) -> ZooModel:
 
     if name not in available():
         raise AccelError(f"deform_det has no variant {name!r} (shipped: {', '.join(available())})")
-    base = MODELS["deform_det"]
-    return ZooModel(
+    return replace(
+        MODELS["deform_det"],
         name=f"deform_det@{name}",
-        family=base.family,
-        after=base.after,
         description=f"deform_det, {name} depthwise sampling",
         build=lambda: build(variant=name),
-        make_inputs=base.make_inputs,
-        train=base.train,
+        variants=None,
+        variant=None,
     )
 
 
@@ -138,16 +140,14 @@ def _moe_vit_variant(name: str) -> ZooModel:
 
     if name not in available():
         raise AccelError(f"moe_vit has no variant {name!r} (shipped: {', '.join(available())})")
-    base = MODELS["moe_vit"]
-    return ZooModel(
+    return replace(
+        MODELS["moe_vit"],
         name=f"moe_vit@{name}",
-        family=base.family,
-        after=base.after,
         description=f"moe_vit, {name} weights",
         build=lambda: build(task="seg", variant=name),
-        make_inputs=base.make_inputs,
-        train=base.train,
         build_task=lambda task: build(task=task, variant=name),
+        variants=None,
+        variant=None,
     )
 
 
@@ -185,6 +185,11 @@ MODELS: dict[str, ZooModel] = {
             train="accel.training.nm_sparse:train",
             variants=_nm_sparse_variants,
             variant=_nm_sparse_variant,
+            train_options={
+                "nm": "N:M pattern, or 'dense' (default 2:8)",
+                "net": "mlp (default) or cnn",
+                "method": "bdwp (default), srste or dense (the baseline without masks)",
+            },
         ),
         ZooModel(
             name="deform_det",
@@ -200,6 +205,9 @@ MODELS: dict[str, ZooModel] = {
             train="accel.training.deform_det:train",
             variants=_deform_det_variants,
             variant=_deform_det_variant,
+            # three 32x32 feature maps in two regions of each bank
+            targets={"engine": {"a_depth": 2048}},
+            train_options={"variant": "square (default), bilinear or regular depthwise sampling"},
         ),
         ZooModel(
             name="moe_vit",
@@ -217,6 +225,7 @@ MODELS: dict[str, ZooModel] = {
             variants=_moe_vit_variants,
             variant=_moe_vit_variant,
             build_task=_moe_vit_task,
+            train_options={"variant": "moe (default) or dense (the baseline without experts)"},
         ),
     ]
 }

@@ -1,0 +1,164 @@
+"""The dataflow target: one pipeline stage per layer, unrolled by a reuse factor.
+
+Owns :class:`DataflowConfig`; the compiler is :mod:`accel.compiler.dataflow`, the
+cycle model :class:`accel.perf.DataflowTiming`, the RTL :mod:`accel.rtl.dataflow`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from accel.compiler.dataflow import MAX_REUSE, lower
+from accel.errors import AccelError
+from accel.ir import Graph
+from accel.knobs import check, knob
+from accel.perf import DataflowTiming
+from accel.targets.base import Design, Simulation, Target
+
+
+@dataclass(frozen=True)
+class DataflowConfig:
+    reuse: int = knob(
+        1,
+        "dataflow reuse factor: cycles each layer spends per sample; a layer has "
+        "ceil(taps / reuse) multipliers",
+        lo=1,
+        hi=MAX_REUSE,
+    )
+
+
+class DataflowDesign(Design):
+    target = "dataflow"
+
+    def __init__(self, graph: Graph, config: DataflowConfig) -> None:
+        self.graph, self.config = graph, config
+        self.plan = lower(graph, config.reuse)
+        self.model = DataflowTiming(tuple(self.plan.reuse))
+
+    @property
+    def top(self) -> str:
+        return f"accel_{self.plan.name}"
+
+    def verilog(self) -> str:
+        from accel.engines import dataflow_verilog
+
+        return dataflow_verilog(self.plan)[1]
+
+    def component(self) -> Any:
+        from accel.rtl.dataflow import DataflowAccelerator
+
+        return DataflowAccelerator(self.plan)
+
+    @property
+    def multipliers(self) -> int:
+        return sum(s.n_mult for s in self.plan.stages)
+
+    def features(self, nodsp: bool = False) -> dict[str, float]:
+        from accel.dse.designs import dataflow_features
+
+        return dataflow_features(self.graph, self.plan, nodsp)
+
+    def timing(self, x: np.ndarray) -> dict[str, Any]:
+        t, n = self.model, len(x)
+        return {
+            "latency_cycles": t.latency,
+            "ii_cycles": t.ii,
+            "cycles": t.latency + max(n - 1, 0) * t.ii,
+            "cycles_per_sample": t.ii,
+        }
+
+    def simulate(self, x: np.ndarray, *, backpressure_seed: int | None = None) -> Simulation:
+        from accel import engines
+        from accel.sim import stimulus
+
+        pats = (None, None)
+        if backpressure_seed is not None:
+            pats = stimulus.backpressure(backpressure_seed)
+        run = engines.run_rtl(self.graph, x, self.config.reuse, *pats)
+        m = run.measured
+        accept = m["accept"]
+        ii = int(np.diff(accept).max()) if len(accept) > 1 and pats[0] is None else None
+        report = {
+            "reuse": self.config.reuse,
+            "backpressure": backpressure_seed is not None,
+            "latency": {
+                "measured": int(m["valid"][0] - m["present"][0]),
+                "model": self.model.latency,
+            },
+            "ii": {"measured": ii, "model": self.model.ii},
+        }
+        return Simulation(
+            run.outputs, run.cycles_match, run.cycles, run.wall_s, run.build_s, report
+        )
+
+    def write_verilog(self, out: Path, x: np.ndarray) -> dict[str, Any]:
+        from accel.flows import verilog
+
+        doc = verilog.write(self.graph, out, reuse=self.config.reuse, vectors=x)
+        return {
+            "top": doc["top"],
+            "latency_cycles": doc["latency_cycles"],
+            "ii_cycles": doc["ii_cycles"],
+            "vectors": len(x),
+        }
+
+
+def _overflow(design: DataflowDesign, board: str) -> str:
+    """What the resource estimate says overflows ``board``'s part ('' if it fits)."""
+    from accel.dse import devices, resources
+
+    dev = devices.get(board)
+    est = resources.estimate("dataflow", design.features(nodsp=design.multipliers > dev.dsps))
+    return devices.fits(dev, est["lut4"], est["carry"], est["ff"], est["dsp"], est["bram"])
+
+
+class DataflowTarget(Target):
+    name = "dataflow"
+    description = "a pipeline stage per layer, unrolled by the reuse factor (small networks)"
+    Config = DataflowConfig
+
+    def check(self, graph: Graph) -> None:
+        from accel.engine.vit import is_token_graph
+
+        if is_token_graph(graph):
+            raise AccelError(
+                f"{graph.name} runs on the engine (its softmax, GELU and LayerNorm need the "
+                "vector unit): use --arch engine"
+            )
+        lower(graph, 1)  # a graph the lowering refuses names its node
+
+    def configure(
+        self, graph: Graph, given: dict[str, Any], prefs: dict[str, Any], board: str | None = None
+    ) -> DataflowConfig:
+        knobs = {**prefs, **check(DataflowConfig, given)}
+        if board is not None and "reuse" not in knobs:
+            knobs["reuse"] = self._fitting_reuse(graph, board)
+        return DataflowConfig(**knobs)
+
+    def _fitting_reuse(self, graph: Graph, board: str) -> int:
+        """The smallest power-of-two reuse whose estimate fits ``board`` (else the largest
+        that changes anything, which :meth:`fit` then refuses with the figures)."""
+        reuse = 1
+        while True:
+            design = DataflowDesign(graph, DataflowConfig(reuse))
+            if not _overflow(design, board) or design.multipliers <= len(design.plan.stages):
+                return reuse
+            reuse *= 2
+
+    def fit(self, design: Design, board: str, *, build: bool) -> None:
+        if not build:  # Verilator simulates a design of any size
+            return
+        over = _overflow(design, board)
+        if over:
+            raise AccelError(
+                f"the {design.graph.name} design at reuse {design.config.reuse} does not fit "
+                f"{board}: estimated {over} (raise --reuse)"
+            )
+
+    def compile(self, graph: Graph, config: DataflowConfig) -> DataflowDesign:
+        self.check(graph)
+        return DataflowDesign(graph, config)
