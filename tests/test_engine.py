@@ -6,7 +6,7 @@ import pytest
 from accel import nm
 from accel.engine.compile import GemmSpec, compile_gemms, kept_per_group
 from accel.engine.config import EngineConfig
-from accel.engine.cycles import predict
+from accel.engine.cycles import DRAIN_LATENCY, ISSUE_TO_DRAIN, predict
 from accel.engine.program import Drain
 from accel.errors import AccelError
 from accel.fixed import FixedType, Overflow, Quant, Rounding, requantize
@@ -162,4 +162,5 @@ def test_cycle_model_closed_form():
     prog = compile_gemms(CFG, [spec])
     t = predict(prog).gemms[0]
     tiles, steps, drain = 2 * 2, 8 * 2, 4
-    assert t.cycles == 2 + steps + (tiles - 1) * max(steps, drain) + drain + 4
+    latency = ISSUE_TO_DRAIN + 1 + DRAIN_LATENCY  # pipeline registers after the last step
+    assert t.cycles == 2 + steps + (tiles - 1) * max(steps, drain) + drain + latency

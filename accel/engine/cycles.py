@@ -11,9 +11,10 @@ valid and the output always ready:
   drain (``D = rows * cols / group`` words per tile) is slower: then each tile
   waits for the previous one's drain, so tiles start ``max(T, D)`` apart. A
   step passes the sampler and the buffer read before its product is
-  registered, so the last tile's sums reach the drain 3 cycles after its last
-  step; the controller moves on when the drain has emptied and the pipeline is
-  idle (4 + D cycles after the last step).
+  registered, so the last tile's sums reach the drain ``ISSUE_TO_DRAIN`` cycles
+  after its last step; a word the drain picks leaves its pipeline (bias,
+  requantizer) ``DRAIN_LATENCY`` cycles later; the controller moves on when the
+  drain has emptied and the pipeline is idle.
 """
 
 from __future__ import annotations
@@ -24,6 +25,13 @@ import numpy as np
 
 from accel.engine.program import Gemm, Load, Program
 from accel.engine.vector import Vec
+
+# Pipeline registers (``accel.rtl.engine``): from a step's issue to its tile's
+# sums in the drain registers (sampler, buffer read, product, accumulate)...
+ISSUE_TO_DRAIN = 3 + 3 + 1
+# ... and from the drain picking a word to the word on the stream or in a bank:
+# the biased word's register, then the requantizer's (``Requantizer.LATENCY``)
+DRAIN_LATENCY = 1 + 5
 
 
 @dataclass
@@ -85,8 +93,8 @@ def predict(program: Program) -> ProgramTiming:
         last = [t + steps - 1 + i * period for i in range(tiles)]  # each tile's last step
         if s.to_stream:
             w = np.arange(drain)
-            out_valid += [e + 4 + w for e in last]
-        t = last[-1] + 5 + drain
+            out_valid += [e + ISSUE_TO_DRAIN + 1 + DRAIN_LATENCY + w for e in last]
+        t = last[-1] + ISSUE_TO_DRAIN + 2 + DRAIN_LATENCY + drain
         gemms.append(GemmTiming(s.name, fetch + 2, t - fetch, s.useful_macs, cfg.macs))
     if len(program.steps) in loops:
         t += 2  # the body ends the program: its last LOOP

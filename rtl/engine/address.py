@@ -31,7 +31,7 @@ Products with the offsets are a few shifted adds of their bits (no DSP blocks).
 
 from __future__ import annotations
 
-from amaranth.hdl import Array, C, Module, Mux, Signal, Value, signed
+from amaranth.hdl import Array, C, Cat, Module, Mux, Signal, Value, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -205,9 +205,17 @@ class AddressGenerator(wiring.Component):
 class Sampler(wiring.Component):
     """The deformable stage: each row's bank address, padding flag and corner weight.
 
-    Combinational, on the registered step and each row's offset word (read from
-    its offset memory at the step's ``o_addr`` a cycle before).
+    Pipelined over :data:`LATENCY` registers, all moving when ``en`` is high:
+    (1) the step and each row's offset word (read from its offset memory at
+    the step's ``o_addr`` a cycle before), registered; (2) each row's tap
+    offsets, looked up in tables of ``k * row_words`` and ``k * cblocks``
+    (registers, one adder each, steady while the instruction holds), and the
+    sample's input row and column; (3) the bank address (two adds), the padding
+    test and the corner weight. ``valid_o`` and ``step_o`` are the step's valid
+    flag and fields, delayed to match.
     """
+
+    LATENCY = 3
 
     def __init__(self, cfg: EngineConfig) -> None:
         self.cfg = cfg
@@ -215,33 +223,71 @@ class Sampler(wiring.Component):
         super().__init__(
             {
                 "instr": In(instruction_layout(cfg)),
+                "en": In(1, init=1),
+                "valid": In(1),
                 "step": In(step_layout(cfg)),
                 "offsets": In(data.ArrayLayout(offset_word(cfg), cfg.rows)),
+                "valid_o": Out(1),
+                "step_o": Out(step_layout(cfg)),
                 "a_addr": Out(data.ArrayLayout(a_bits, cfg.rows)),  # one per bank
                 "a_zero": Out(cfg.rows),  # the row's pixel lies in the padding
                 "weight": Out(data.ArrayLayout(weight_bits(cfg), cfg.rows)),  # bilinear
+                "busy": Out(1),  # a step is in flight
             }
         )
 
     def elaborate(self, platform) -> Module:
         m = Module()
-        cfg, p, st = self.cfg, self.instr, self.step
+        cfg, p = self.cfg, self.instr
         f = cfg.bilinear_frac
-        rw, cb = p.row_words, p.cblocks
-        g = cfg.group
-        lane_of_tap = Array(2 * t % g for t in range(16))
+        wide = step_layout(cfg)["base"].shape
+
+        def reg(value, name: str):
+            if not isinstance(value, data.View):
+                value = Value.cast(value)
+            r = Signal(value.shape(), name=name)
+            with m.If(self.en):
+                m.d.sync += r.eq(value)
+            return r
+
+        # k * row_words and k * cblocks for every tap offset k a row can ask for
+        lo, hi = table_range(cfg)
+        t_rw = {k: reg(const_times(p.row_words, k, wide), f"t_rw{k}".replace("-", "m"))
+                for k in range(lo, hi + 1)}  # fmt: skip
+        t_cb = {k: reg(const_times(p.cblocks, k, wide), f"t_cb{k}".replace("-", "m"))
+                for k in range(lo, hi + 1)}  # fmt: skip
+        rwcb = reg((p.row_words + p.cblocks).as_signed(), "rwcb")
+        square = p.deform == Deform.SQUARE
+        bil = p.deform == Deform.BILINEAR
+
+        # (1) the step and the offset words
+        valid1, st = reg(self.valid, "s_valid1"), reg(self.step, "s_step1")
+        words = [reg(self.offsets[r], f"s_offs{r}") for r in range(cfg.rows)]
+        # (2) table look-ups, the sample's input row and column, corner weights
+        valid2, st2 = reg(valid1, "s_valid2"), reg(st, "s_step2")
+        base2 = reg(st.base + Mux(square | bil, rwcb, st.koff), "s_base2")
+        sq_max = (1 << max(1, cfg.max_offset.bit_length())) - 1
+        lane_of_tap = Array(2 * t % cfg.group for t in range(16))
         tap_y = Array(t // 3 - 1 for t in range(16))
         tap_x = Array(t % 3 - 1 for t in range(16))
+        zero = C(0, wide)
+        rows2 = []
         for r in range(cfg.rows):
-            word = self.offsets[r]
-            # square: lane 0 is the pixel's d
+            word = words[r]
+            # square: lane 0 is the pixel's d; tap (ky, kx) moves by ((ky - 1) d, (kx - 1) d)
             d = word[0].as_unsigned()[: max(1, cfg.max_offset.bit_length())]
-            sq_y, sq_x = tap(st.ky, d), tap(st.kx, d)
-            sq_off = rw + cb + tap(st.ky, times(d, rw)) + tap(st.kx, times(d, cb))
-            ry = Mux(p.deform == Deform.SQUARE, st.iy0 + 1 + sq_y, st.iy0 + st.ky)
-            rx = Mux(p.deform == Deform.SQUARE, st.ix0 + 1 + sq_x, st.ix0 + st.kx)
-            off = Mux(p.deform == Deform.SQUARE, sq_off, st.koff)
-            weight = C(1, weight_bits(cfg))
+
+            def tap_of(k, table, d=d):
+                pos = Array(table[i] for i in range(sq_max + 1))[d]
+                neg = Array(table[-i] for i in range(sq_max + 1))[d]
+                return Mux(k == 0, neg, Mux(k == 1, zero, pos))
+
+            ty, tx = tap_of(st.ky, t_rw), tap_of(st.kx, t_cb)
+            off_y = Mux(st.ky == 0, -d, Mux(st.ky == 1, 0, d))
+            off_x = Mux(st.kx == 0, -d, Mux(st.kx == 1, 0, d))
+            ry = Mux(square, st.iy0 + 1 + off_y, st.iy0 + st.ky)
+            rx = Mux(square, st.ix0 + 1 + off_x, st.ix0 + st.kx)
+            wy = wx = C(1, 1)
             if f:
                 lane = lane_of_tap[st.ky]
                 dy = Array(word)[lane].as_signed()
@@ -255,19 +301,71 @@ class Sampler(wiring.Component):
                 ]
                 fy, fx = dy[:f], dx[:f]
                 one = 1 << f
-                wy = Mux(by, fy, one - fy)[: f + 1]
-                wx = Mux(bx, fx, one - fx)[: f + 1]
-                bil = p.deform == Deform.BILINEAR
+                wy = Mux(bil, Mux(by, fy, one - fy)[: f + 1], 1)
+                wx = Mux(bil, Mux(bx, fx, one - fx)[: f + 1], 1)
                 ry = Mux(bil, st.iy0 + 1 + sy, ry)
                 rx = Mux(bil, st.ix0 + 1 + sx, rx)
-                off = Mux(bil, rw + cb + signed_times(sy, rw) + signed_times(sx, cb), off)
-                weight = Mux(bil, times(wy, wx), 1)
-            m.d.comb += [
-                self.a_addr[r].eq(st.base + off),
-                self.a_zero[r].eq((ry < 0) | (ry >= p.in_h) | (rx < 0) | (rx >= p.in_w)),
-                self.weight[r].eq(weight),
-            ]
+                ty = Mux(bil, Array(t_rw[k] for k in range(lo, hi + 1))[(sy - lo)[:8]], ty)
+                tx = Mux(bil, Array(t_cb[k] for k in range(lo, hi + 1))[(sx - lo)[:8]], tx)
+            deform = square | bil
+            rows2.append(
+                {
+                    "ty": reg(Mux(deform, ty, 0), f"s_ty{r}"),
+                    "tx": reg(Mux(deform, tx, 0), f"s_tx{r}"),
+                    "ry": reg(ry.as_signed()[: wide.width + 2].as_signed(), f"s_ry{r}"),
+                    "rx": reg(rx.as_signed()[: wide.width + 2].as_signed(), f"s_rx{r}"),
+                    "wy": reg(wy, f"s_wy{r}"),
+                    "wx": reg(wx, f"s_wx{r}"),
+                }
+            )
+        # (3) the bank address, the padding test, the corner weight
+        m.d.comb += [
+            self.busy.eq(valid1 | valid2 | self.valid_o),
+        ]
+        with m.If(self.en):
+            m.d.sync += [self.valid_o.eq(valid2), self.step_o.eq(st2)]
+            for r, row in enumerate(rows2):
+                ry, rx = row["ry"], row["rx"]
+                m.d.sync += [
+                    self.a_addr[r].eq(base2 + row["ty"] + row["tx"]),
+                    self.a_zero[r].eq((ry < 0) | (ry >= p.in_h) | (rx < 0) | (rx >= p.in_w)),
+                    self.weight[r].eq(times(row["wy"], row["wx"]) if f else 1),
+                ]
         return m
+
+
+def table_range(cfg: EngineConfig) -> tuple[int, int]:
+    """The tap offsets ``k`` (in rows or pixels) a row's offsets can ask for."""
+    sq = (1 << max(1, cfg.max_offset.bit_length())) - 1
+    lo, hi = -sq, sq
+    if cfg.bilinear_frac:  # tap -1..1, floor(d / 2**F), corner 0..1
+        half = 1 << (cfg.offset_bits - 1)
+        lo = min(lo, -1 + (-half >> cfg.bilinear_frac))
+        hi = max(hi, 1 + ((half - 1) >> cfg.bilinear_frac) + 1)
+    return lo, hi
+
+
+def const_times(v: Value, k: int, shape) -> Value:
+    """``k * v`` for a constant ``k`` as shifted adds: one per non-zero digit of its
+    non-adjacent form past the first (one add for every ``|k| <= 10``)."""
+    digits, n, i = [], abs(k), 0
+    while n:
+        if n & 1:
+            digit = 2 - (n & 3)  # +1 or -1
+            digits.append((digit if k > 0 else -digit, i))
+            n -= digit
+        n >>= 1
+        i += 1
+    if not digits:
+        return C(0, shape)
+    if not v.shape().signed:
+        v = Cat(v, C(0, 1)).as_signed()
+    digits.sort(key=lambda d: -d[0])  # a positive term first: no negation when there is one
+    first, i = digits[0]
+    total = (v << i) if first > 0 else -(v << i)
+    for digit, i in digits[1:]:
+        total = total + (v << i) if digit > 0 else total - (v << i)
+    return total[: shape.width].as_signed()
 
 
 def offset_word(cfg: EngineConfig) -> data.ArrayLayout:

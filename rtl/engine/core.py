@@ -44,7 +44,9 @@ class Engine(wiring.Component):
     the issue stage, and the sampler stage turns it into the row's own bank
     address, padding flag and (bilinear) corner weight.
 
-    GEMM pipeline: issue -> sample -> buffer read -> product -> accumulate -> drain.
+    GEMM pipeline: issue -> offset read -> sampler (3 registers) -> buffer read ->
+    array input register -> product -> accumulate -> drain (bias, requantizer: 6 registers).
+    Every memory output and product is registered before logic uses it further.
     """
 
     def __init__(self, cfg: EngineConfig) -> None:
@@ -136,7 +138,13 @@ class Engine(wiring.Component):
         with m.If(~stall):
             m.d.sync += [valid_s.eq(issue), step.eq(agen.step)]
         m.submodules.sampler = sampler = Sampler(cfg)
-        m.d.comb += [sampler.instr.eq(instr), sampler.step.eq(step)]
+        m.d.comb += [
+            sampler.instr.eq(instr),
+            sampler.step.eq(step),
+            sampler.valid.eq(valid_s),
+            sampler.en.eq(~stall),
+        ]
+        step_o = sampler.step_o  # the step, beside its bank addresses
         for r, mem in enumerate(dmems):
             rd, wr = mem.read_port(), mem.write_port()
             m.d.comb += [
@@ -186,9 +194,9 @@ class Engine(wiring.Component):
                 port.en.eq(~stall),
             ]  # fmt: skip
         m.d.comb += [
-            b_rd.addr.eq(step.b_addr),
+            b_rd.addr.eq(step_o.b_addr),
             b_rd.en.eq(~stall),
-            c_rd.addr.eq(Mux(vec_on, vec.g_addr, step.c_addr) if cfg.vector else step.c_addr),
+            c_rd.addr.eq(Mux(vec_on, vec.g_addr, step_o.c_addr) if cfg.vector else step_o.c_addr),
             c_rd.en.eq(~stall),
         ]
         # stage 1: buffer outputs, with the step's flags
@@ -196,18 +204,20 @@ class Engine(wiring.Component):
         zero1 = Signal(cfg.rows)
         weight1 = Signal.like(sampler.weight)
         j1 = Signal.like(step.j)
-        bias2 = Signal(bias_word)  # the finishing tile's biases, beside its products
+        # each step's biases, beside it through the array's input and product registers,
+        # so the finishing tile's are there when the drain takes its sums
+        bias_r, bias2 = Signal(bias_word), Signal(bias_word)
         with m.If(~stall):
             m.d.sync += [
-                valid1.eq(valid_s),
-                first1.eq(step.first),
-                last1.eq(step.last),
+                valid1.eq(sampler.valid_o),
+                first1.eq(step_o.first),
+                last1.eq(step_o.last),
                 zero1.eq(sampler.a_zero),
                 weight1.eq(sampler.weight),
-                j1.eq(step.j),
+                j1.eq(step_o.j),
+                bias_r.eq(c_rd.data),
+                bias2.eq(bias_r),
             ]
-            with m.If(valid1 & last1):
-                m.d.sync += bias2.eq(c_rd.data)
         b_data = data.View(b_entry(cfg), b_rd.data)
         m.d.comb += [
             array.valid.eq(valid1),
@@ -321,7 +331,8 @@ class Engine(wiring.Component):
                 with m.If(~stall & agen.done):
                     m.next = "FLUSH"
             with m.State("FLUSH"):
-                with m.If(~valid_s & ~valid1 & ~array.busy & ~drain.busy):
+                idle = ~valid_s & ~sampler.busy & ~valid1 & ~array.busy & ~drain.busy
+                with m.If(idle):
                     m.next = "FETCH"
             if cfg.vector:
                 with m.State("VEC"):

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from amaranth.hdl import Array, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Array, Cat, Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from accel.engine.config import EngineConfig
 from accel.engine.isa import instruction_layout
-from accel.rtl.engine.requant import requantize
+from accel.rtl.engine.requant import Requantizer
 
 
 def out_word(cfg: EngineConfig) -> data.ArrayLayout:
@@ -70,35 +70,65 @@ class Drain(wiring.Component):
         row_addr = Signal.like(self.waddr)
         col_addr = Signal.like(self.waddr)
 
+        # The pipeline: a word is picked (and its bias added) into stage 0, then
+        # requantized (Requantizer.LATENCY registers); its writes and stream
+        # handshake travel beside it. Everything moves unless the output stream
+        # holds a word it cannot hand over.
+        o_valid = Signal()
+        go = Signal()
         step = Signal()
         final = Signal()
         m.d.comb += [
-            self.busy.eq(active),
-            step.eq(active & (~p.to_stream | self.o.ready)),
+            go.eq(~(o_valid & ~self.o.ready)),
+            step.eq(active & go),
             final.eq(step & (row == cfg.rows - 1) & (word == words - 1)),
             self.accept.eq(~active | final),
         ]
         pos = Signal(range(cfg.rows * words))  # row * words + word
         m.d.comb += self.select.eq(pos)
+
+        def reg(value, name: str) -> Signal:
+            if not isinstance(value, data.View):
+                value = Value.cast(value)
+            r = Signal(value.shape(), name=name)
+            with m.If(go):
+                m.d.sync += r.eq(value)
+            return r
+
         lane = []
         for e in range(cfg.group):
             b = Array(bias[k * cfg.group + e] for k in range(words))[word]
             if cfg.vector:  # a transposed tile leaves column ``row``: one bias for all lanes
                 b = Mux(p.b_transpose, Array(bias)[row], b)
-            lane.append(requantize(m, self.word[e] + b, p, cfg.acc_bits, f"lane{e}"))
-        m.d.comb += [
-            self.o.valid.eq(active & p.to_stream),
-            self.waddr.eq(row_addr + col_addr + word),
-        ]
-        for e, v in enumerate(lane):
-            m.d.comb += [self.o.payload[e].eq(v), self.wdata[e].eq(v)]
-        to_banks = active & ~p.to_stream & ~p.to_offsets
+            rq = Requantizer(cfg)
+            m.submodules[f"lane{e}"] = rq
+            m.d.comb += [rq.instr.eq(p), rq.en.eq(go), rq.value.eq(reg(self.word[e] + b, f"v{e}"))]
+            lane.append(rq.result)
+        # the word's destination, beside it
+        to_banks = ~p.to_stream & ~p.to_offsets
         if cfg.vector:
             to_banks &= ~p.to_b
+        ctl = data.StructLayout(
+            {
+                "valid": 1,
+                "we": len(self.we),
+                "owe": len(self.owe),
+                "waddr": len(self.waddr),
+                **({"bwe": 1, "baddr": len(self.baddr)} if cfg.vector else {}),
+            }
+        )
+        now = Signal(ctl)
+        m.d.comb += [
+            now.valid.eq(step),
+            now.waddr.eq(row_addr + col_addr + word),
+            now.we.eq(Mux(step & to_banks, 1 << row, 0)),
+            now.owe.eq(Mux(step & p.to_offsets, 1 << row, 0)),
+        ]
+        if cfg.vector:
             b_row, b_col = Signal.like(self.baddr), Signal.like(self.baddr)
             m.d.comb += [
-                self.bwe.eq(active & p.to_b),
-                self.baddr.eq(p.bw_base + b_col + b_row + row),
+                now.bwe.eq(step & p.to_b),
+                now.baddr.eq(p.bw_base + b_col + b_row + row),
             ]
             with m.If(final):
                 with m.If(rb == p.row_blocks - 1):
@@ -107,10 +137,22 @@ class Drain(wiring.Component):
                     m.d.sync += b_row.eq(b_row + p.bw_rb)
             with m.If(self.start):
                 m.d.sync += [b_row.eq(0), b_col.eq(0)]
-        with m.If(to_banks):
-            m.d.comb += self.we.eq(1 << row)
-        with m.If(active & p.to_offsets):
-            m.d.comb += self.owe.eq(1 << row)
+        stages = [now]
+        for k in range(1 + Requantizer.LATENCY):
+            stages.append(reg(stages[-1], f"ctl{k}"))
+        out = stages[-1]
+        m.d.comb += [
+            o_valid.eq(out.valid & p.to_stream),
+            self.o.valid.eq(o_valid),
+            self.busy.eq(active | Cat(s.valid for s in stages[1:]).any()),
+            self.we.eq(out.we),
+            self.owe.eq(out.owe),
+            self.waddr.eq(out.waddr),
+        ]
+        if cfg.vector:
+            m.d.comb += [self.bwe.eq(out.bwe), self.baddr.eq(out.baddr)]
+        for e, v in enumerate(lane):
+            m.d.comb += [self.o.payload[e].eq(v), self.wdata[e].eq(v)]
 
         with m.If(step):
             m.d.sync += [word.eq(word + 1), pos.eq(pos + 1)]

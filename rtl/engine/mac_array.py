@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from amaranth.hdl import Array, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Array, Module, Signal, Value, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -18,11 +18,15 @@ class MacArray(wiring.Component):
     so a group whose weights keep ``n`` of ``group`` takes ``n`` cycles. In dense
     mode the index is the step within the group.
 
-    Two pipeline stages: products are registered, then accumulated. On a tile's
-    last step the finished sums move to the drain registers, read out a word at
-    a time through ``select``/``word``, while the accumulators start the next
-    tile, so tiles run back to back. ``stall`` freezes both stages.
+    Three pipeline stages: the inputs (buffer outputs) are registered, the
+    products are registered, then accumulated. On a tile's last step the
+    finished sums move to the drain registers, read out a word at a time
+    through ``select``/``word``, and the accumulators clear (a synchronous
+    reset, so accumulating needs no multiplexer) for the next tile, so tiles
+    run back to back. ``stall`` freezes every stage.
     """
+
+    LATENCY = 2  # input register, product register; then the accumulators
 
     def __init__(self, cfg: EngineConfig) -> None:
         self.cfg = cfg
@@ -55,12 +59,22 @@ class MacArray(wiring.Component):
     def elaborate(self, platform) -> Module:
         m = Module()
         cfg = self.cfg
-        valid2, first2, last2 = Signal(), Signal(), Signal()
         go = ~self.stall
-        with m.If(go):
-            m.d.sync += [valid2.eq(self.valid), first2.eq(self.first), last2.eq(self.last)]
+
+        def reg(value, name: str):
+            if not isinstance(value, data.View):
+                value = Value.cast(value)
+            r = Signal(value.shape(), name=name)
+            with m.If(go):
+                m.d.sync += r.eq(value)
+            return r
+
+        # stage 1: the inputs; stage 2: the products; then the accumulators
+        valid1, last1 = reg(self.valid, "valid1"), reg(self.last, "last1")
+        a1, w1, idx1 = reg(self.a, "a1"), reg(self.w, "w1"), reg(self.idx, "idx1")
+        valid2, last2 = reg(valid1, "valid2"), reg(last1, "last2")
         m.d.comb += [
-            self.busy.eq(valid2),
+            self.busy.eq(valid1 | valid2),
             self.finishing.eq(valid2 & last2),
         ]
         words = cfg.cols // cfg.group
@@ -70,23 +84,21 @@ class MacArray(wiring.Component):
             # one signal per activation: a multiplexer over small signals, not a
             # variable shift of the whole (wide) group word
             group = [Signal(signed(cfg.pe_a_bits), name=f"x_{p}_{e}") for e in range(cfg.group)]
-            m.d.comb += [x.eq(self.a[p][e]) for e, x in enumerate(group)]
+            m.d.comb += [x.eq(a1[p][e]) for e, x in enumerate(group)]
             for q in range(cfg.cols):
                 a = Signal(signed(cfg.pe_a_bits), name=f"a_{p}_{q}")
-                m.d.comb += a.eq(Array(group)[self.idx[q]])
-                prod = Signal(signed(cfg.pe_a_bits + cfg.b_bits), name=f"prod_{p}_{q}")
+                m.d.comb += a.eq(Array(group)[idx1[q]])
+                prod = reg(a * w1[q], f"prod_{p}_{q}")
                 acc = Signal(signed(cfg.acc_bits), name=f"acc_{p}_{q}")
                 total = Signal(signed(cfg.acc_bits), name=f"sum_{p}_{q}")
                 done = Signal(signed(cfg.acc_bits), name=f"done_{p}_{q}")
                 cells[q % cfg.group].append(done)
                 finished[p].append(done)
-                m.d.comb += total.eq(Mux(first2, prod, prod + acc)[: cfg.acc_bits].as_signed())
-                with m.If(go):
-                    m.d.sync += prod.eq(a * self.w[q])
-                    with m.If(valid2):
-                        m.d.sync += acc.eq(total)
-                        with m.If(last2):
-                            m.d.sync += done.eq(total)
+                m.d.comb += total.eq((prod + acc)[: cfg.acc_bits].as_signed())
+                with m.If(go & valid2):
+                    m.d.sync += acc.eq(total)
+                    with m.If(last2):
+                        m.d.sync += [done.eq(total), acc.eq(0)]
         # cells[e] is ordered (p, q // group), which is the select order
         assert all(len(c) == cfg.rows * words for c in cells)
         for e, lane in enumerate(cells):
