@@ -228,7 +228,8 @@ def design_for(args: argparse.Namespace, graph, model, *, board: str, build: boo
     chosen to fit; refused if it does not), else only simulated."""
     from accel import targets
 
-    target = targets.get(args.arch) if args.arch else targets.for_graph(graph)
+    preferred = args.arch or (model.arch if model is not None else None)
+    target = targets.for_graph(graph, preferred)
     target.check(graph)
     given = _given_knobs(args)
     for other, knobs in given.items():
@@ -353,7 +354,7 @@ def cmd_sim(args: argparse.Namespace) -> int:
     graph, model = load_task_model(args.model, args.task)
     design = design_for(args, graph, model, board=SIM_BOARD)
     x = sample_inputs(graph, model, args.samples, args.seed)
-    per_sample = design.timing(x[: min(len(x), 64)])["cycles_per_sample"]
+    per_sample = round(design.timing(x[: min(len(x), 64)])["cycles_per_sample"], 2)
     if len(x) * per_sample > MAX_SIM_CYCLES:
         raise AccelError(
             f"{len(x):,} samples at {per_sample} cycles each are over {MAX_SIM_CYCLES:,} "
@@ -468,7 +469,7 @@ def _rate(design, model) -> tuple[int, float]:
         return t["latency_cycles"], t["ii_cycles"]
     batch = design.config.rows * 8
     x = stimulus.random_inputs(design.graph, batch, 0)
-    return t["last_out_cycle"] + 1, design.timing(x)["cycles_per_sample"]
+    return t["last_out_cycle"] + 1, round(design.timing(x)["cycles_per_sample"], 2)
 
 
 def build_bitstream(design, model, board, work: Path, args: argparse.Namespace) -> dict:

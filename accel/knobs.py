@@ -39,9 +39,9 @@ def flag(f: Field) -> str:
     return f.metadata["knob"]["flag"] or "--" + f.name.replace("_", "-")
 
 
-def _kind(f: Field) -> type:
-    kind = f.type if isinstance(f.type, type) else {"int": int, "str": str, "bool": bool}[f.type]
-    return kind
+def kind(f: Field) -> type:
+    """The knob's Python type (int, str or bool)."""
+    return f.type if isinstance(f.type, type) else {"int": int, "str": str, "bool": bool}[f.type]
 
 
 def check(cls: type, values: dict[str, Any], *, where: str = "") -> dict[str, Any]:
@@ -53,12 +53,12 @@ def check(cls: type, values: dict[str, Any], *, where: str = "") -> dict[str, An
         if f is None:
             known = ", ".join(by_name)
             raise AccelError(f"{where}unknown parameter {name!r} (known: {known})")
-        meta, kind = f.metadata["knob"], _kind(f)
+        meta, typ = f.metadata["knob"], kind(f)
         label = f"{where}{flag(f) if not where else name}"
-        if kind is bool:
+        if typ is bool:
             if not isinstance(v, bool):
                 raise AccelError(f"{label}: expected true or false, got {v!r}")
-        elif kind is int:
+        elif typ is int:
             if isinstance(v, bool) or not isinstance(v, int):
                 raise AccelError(f"{label}: expected an integer, got {v!r}")
             if meta["lo"] is not None and v < meta["lo"]:
@@ -107,13 +107,13 @@ def add_arguments(
         meta = f.metadata["knob"]
         if not meta["cli"]:
             continue
-        kind, dest = _kind(f), prefix + f.name
+        typ, dest = kind(f), prefix + f.name
         default = f" (default {f.default})" if f.default is not None else ""
-        if kind is bool:
+        if typ is bool:
             group.add_argument(
                 flag(f), dest=dest, action="store_true", default=None, help=meta["help"]
             )
-        elif kind is int:
+        elif typ is int:
             group.add_argument(
                 flag(f),
                 dest=dest,

@@ -60,7 +60,8 @@ def test_points_are_the_cross_product_with_ranges():
     }
     pts = s.points()
     assert len(pts) == 4 * 4 * 2
-    assert all(p["cols"] == 16 and p["group"] == 8 for p in pts)  # fixed and default
+    # fixed; a knob left out is None: as the target configures itself for the graph
+    assert all(p["cols"] == 16 and p["group"] is None for p in pts)
     assert len({s.point_id(p) for p in pts}) == len(pts)
 
 
@@ -209,14 +210,14 @@ def test_sweep_on_a_scheduler_resumes_and_records_failures(tmp_path, cluster):
     assert bad["error"].str.contains("needs 9-bit signed operands").all(), bad["error"].tolist()
     good = df[df["status"] == "ok"]
     # the cycle model's numbers, recomputed here from the engine's own compiler
-    from accel.dse import models
     from accel.engine.config import EngineConfig
     from accel.engine.cycles import predict
     from accel.engine.graph import compile_graph
+    from accel.zoo import sweeps as models
 
     for r in good.itertuples():
         cfg = EngineConfig(rows=r.rows, cols=8, a_depth=512, b_depth=4096, bias_depth=128)
-        g = models.nm_sparse("mlp", r.pattern, None)
+        g = models.nm_sparse("mlp", r.pattern)
         t = predict(compile_graph(g, cfg, models.nm_sparse_inputs("mlp", 16, 0))[0])
         assert r.cycles == t.total and r.last_out_cycle == t.out_valid[-1]
         assert r.samples_per_s == round(25e6 * 16 / t.total, 1)
@@ -225,7 +226,7 @@ def test_sweep_on_a_scheduler_resumes_and_records_failures(tmp_path, cluster):
         d = good[(good["rows"] == rows) & (good["pattern"] == "dense")].iloc[0]
         s = good[(good["rows"] == rows) & (good["pattern"] == "2:8")].iloc[0]
         assert 2.0 < d["gemm_cycles"] / s["gemm_cycles"] < 4.0
-        assert s["accuracy"] == models.nm_sparse_accuracy("mlp", "2:8", None) == 437 / 450
+        assert s["accuracy"] == models.nm_sparse_accuracy("mlp", "2:8") == 437 / 450
     assert set(s1["pareto"]) >= {"throughput_vs_luts", "density_vs_cycles"}
     assert all((out / "plots" / f"{p}.png").stat().st_size > 5000 for p in s1["pareto"])
 
@@ -277,8 +278,8 @@ def test_cli_json_on_a_local_cluster(tmp_path):
     assert (doc["points"], doc["ok"], doc["failed"]) == (4, 4, 0)
     df = dse.frame(tmp_path / "out" / "results.csv")
     from accel.compiler.dataflow import lower
-    from accel.dse import models
     from accel.perf import DataflowTiming
+    from accel.zoo import sweeps as models
 
     for r_ in df.itertuples():
         plan = lower(models.autoencoder(r_.weight_bits, 10, 11), r_.reuse)
@@ -337,7 +338,7 @@ def test_autoencoder_at_other_widths():
     """At the shipped widths the sweep's graph is the zoo's, output for output; narrower
     weights are the trained ones rounded half up (ties of 6-bit -> 3-bit: +0.5 LSB up)."""
     from accel import reference, zoo
-    from accel.dse import models
+    from accel.zoo import sweeps as models
 
     zoo_graph = zoo.get("autoencoder").build()
     x = reference.quantize_inputs(
@@ -353,3 +354,36 @@ def test_autoencoder_at_other_widths():
     np.testing.assert_array_equal(w3.data, np.clip(np.floor(w6.data / 8 + 0.5), -4, 3))
     with pytest.raises(AccelError, match="weight_bits must be between 2 and 6"):
         models.autoencoder(7, 10, 11)
+
+
+@pytest.mark.parametrize(
+    ("doc", "want"),
+    [
+        (
+            {"model": "deform_det", "params": {"variant": ["square", "bilinear"]}},
+            {"square": {"a_depth": 2048, "bilinear_frac": 0}, "bilinear": {"bilinear_frac": 4}},
+        ),
+        (
+            {"model": "moe_vit", "params": {"task": ["seg", "depth"], "vec_rows": 1}},
+            {"seg": {"vec_rows": 1, "group": 8}, "depth": {"vec_rows": 1}},
+        ),
+    ],
+)
+def test_engine_sweeps_of_other_families(doc, want):
+    """Any zoo model sweeps on the engine: the target configured for each point's graph
+    (the model's bank depth, the bilinear sampler, the vector unit), its own quality."""
+    from accel.dse import evaluate as ev
+    from accel.zoo import sweeps
+
+    s = dse.parse({**doc, "evaluate": {"batch": 2}})
+    assert s.arch == "engine"
+    axis = next(iter(s.axes))
+    for t in tasks(s):
+        row = ev.evaluate(t)
+        assert row["status"] == "ok", row["error"]
+        for k, v in want[t["params"][axis]].items():
+            assert row[k] == v, (k, row[k])
+        own = {k: t["params"][k] for k in sweeps.spec(doc["model"]).params}
+        score = sweeps.spec(doc["model"]).score(own, 0)
+        assert score and all(row[k] == v for k, v in score.items())
+        assert row["cycles"] > 0 and row["samples_per_s"] > 0

@@ -63,8 +63,8 @@ def test_features_of_the_calibration_runs_are_what_the_code_computes(cal):
     """The shipped features come from the same functions the sweep calls (engine points; the
     dataflow ones need a lowering each, two of them are enough to catch a change)."""
     from accel.compiler.dataflow import lower
-    from accel.dse import models
     from accel.engine.config import EngineConfig
+    from accel.zoo import sweeps as models
 
     eng = [r for r in cal["runs"] if r["arch"] == "engine"]
     for r in eng:
@@ -125,7 +125,7 @@ def test_dataflow_cycle_model_equals_rtl_on_a_sampled_point(tmp_path):
         {
             "model": "autoencoder",
             "params": {"reuse": [4, 6], "weight_bits": [6, 4]},
-            "evaluate": {"quality_samples": 200, "rtl_samples": 24, "rtl": {"points": 1}},
+            "evaluate": {"quality_samples": 200, "batch": 24, "rtl": {"points": 1}},
         }
     )
     dse.run(sweep, tmp_path / "out", workers=1, quiet=True, plots=False)

@@ -142,8 +142,8 @@ POINTS: list[tuple[str, str, dict]] = [
 
 def da4ml_design(point: dict) -> tuple[str, str, dict[str, float]]:
     """da4ml's core (its default pipelining) for the autoencoder at the point's widths."""
-    from accel.dse import models
     from accel.flows import da4ml
+    from accel.zoo import sweeps as models
 
     g = models.autoencoder(point["weight_bits"], point["input_bits"], point["act_bits"])
     with tempfile.TemporaryDirectory(prefix="accel-cal-da4ml-") as tmp:
@@ -162,7 +162,7 @@ def design(arch: str, point: dict) -> tuple[str, str, dict[str, float]]:
         cfg = EngineConfig(**point)
         return (*designs.engine_verilog(cfg), designs.engine_features(cfg))
     from accel.compiler.dataflow import lower
-    from accel.dse import models
+    from accel.zoo import sweeps as models
 
     g = models.autoencoder(point["weight_bits"], point["input_bits"], point["act_bits"])
     plan = lower(g, point["reuse"])

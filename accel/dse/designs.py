@@ -107,17 +107,3 @@ def dataflow_verilog(plan: DataflowPlan) -> tuple[str, str]:
     from accel.engines import dataflow_verilog as verilog
 
     return verilog(plan)
-
-
-ENGINE_CONFIG_KEYS = (
-    "rows",
-    "cols",
-    "group",
-    "a_bits",
-    "b_bits",
-    "acc_bits",
-    "a_depth",
-    "b_depth",
-    "bias_depth",
-    "imem_depth",
-)

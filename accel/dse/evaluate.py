@@ -10,9 +10,11 @@ Columns, by where their numbers come from:
   ``cycles_per_sample``, ``latency_cycles``, ``ii_cycles``, ``utilisation``;
   in time at ``clock_mhz`` (the board's clock unless the sweep sets one;
   assumes timing is met): ``samples_per_s``, ``latency_us``;
-- the reference and shipped metrics: ``accuracy`` (nm_sparse, held-out digits,
-  from the zoo's metrics.json), ``quality`` (autoencoder: energy-weighted
-  reconstruction error, lower is better, integer encoder + shipped decoder);
+- the reference and shipped metrics (:mod:`accel.zoo.sweeps`): ``accuracy``,
+  higher is better (nm_sparse: held-out digits; deform_det: AP50; moe_vit seg:
+  mIoU; from the zoo's metrics.json), ``quality``, lower is better (autoencoder:
+  energy-weighted reconstruction error of the integer encoder and the shipped
+  decoder; moe_vit depth: RMSE);
 - the fitted estimate (``est_*``, :mod:`accel.dse.resources`) and ``fits``
   (estimate against the device's capacity; ``fits_detail`` says what overflows);
 - measured, on the points a check ran on: ``rtl_*`` (Verilator),
@@ -28,7 +30,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from accel.dse import designs, devices, models, resources
+from accel.dse import devices, resources
 from accel.dse.synth import summary, synth
 from accel.errors import AccelError
 
@@ -45,6 +47,7 @@ ENGINE_METRICS = [
     "samples_per_s",
     "latency_us",
     "accuracy",
+    "quality",
     "weight_kbits",
 ]
 DATAFLOW_METRICS = [
@@ -57,9 +60,11 @@ DATAFLOW_METRICS = [
     "latency_us",
     "quality",
     "accuracy",
+    "density",
     "weight_kbits",
     "multipliers_in",
 ]
+METRICS = {"engine": ENGINE_METRICS, "dataflow": DATAFLOW_METRICS}
 CHECK_COLS = [
     "check_error",
     "rtl_checked",
@@ -82,12 +87,12 @@ HEAD = ["point_id", "status", "error", "model", "arch"]
 TAIL = ["eval_seconds"]
 
 
-def columns(arch: str) -> list[str]:
-    from accel.dse.sweep import PARAMS
+def columns(model: str, arch: str) -> list[str]:
+    from accel.dse.sweep import parameters
 
-    metrics = ENGINE_METRICS if arch == "engine" else DATAFLOW_METRICS
     est = [f"est_{r}" for r in RESOURCE_COLS]
-    return [*HEAD, *PARAMS[arch], *metrics, *est, "fits", "fits_detail", *CHECK_COLS, *TAIL]
+    params = list(parameters(model, arch))
+    return [*HEAD, *params, *METRICS[arch], *est, "fits", "fits_detail", *CHECK_COLS, *TAIL]
 
 
 @contextlib.contextmanager
@@ -117,10 +122,7 @@ def evaluate(task: dict[str, Any]) -> dict[str, Any]:
         "error": "",
     }
     try:
-        if task["arch"] == "engine":
-            _engine(task, row)
-        else:
-            _dataflow(task, row)
+        _point(task, row)
     except AccelError as e:
         row.update(status="failed", error=_one_line(str(e)))
     except Exception as e:  # a bug, but one point must not end the sweep
@@ -152,10 +154,6 @@ def _one_line(text: str) -> str:
     return (lines[0] if lines else "unknown error")[:300]
 
 
-def _clock(task: dict, dev: devices.Device) -> float:
-    return task["clock_mhz"] or dev.clock_mhz
-
-
 def _fit_columns(row: dict, est: dict[str, int], dev: devices.Device) -> None:
     row.update({f"est_{k}": v for k, v in est.items()})
     over = devices.fits(dev, est["lut4"], est["carry"], est["ff"], est["dsp"], est["bram"])
@@ -163,173 +161,70 @@ def _fit_columns(row: dict, est: dict[str, int], dev: devices.Device) -> None:
     row["fits_detail"] = over
 
 
-# -- the engine ---------------------------------------------------------------------
-def engine_config(p: dict):
-    from accel.engine.config import EngineConfig
+def design(model: str, arch: str, p: dict[str, Any]):
+    """The design of a point: the model's graph at its own parameters, on the target
+    configured with the point's knobs (the others as the graph and model need)."""
+    from accel import targets, zoo
+    from accel.zoo.sweeps import spec
 
-    return EngineConfig(**{k: p[k] for k in designs.ENGINE_CONFIG_KEYS})
+    target = targets.get(arch)
+    graph = spec(model).build(**{k: p[k] for k in spec(model).params})
+    given = {k: p[k] for k in target.knob_names() if p.get(k) is not None}
+    prefs = zoo.get(model).targets.get(arch, {})
+    return target.compile(graph, target.configure(graph, given, prefs))
 
 
-def _engine(task: dict, row: dict) -> None:
-    from accel.engine.cycles import predict
-    from accel.engine.graph import compile_graph
-    from accel.nm import NM
+def _point(task: dict, row: dict) -> None:
+    """Cycle model, estimate, quality and the sampled real-tool checks of one point."""
+    from accel.zoo.sweeps import spec
 
-    p = task["params"]
+    p, arch = task["params"], task["arch"]
+    sp = spec(task["model"])
+    own = {k: p[k] for k in sp.params}
     dev = devices.get(p["device"])
-    cfg = engine_config(p)
-    method = None if p["method"] == "default" else p["method"]
-    graph = models.nm_sparse(p["net"], p["pattern"], method)
-    x = models.nm_sparse_inputs(p["net"], task["batch"], task["seed"])
-    program, _ = compile_graph(graph, cfg, x)
-    timing = predict(program)
-    gemm = sum(g.cycles for g in timing.gemms)
-    useful = sum(g.useful_macs for g in timing.gemms)
-    clock = _clock(task, dev)
-    pattern = None if p["pattern"].strip().lower() == "dense" else NM.parse(p["pattern"])
-    b_words = sum(len(s.words) for s in program.steps if getattr(s, "target", None) == _b())
+    d = design(task["model"], arch, p)
+    row.update({k: getattr(d.config, k) for k in d.config.__dataclass_fields__ if k in row})
+    x = sp.inputs(own, task["batch"], task["seed"])
+    t = d.timing(x)
+    clock = task["clock_mhz"] or dev.clock_mhz
+    nodsp = d.multipliers > dev.dsps  # as the bitstream flow decides
+    row.update({k: v for k, v in t.items() if k in METRICS[arch]})
     row.update(
-        macs=cfg.macs,
-        density=1.0 if pattern is None else pattern.n / pattern.m,
-        cycles=timing.total,
-        last_out_cycle=int(timing.out_valid[-1]),
-        cycles_per_sample=round(timing.total / len(x), 2),
-        gemm_cycles=gemm,
-        utilisation=round(useful / (cfg.macs * gemm), 4),
         clock_mhz=clock,
-        samples_per_s=round(clock * 1e6 * len(x) / timing.total, 1),
-        latency_us=round(timing.total / clock, 3),
-        accuracy=models.nm_sparse_accuracy(p["net"], p["pattern"], method),
-        weight_kbits=round(b_words * cfg.cols * (cfg.b_bits + cfg.idx_bits) / 1000, 1),
+        samples_per_s=round(clock * 1e6 / t["cycles_per_sample"], 1),
+        latency_us=round(t["latency_cycles"] / clock, 4),
     )
-    est = resources.estimate("engine", designs.engine_features(cfg))
-    _fit_columns(row, est, dev)
+    if "cycles_per_sample" in row:
+        row["cycles_per_sample"] = round(t["cycles_per_sample"], 2)
+    if arch == "dataflow":
+        row["multipliers_in"] = "LUTs" if nodsp else "DSPs"
+    row.update({k: v for k, v in sp.score(own, task["quality_samples"]).items() if v is not None})
+    _fit_columns(row, resources.estimate(arch, d.features(nodsp=nodsp)), dev)
+    if d.estimate_gap():
+        row.update(fits=None, fits_detail=d.estimate_gap())
     checks = task["checks"]
-    _check(row, "rtl", checks, lambda: _engine_rtl(graph, cfg, x, timing, row))
-    _check(row, "synth", checks, lambda: _synth(*designs.engine_verilog(cfg), False, row))
-    _check(row, "implement", checks, lambda: _implement_engine(dev, cfg, row))
+    _check(row, "rtl", checks, lambda: _rtl(d, x, row))  # the batch the model timed
+    _check(row, "synth", checks, lambda: _synth(d.top, d.verilog(), nodsp, row))
+    _check(row, "implement", checks, lambda: _implement(dev, d, row))
 
 
-def _implement_engine(dev, cfg, row: dict) -> None:
-    from accel.flows.fpga import BoardTop
-    from accel.rtl.engine.core import Engine
-
-    _implement(dev, BoardTop(lambda: Engine(cfg)), cfg.macs, row)
-
-
-def _b():
-    from accel.engine.isa import Target
-
-    return Target.B
-
-
-def _engine_rtl(graph, cfg, x, timing, row: dict) -> None:
+def _rtl(d, x, row: dict) -> None:
     import numpy as np
 
     from accel import reference
-    from accel.sim.engine import run_graph
 
     with _tool_lock():
-        y, run = run_graph(graph, cfg, x)
+        run = d.simulate(x)
+    r = run.report
     row.update(
         rtl_checked=True,
-        # every output word's valid cycle, measured, against this row's cycle model
-        rtl_cycles_match=bool(np.array_equal(run.out_valid, timing.out_valid)),
-        rtl_bit_exact=bool(np.array_equal(y, reference.predict(graph, x))),
-        rtl_last_out=int(run.out_valid[-1]),
-        rtl_seconds=round(run.wall_s + run.build_s, 2),
-    )
-
-
-# -- the dataflow pipeline ----------------------------------------------------------
-def dataflow_graph(model: str, p: dict):
-    """The graph of a dataflow point: the autoencoder at the point's widths, or a zoo model."""
-    if model == "autoencoder":
-        return models.autoencoder(p["weight_bits"], p["input_bits"], p["act_bits"])
-    from accel import zoo
-    from accel.dse.sweep import DATAFLOW_PARAMS
-
-    for k in ("weight_bits", "input_bits", "act_bits"):
-        if p[k] != DATAFLOW_PARAMS[k][1]:
-            raise AccelError(f"{k}: only the autoencoder is requantized to other widths")
-    return zoo.get(model).build()
-
-
-def _dataflow(task: dict, row: dict) -> None:
-    from accel.compiler.dataflow import lower
-    from accel.perf import DataflowTiming
-
-    p = task["params"]
-    dev = devices.get(p["device"])
-    graph = dataflow_graph(task["model"], p)
-    plan = lower(graph, p["reuse"])
-    timing = DataflowTiming(tuple(plan.reuse))
-    n_mult = sum(st.n_mult for st in plan.stages)
-    nodsp = n_mult > dev.dsps  # as the bitstream flow decides
-    feats = designs.dataflow_features(graph, plan, nodsp)
-    clock = _clock(task, dev)
-    weight_bits = {
-        n.name: n.params["weight"].type.width for n in graph.nodes if "weight" in n.params
-    }
-    row.update(
-        mults=int(feats["mults"]),
-        taps=int(feats["taps"]),
-        latency_cycles=timing.latency,
-        ii_cycles=timing.ii,
-        clock_mhz=clock,
-        samples_per_s=round(clock * 1e6 / timing.ii, 1),
-        latency_us=round(timing.latency / clock, 4),
-        weight_kbits=round(sum(st.n_taps * weight_bits[st.name] for st in plan.stages) / 1000, 2),
-        multipliers_in="LUTs" if nodsp else "DSPs",
-    )
-    if task["model"] == "autoencoder":
-        row["quality"] = round(
-            models.autoencoder_quality(
-                p["weight_bits"], p["input_bits"], p["act_bits"], task["quality_samples"]
-            ),
-            5,
-        )
-    elif graph.meta.get("family") == "N:M sparse training":
-        m = graph.meta
-        row["accuracy"] = models.nm_sparse_accuracy(m["net"], m["pattern"], m["method"])
-    est = resources.estimate("dataflow", feats)
-    _fit_columns(row, est, dev)
-    checks = task["checks"]
-    _check(row, "rtl", checks, lambda: _dataflow_rtl(graph, p["reuse"], task, row))
-    _check(row, "synth", checks, lambda: _synth(*designs.dataflow_verilog(plan), nodsp, row))
-    _check(
-        row,
-        "implement",
-        checks,
-        lambda: _implement(dev, _dataflow_top(plan), int(feats["mults"]), row),
-    )
-
-
-def _dataflow_top(plan):
-    from accel.flows.fpga import BoardTop
-
-    return BoardTop.dataflow(plan)
-
-
-def _dataflow_rtl(graph, reuse: int, task: dict, row: dict) -> None:
-    import numpy as np
-
-    from accel import engines, reference, zoo
-
-    name = graph.inputs[0]
-    model = zoo.get(task["model"])
-    x = reference.quantize_inputs(graph, name, model.make_inputs(task["rtl_samples"], task["seed"]))
-    with _tool_lock():
-        run = engines.run_rtl(graph, x, reuse)
-    m = run.measured
-    row.update(
-        rtl_checked=True,
-        # four interface stamps of every sample, measured, against the cycle model
+        # against this point's cycle model: every output word's valid cycle (engine) or
+        # the four interface stamps of every sample (dataflow)
         rtl_cycles_match=bool(run.cycles_match),
-        rtl_bit_exact=bool(np.array_equal(run.outputs, reference.predict(graph, x))),
-        rtl_last_out=int(m["valid"][-1]),
-        rtl_latency=int(m["valid"][0] - m["present"][0]),
-        rtl_ii=int(np.diff(m["accept"]).max()) if len(x) > 1 else None,
+        rtl_bit_exact=bool(np.array_equal(run.outputs, reference.predict(d.graph, x))),
+        rtl_last_out=r.get("last_output_cycle", {}).get("measured"),
+        rtl_latency=r.get("latency", {}).get("measured"),
+        rtl_ii=r.get("ii", {}).get("measured"),
         rtl_seconds=round(run.wall_s + run.build_s, 2),
     )
 
@@ -343,14 +238,17 @@ def _synth(top: str, verilog: str, nodsp: bool, row: dict) -> None:
     row["syn_seconds"] = round(seconds, 1)
 
 
-def _implement(dev: devices.Device, top, multipliers: int, row: dict) -> None:
+def _implement(dev: devices.Device, d, row: dict) -> None:
     from accel.flows import boards, fpga
     from accel.sim.verilator import cache_root
 
     t0 = time.perf_counter()
     with _tool_lock():
         impl = fpga.implement_cached(
-            boards.get(dev.board), top, cache_root() / "fpga", multipliers=multipliers
+            boards.get(dev.board),
+            fpga.BoardTop(d.component),
+            cache_root() / "fpga",
+            multipliers=d.multipliers,
         )
     comb = impl.utilization.get("TRELLIS_COMB", {}).get("used")
     row.update(

@@ -82,7 +82,6 @@ def tasks(sweep: Sweep, failed: frozenset[str] | set[str] = frozenset()) -> list
             "seed": sweep.seed,
             "clock_mhz": sweep.clock_mhz,
             "quality_samples": sweep.quality_samples,
-            "rtl_samples": sweep.rtl_samples,
         }
         for i, (pid, p) in enumerate(zip(ids, points, strict=True))
     ]
@@ -236,7 +235,7 @@ def run(
             shutil.rmtree(out / "plots", ignore_errors=True)
         out.mkdir(parents=True, exist_ok=True)
         _write(out / SWEEP, json.dumps(_describe(sweep), indent=1, default=str) + "\n")
-        table = Table(out / RESULTS, ev.columns(sweep.arch))
+        table = Table(out / RESULTS, ev.columns(sweep.model, sweep.arch))
         # a sampled check whose point fails moves to another point: a second round
         for _ in range(4):
             failed = {pid for pid, r in table.rows.items() if r["status"] == "failed"}

@@ -11,7 +11,7 @@ params:                          # each a value, a list, or a range
   pattern: [dense, "2:4", "2:8", "1:4"]
   device: ulx3s-85f
 evaluate:
-  batch: 64                      # engine: samples per timed inference run
+  batch: 64                      # samples per timed run (and per RTL check)
   clock_mhz: 25                  # for throughput and ns (default: the board's clock)
   rtl: {points: 2, seed: 0}      # RTL simulation of a random sample of points
   synth: {points: 0}             # real yosys synth_ecp5 of a random sample (or all: true)
@@ -34,37 +34,31 @@ from typing import Any
 
 from accel.errors import AccelError
 
-# parameter -> (type, default); the default is used when a sweep leaves it out
-ENGINE_PARAMS: dict[str, tuple[type, Any]] = {
-    "rows": (int, 8),
-    "cols": (int, 8),
-    "group": (int, 8),
-    "a_bits": (int, 9),
-    "b_bits": (int, 9),
-    "acc_bits": (int, 32),
-    "a_depth": (int, 512),
-    "b_depth": (int, 4096),
-    "bias_depth": (int, 128),
-    "imem_depth": (int, 128),
-    "net": (str, "mlp"),
-    "pattern": (str, "2:8"),
-    "method": (str, "default"),
-    "device": (str, "ulx3s-85f"),
-}
-DATAFLOW_PARAMS: dict[str, tuple[type, Any]] = {
-    "reuse": (int, 16),
-    "weight_bits": (int, 6),
-    "input_bits": (int, 10),
-    "act_bits": (int, 11),
-    "device": (str, "ulx3s-85f"),
-}
-PARAMS = {"engine": ENGINE_PARAMS, "dataflow": DATAFLOW_PARAMS}
+DEVICE = "ulx3s-85f"
+
+
+def parameters(model: str, arch: str) -> dict[str, tuple[type, Any]]:
+    """name -> (type, default) of a sweep's parameters: the target's knobs (default None:
+    as the target configures itself for the point's graph and model), the model's own
+    (:mod:`accel.zoo.sweeps`), and the device."""
+    from accel import targets
+    from accel.knobs import kind, knobs
+    from accel.zoo.sweeps import spec
+
+    out: dict[str, tuple[type, Any]] = {
+        f.name: (kind(f), None) for f in knobs(targets.get(arch).Config)
+    }
+    out.update(spec(model).params)
+    out["device"] = (str, DEVICE)
+    return out
+
+
 TOP_KEYS = ("name", "model", "arch", "params", "evaluate")
 CHECKS = ("rtl", "synth", "implement")
-EVALUATE_KEYS = ("batch", "clock_mhz", "quality_samples", "rtl_samples", "seed", *CHECKS)
+EVALUATE_KEYS = ("batch", "clock_mhz", "quality_samples", "seed", *CHECKS)
 MAX_POINTS = 100_000
 # bumped when a change to the evaluation changes the numbers of existing points
-EVAL_VERSION = 1
+EVAL_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -86,7 +80,6 @@ class Sweep:
     batch: int = 64
     clock_mhz: float | None = None
     quality_samples: int = 2000
-    rtl_samples: int = 16
     seed: int = 0
     checks: dict[str, Check] = field(default_factory=dict)
 
@@ -100,12 +93,13 @@ class Sweep:
 
     def settings(self) -> dict[str, Any]:
         """What, besides the parameters, changes a point's numbers."""
-        s: dict[str, Any] = {"clock_mhz": self.clock_mhz, "v": EVAL_VERSION}
-        if self.arch == "engine":
-            s.update(batch=self.batch, seed=self.seed)
-        else:
-            s.update(quality_samples=self.quality_samples)
-        return s
+        return {
+            "clock_mhz": self.clock_mhz,
+            "v": EVAL_VERSION,
+            "batch": self.batch,
+            "seed": self.seed,
+            "quality_samples": self.quality_samples,
+        }
 
     def point_id(self, params: dict[str, Any]) -> str:
         """Stable id of a point: the model, design kind, every parameter, the settings."""
@@ -114,7 +108,11 @@ class Sweep:
 
 
 def _default_arch(model: str) -> str:
-    return "engine" if model.split("@")[0] == "nm_sparse" else "dataflow"
+    """The zoo model's own target, else the first that runs its graph."""
+    from accel import targets, zoo
+
+    m = zoo.get(model)
+    return m.arch or targets.for_graph(m.build()).name
 
 
 def _values(name: str, spec: Any, kind: type) -> list:
@@ -227,11 +225,13 @@ def parse(doc: Any, name: str = "sweep") -> Sweep:
     model = doc.get("model")
     if not isinstance(model, str):
         raise AccelError("the sweep file must name a model (model: autoencoder, nm_sparse, ...)")
-    zoo.get(model.split("@")[0])  # an unknown model fails here, listing the zoo
-    arch = doc.get("arch", _default_arch(model))
-    if arch not in PARAMS:
-        raise AccelError(f"unknown arch {arch!r} (choose from {', '.join(PARAMS)})")
-    known = PARAMS[arch]
+    zoo.get(model)  # an unknown model fails here, listing the zoo
+    from accel import targets
+
+    arch = doc.get("arch") or _default_arch(model)
+    if arch not in targets.TARGETS:
+        raise AccelError(f"unknown arch {arch!r} (choose from {', '.join(targets.TARGETS)})")
+    known = parameters(model, arch)
     params = doc.get("params") or {}
     if not isinstance(params, dict):
         raise AccelError("params must be a mapping of parameter names to values or ranges")
@@ -269,7 +269,7 @@ def parse(doc: Any, name: str = "sweep") -> Sweep:
         fixed=fixed,
         checks={c: _check(c, ev.get(c)) for c in CHECKS},
     )
-    for key in ("batch", "quality_samples", "rtl_samples"):
+    for key in ("batch", "quality_samples"):
         if key in ev:
             v = ev[key]
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:

@@ -71,6 +71,11 @@ def is_token_graph(graph: Graph) -> bool:
     return bool(graph.nodes) and graph.nodes[0].op == "patchify"
 
 
+# what the token compiler's programs need of the engine: the vector unit, room for the
+# ViT's weight tiles, LayerNorm parameters and instructions
+TOKEN_NEEDS = {"vector": True, "b_depth": 1024, "bias_depth": 64, "imem_depth": 512}
+
+
 def engine_config(array: str = "8x8", bank_words: int = 512, vec_rows: int = 0) -> EngineConfig:
     """The engine the token graphs run on: the vector unit, room for the ViT's programs.
 
@@ -84,9 +89,8 @@ def engine_config(array: str = "8x8", bank_words: int = 512, vec_rows: int = 0) 
             f"the vector engine's array must be square (its group is the rows), got {array}"
         )
     return EngineConfig.array(
-        array, group=rows, vector=True, a_depth=bank_words, b_depth=1024, bias_depth=64,
-        imem_depth=512, vec_rows=vec_rows,
-    )  # fmt: skip
+        array, group=rows, a_depth=bank_words, vec_rows=vec_rows, **TOKEN_NEEDS
+    )
 
 
 @dataclass

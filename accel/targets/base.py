@@ -70,6 +70,10 @@ class Design(ABC):
     def features(self) -> dict[str, float]:
         """The structural features the resource estimate of this target reads."""
 
+    def estimate_gap(self) -> str:
+        """What of this design the fitted resource estimate does not cover ('' if all)."""
+        return ""
+
     @abstractmethod
     def timing(self, x: np.ndarray) -> dict[str, Any]:
         """The cycle model for raw inputs ``x``: cycles, cycles per sample, latency, II."""

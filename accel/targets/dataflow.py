@@ -64,11 +64,18 @@ class DataflowDesign(Design):
 
     def timing(self, x: np.ndarray) -> dict[str, Any]:
         t, n = self.model, len(x)
+        nodes = {node.name: node for node in self.graph.nodes}
+        weight_bits = sum(
+            s.n_taps * nodes[s.name].params["weight"].type.width for s in self.plan.stages
+        )
         return {
             "latency_cycles": t.latency,
             "ii_cycles": t.ii,
             "cycles": t.latency + max(n - 1, 0) * t.ii,
             "cycles_per_sample": t.ii,
+            "mults": self.multipliers,
+            "taps": sum(s.n_taps for s in self.plan.stages),
+            "weight_kbits": round(weight_bits / 1000, 2),
         }
 
     def simulate(self, x: np.ndarray, *, backpressure_seed: int | None = None) -> Simulation:

@@ -27,7 +27,9 @@ class ZooModel:
     variant: Callable[[str], ZooModel] | None = None
     # Multi-task models: the graph of one task (``accel predict --task``).
     build_task: Callable[[str], Graph] | None = None
-    # Hardware knobs this model prefers per target (``accel.targets``), below the user's.
+    # The target it runs on unless told (default: the first that runs its graph), and the
+    # hardware knobs it prefers per target (``accel.targets``), below the user's.
+    arch: str | None = None
     targets: dict[str, dict[str, Any]] = field(default_factory=dict)
     # The trainer's own options: name -> help (``accel train MODEL --name VALUE``).
     train_options: dict[str, str] = field(default_factory=dict)
@@ -185,6 +187,7 @@ MODELS: dict[str, ZooModel] = {
             train="accel.training.nm_sparse:train",
             variants=_nm_sparse_variants,
             variant=_nm_sparse_variant,
+            arch="engine",  # SAT's MAC array, dense and N:M sparse
             train_options={
                 "nm": "N:M pattern, or 'dense' (default 2:8)",
                 "net": "mlp (default) or cnn",

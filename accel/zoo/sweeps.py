@@ -1,4 +1,12 @@
-"""The networks a sweep evaluates, built for a point's parameters (and cached per process).
+"""What a design-space sweep may vary in each zoo model, and how it scores a point.
+
+A :class:`SweepSpec` names a model's own sweep parameters (beside the hardware
+target's knobs and the device), builds the graph for a point (cached per
+process), gives the raw inputs a point is timed and checked on, and its
+quality columns: ``accuracy`` (higher is better: held-out accuracy, AP50,
+mIoU) or ``quality`` (an error, lower is better), plus columns of its own
+(``density``, the N:M fraction of kept weights). A zoo model without a spec is
+swept as it is, with no parameters of its own and no quality.
 
 The autoencoder at other bit widths is the shipped encoder with its trained
 weights requantized to fewer bits (round half up, saturate: ``AP_RND, AP_SAT``,
@@ -10,7 +18,10 @@ quantized to fewer bits, keeping their integer bits. At the shipped widths
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 
@@ -22,6 +33,24 @@ AE_WEIGHT_BITS, AE_INPUT_BITS, AE_ACT_BITS = 6, 10, 11
 AE_QUALITY_SEED = 987654321  # the README's held-out set
 
 
+@dataclass(frozen=True)
+class SweepSpec:
+    # name -> (type, default) of the model's own parameters
+    params: dict[str, tuple[type, Any]]
+    build: Callable[..., Graph]  # keyword arguments: the params
+    # raw inputs: (params, n, seed) -> (n, ...) integers of the graph's input type
+    inputs: Callable[[dict[str, Any], int, int], np.ndarray]
+    # (params, quality_samples) -> {"accuracy": ..., "quality": ..., other columns}
+    score: Callable[[dict[str, Any], int], dict[str, Any]] = field(default=lambda p, n: {})
+
+
+def _quantized(graph: Graph, x: np.ndarray) -> np.ndarray:
+    from accel import reference
+
+    return reference.quantize_inputs(graph, graph.inputs[0], x)
+
+
+# -- autoencoder ---------------------------------------------------------------------
 def _narrow(t: FixedType, bits: int, what: str) -> FixedType:
     """``t`` with ``bits`` total bits, the same integer bits (fewer fraction bits)."""
     if not 2 <= bits <= t.width:
@@ -97,18 +126,41 @@ def autoencoder_quality(weight_bits: int, input_bits: int, act_bits: int, n: int
 
     g = autoencoder(weight_bits, input_bits, act_bits)
     x = _ae_eval_set(n)
-    raw = reference.predict(g, reference.quantize_inputs(g, g.inputs[0], x))
+    raw = reference.predict(g, _quantized(g, x))
     z = raw.astype(np.float64) * g.tensors[g.outputs[0]].type.lsb
     with torch.no_grad():
         x_hat = _decoder()(torch.from_numpy(z)).numpy() * (x.sum(1, keepdims=True) > 0)
     return quality(x, x_hat)["energy_weighted_error"]
 
 
+def _ae_inputs(p: dict, n: int, seed: int) -> np.ndarray:
+    from accel.zoo.autoencoder.data import make_modules
+
+    return _quantized(autoencoder(**p), make_modules(n, seed)["normalized"])
+
+
+AUTOENCODER = SweepSpec(
+    params={
+        "weight_bits": (int, AE_WEIGHT_BITS),
+        "input_bits": (int, AE_INPUT_BITS),
+        "act_bits": (int, AE_ACT_BITS),
+    },
+    build=autoencoder,
+    inputs=_ae_inputs,
+    score=lambda p, n: {"quality": round(autoencoder_quality(**p, n=n), 5)},
+)
+
+
+# -- nm_sparse -----------------------------------------------------------------------
+def _method(method: str) -> str | None:
+    return None if method == "default" else method
+
+
 @lru_cache(maxsize=32)
-def nm_sparse(net: str, pattern: str, method: str | None) -> Graph:
+def nm_sparse(net: str, pattern: str, method: str = "default") -> Graph:
     from accel.zoo.nm_sparse.model import build
 
-    return build(net=net, pattern=pattern, method=method)
+    return build(net=net, pattern=pattern, method=_method(method))
 
 
 @lru_cache(maxsize=1)
@@ -118,12 +170,12 @@ def _nm_metrics() -> list[dict]:
     return json.loads((WEIGHTS_DIR / "metrics.json").read_text())["rows"]
 
 
-def nm_sparse_accuracy(net: str, pattern: str, method: str | None) -> float | None:
+def nm_sparse_accuracy(net: str, pattern: str, method: str = "default") -> float | None:
     """Held-out accuracy of the shipped weights, from ``metrics.json`` (None if not listed)."""
     from accel.zoo.nm_sparse.model import resolve
 
-    _, p, method = resolve(net, pattern, method)
-    want = (net, str(p) if p else "dense", method)
+    _, p, m = resolve(net, pattern, _method(method))
+    want = (net, str(p) if p else "dense", m)
     for row in _nm_metrics():
         if (row["net"], row["pattern"], row["method"]) == want:
             return float(row["accuracy"])
@@ -133,8 +185,117 @@ def nm_sparse_accuracy(net: str, pattern: str, method: str | None) -> float | No
 @lru_cache(maxsize=8)
 def nm_sparse_inputs(net: str, n: int, seed: int) -> np.ndarray:
     """``n`` raw test-set inputs (the inference batch a sweep times)."""
-    from accel import reference
     from accel.zoo.nm_sparse.data import make_inputs
 
-    g = nm_sparse(net, "dense", None)
-    return reference.quantize_inputs(g, g.inputs[0], make_inputs(n, seed, net))
+    return _quantized(nm_sparse(net, "dense"), make_inputs(n, seed, net))
+
+
+def _nm_score(p: dict, n: int) -> dict[str, Any]:
+    from accel.nm import NM
+
+    dense = p["pattern"].strip().lower() == "dense"
+    pattern = None if dense else NM.parse(p["pattern"])
+    return {
+        "accuracy": nm_sparse_accuracy(**p),
+        "density": 1.0 if pattern is None else pattern.n / pattern.m,
+    }
+
+
+NM_SPARSE = SweepSpec(
+    params={"net": (str, "mlp"), "pattern": (str, "2:8"), "method": (str, "default")},
+    build=nm_sparse,
+    inputs=lambda p, n, seed: nm_sparse_inputs(p["net"], n, seed),
+    score=_nm_score,
+)
+
+
+# -- deform_det ----------------------------------------------------------------------
+def _stored(metrics_dir, match: Callable[[dict], bool]) -> dict | None:
+    rows = json.loads((metrics_dir / "metrics.json").read_text())["rows"]
+    return next((r for r in rows if match(r)), None)
+
+
+@lru_cache(maxsize=8)
+def deform_det(variant: str) -> Graph:
+    from accel.zoo.deform_det.model import build
+
+    return build(variant=variant)
+
+
+def _deform_inputs(p: dict, n: int, seed: int) -> np.ndarray:
+    from accel.zoo.deform_det.data import make_inputs
+
+    return _quantized(deform_det(**p), make_inputs(n, seed))
+
+
+def _deform_score(p: dict, n: int) -> dict[str, Any]:
+    from accel.zoo.deform_det.model import WEIGHTS_DIR
+
+    row = _stored(WEIGHTS_DIR, lambda r: r["variant"] == p["variant"])
+    return {"accuracy": None if row is None else row["quantized_ap50"]}
+
+
+DEFORM_DET = SweepSpec(
+    params={"variant": (str, "square")},
+    build=deform_det,
+    inputs=_deform_inputs,
+    score=_deform_score,
+)
+
+
+# -- moe_vit -------------------------------------------------------------------------
+@lru_cache(maxsize=8)
+def moe_vit(task: str, variant: str, all_experts: str) -> Graph:
+    from accel.zoo.moe_vit.model import build
+
+    if all_experts not in ("no", "yes"):
+        raise AccelError(f"all_experts must be yes or no, got {all_experts!r}")
+    return build(task=task, variant=variant, all_experts=all_experts == "yes")
+
+
+def _moe_inputs(p: dict, n: int, seed: int) -> np.ndarray:
+    from accel.zoo.moe_vit.data import make_inputs
+
+    return _quantized(moe_vit(**p), make_inputs(n, seed))
+
+
+def _moe_score(p: dict, n: int) -> dict[str, Any]:
+    """The stored integer-graph quality of the task: seg mIoU (higher is better) as
+    ``accuracy``, depth RMSE (lower is better) as ``quality``; gated experts only."""
+    from accel.zoo.moe_vit.model import WEIGHTS_DIR
+
+    row = _stored(WEIGHTS_DIR, lambda r: r["variant"] == p["variant"])
+    if row is None or p["all_experts"] == "yes":
+        return {}
+    q = row["tasks"][p["task"]]["integer"]
+    return {"accuracy": q["miou"]} if "miou" in q else {"quality": q["rmse"]}
+
+
+MOE_VIT = SweepSpec(
+    params={"task": (str, "seg"), "variant": (str, "moe"), "all_experts": (str, "no")},
+    build=moe_vit,
+    inputs=_moe_inputs,
+    score=_moe_score,
+)
+
+SPECS = {
+    "autoencoder": AUTOENCODER,
+    "nm_sparse": NM_SPARSE,
+    "deform_det": DEFORM_DET,
+    "moe_vit": MOE_VIT,
+}
+
+
+def spec(name: str) -> SweepSpec:
+    """The sweep spec of zoo model ``name``; a model without one (a variant ``MODEL@V``)
+    is swept as built, with no parameters of its own."""
+    if name in SPECS:
+        return SPECS[name]
+    from accel import zoo
+
+    model = zoo.get(name)
+    return SweepSpec(
+        params={},
+        build=model.build,
+        inputs=lambda p, n, seed: _quantized(model.build(), model.make_inputs(n, seed)),
+    )
