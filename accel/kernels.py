@@ -1,9 +1,10 @@
 """Exact integer kernels: dense and 2-D convolution on raw fixed-point integers.
 
-Products and sums are exact. When the accumulator's type bounds every partial
-sum below 2**53, the matrix product runs in float64 BLAS, which is exact for
-integers of that size (every partial sum is an integer below 2**53, so no
-rounding can happen); otherwise it runs in int64, which is exact below 2**63.
+Products and sums are exact. When the operand types bound every partial sum
+by 2**24 the matrix product runs in float32 BLAS, by 2**53 in float64 BLAS,
+which are exact for integers of that size (every partial sum is an integer
+the float holds, so no rounding can happen); otherwise it runs in int64,
+which is exact below 2**63.
 The result is wrapped to the accumulator width, as the RTL does.
 """
 
@@ -15,6 +16,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from accel.fixed import FixedType, Overflow, Quant, requantize
 
 FLOAT_EXACT = 2**53
+FLOAT32_EXACT = 2**24
 
 
 def _bound(x: FixedType, w: FixedType, fan_in: int, bias_max: int) -> int:
@@ -25,7 +27,10 @@ def matmul_exact(
     x: np.ndarray, w: np.ndarray, x_type: FixedType, w_type: FixedType, bias_max: int = 0
 ) -> np.ndarray:
     """``x @ w`` for int64 arrays, exact; BLAS when the types prove it safe."""
-    if _bound(x_type, w_type, w.shape[0], bias_max) < FLOAT_EXACT:
+    bound = _bound(x_type, w_type, w.shape[0], bias_max)
+    if bound <= FLOAT32_EXACT:
+        return (x.astype(np.float32) @ w.astype(np.float32)).astype(np.int64)
+    if bound < FLOAT_EXACT:
         return (x.astype(np.float64) @ w.astype(np.float64)).astype(np.int64)
     return x @ w
 
