@@ -1,28 +1,40 @@
 """The engine's instruction set: one flat record per instruction.
 
-The layout is an Amaranth ``StructLayout``, so the controller decodes and the
-compiler encodes the very same fields. A program is streamed in ahead of its
-data: first a word holding the instruction count, then the instructions, then
-whatever the program's LOADs consume.
+:func:`fields` lists every field in order, low bits first, as a width and
+signedness or an enum; the compiler packs instructions from it in plain
+Python (:func:`encode`), and the controller decodes the very same fields
+through :func:`instruction_layout`, the Amaranth ``StructLayout`` built from
+it (Amaranth casts these int-valued enums to their bit width). The compiler
+side imports no Amaranth. A program is streamed in ahead of its data: first a
+word holding the instruction count, then the instructions, then whatever the
+program's LOADs consume.
 """
 
 from __future__ import annotations
 
-from amaranth.hdl import signed, unsigned
-from amaranth.lib import data, enum
+import enum
+from typing import Any
 
 from accel.engine.config import EngineConfig
 from accel.errors import AccelError
 
 
-class Opcode(enum.Enum, shape=2):
+def unsigned(width: int) -> tuple[int, bool]:
+    return (width, False)
+
+
+def signed(width: int) -> tuple[int, bool]:
+    return (width, True)
+
+
+class Opcode(enum.IntEnum):
     HALT = 0
     LOAD = 1  # copy ``count`` stream words into a buffer
     GEMM = 2  # run a grid of output tiles
     LOOP = 3  # back to ``base`` until the body has run ``count`` times in all
 
 
-class VecOpcode(enum.Enum, shape=3):
+class VecOpcode(enum.IntEnum):
     """The opcodes of engines with a vector unit: one more bit, for VEC."""
 
     HALT = 0
@@ -32,11 +44,11 @@ class VecOpcode(enum.Enum, shape=3):
     VEC = 4  # a row-wise integer op of the vector unit
 
 
-def opcodes(cfg: EngineConfig) -> type[enum.Enum]:
+def opcodes(cfg: EngineConfig) -> type[enum.IntEnum]:
     return VecOpcode if cfg.vector else Opcode
 
 
-class VecOp(enum.Enum, shape=2):
+class VecOp(enum.IntEnum):
     """The vector unit's ops (``accel.intops`` defines each, ``rtl.engine.vector`` runs it)."""
 
     ADD = 0  # (a << sh_a) + (b << sh_b)
@@ -45,19 +57,19 @@ class VecOp(enum.Enum, shape=2):
     LAYERNORM = 3  # I-LayerNorm along the row, gamma and beta from the bias buffer
 
 
-class Target(enum.Enum, shape=2):
+class Target(enum.IntEnum):
     A = 0  # activation banks: word i goes to bank i % rows, address base + i // rows
     B = 1  # weight words: address base + i
     BIAS = 2  # bias words: address base + i
 
 
-class Deform(enum.Enum, shape=2):
+class Deform(enum.IntEnum):
     NONE = 0
     SQUARE = 1  # one integer offset per pixel spreads the 3x3 taps (CoDeNet)
     BILINEAR = 2  # two offsets per tap, four corners each
 
 
-class Rounding(enum.Enum, shape=2):
+class Rounding(enum.IntEnum):
     TRN = 0
     RND = 1
     RND_CONV = 2
@@ -103,10 +115,14 @@ def _vector_fields(cfg: EngineConfig) -> dict:
     }
 
 
-def instruction_layout(cfg: EngineConfig) -> data.StructLayout:
-    """All fields of all opcodes; an opcode ignores the ones it does not use."""
+Field = tuple[int, bool] | type[enum.IntEnum]
+
+
+def fields(cfg: EngineConfig) -> dict[str, Field]:
+    """All fields of all opcodes, low bits first; an opcode ignores the ones it does not
+    use. A field is (width, signed) or an enum (as wide as its largest value)."""
     a, b, c = _bits(cfg.a_depth), _bits(cfg.b_depth + 1), _bits(cfg.bias_depth)
-    return data.StructLayout(
+    return dict(
         {
             "op": opcodes(cfg),
             "target": Target,
@@ -166,10 +182,32 @@ def instruction_layout(cfg: EngineConfig) -> data.StructLayout:
     )
 
 
+def _width(f: Field) -> int:
+    return f[0] if isinstance(f, tuple) else max(int(v) for v in f).bit_length()
+
+
+def instruction_bits(cfg: EngineConfig) -> int:
+    return sum(_width(f) for f in fields(cfg).values())
+
+
+def instruction_layout(cfg: EngineConfig) -> Any:
+    """The Amaranth ``StructLayout`` of :func:`fields`, for the controller's decoder."""
+    from amaranth.hdl import signed as a_signed
+    from amaranth.hdl import unsigned as a_unsigned
+    from amaranth.lib import data
+
+    def shape(f: Field):
+        if not isinstance(f, tuple):
+            return f
+        return (a_signed if f[1] else a_unsigned)(f[0])
+
+    return data.StructLayout({name: shape(f) for name, f in fields(cfg).items()})
+
+
 def word_width(cfg: EngineConfig) -> int:
     """Input stream word: wide enough for an instruction and every buffer word."""
     return max(
-        instruction_layout(cfg).size,
+        instruction_bits(cfg),
         cfg.group * cfg.a_bits,
         cfg.cols * (cfg.b_bits + cfg.idx_bits),
         cfg.cols * cfg.acc_bits,
@@ -177,10 +215,25 @@ def word_width(cfg: EngineConfig) -> int:
     )
 
 
-def encode(cfg: EngineConfig, **fields) -> int:
-    """One instruction as an integer (unset fields are zero)."""
-    op = fields.get("op", Opcode.HALT).name
+def encode(cfg: EngineConfig, **values) -> int:
+    """One instruction as an integer (unset fields are zero); a value that does not fit
+    its field is an internal error, never silently cut."""
+    op = values.get("op", Opcode.HALT).name
     if op not in opcodes(cfg).__members__:
         raise AccelError(f"a {op} instruction needs an engine built with the vector unit")
-    fields["op"] = opcodes(cfg)[op]
-    return instruction_layout(cfg).const(fields).as_bits()
+    values["op"] = opcodes(cfg)[op]
+    layout = fields(cfg)
+    unknown = set(values) - set(layout)
+    if unknown:
+        raise AssertionError(f"unknown instruction fields: {', '.join(sorted(unknown))}")
+    word, at = 0, 0
+    for name, f in layout.items():
+        width = _width(f)
+        v = int(values.get(name, 0))
+        is_signed = isinstance(f, tuple) and f[1]
+        lo, hi = (-(1 << (width - 1)), 1 << (width - 1)) if is_signed else (0, 1 << width)
+        if not lo <= v < hi:
+            raise AssertionError(f"instruction field {name}: {v} does not fit {width} bits")
+        word |= (v & ((1 << width) - 1)) << at
+        at += width
+    return word

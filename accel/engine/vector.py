@@ -4,7 +4,7 @@ Each constructor takes the op's operand types (as the IR has them) and works
 out what the hardware needs at run time: shifts, the exponent span of a
 softmax sum, and how many iterations each row division and square root takes
 (the bit widths :mod:`accel.intops` derives), so the unit's cycles are fixed
-by the instruction (``accel.rtl.engine.vector.vec_cycles``).
+by the instruction (:func:`vec_cycles`, which ``accel.rtl.engine.vector`` implements).
 """
 
 from __future__ import annotations
@@ -17,7 +17,23 @@ from accel.engine.isa import VecOp, VecOpcode, encode
 from accel.engine.program import Drain
 from accel.errors import AccelError
 from accel.fixed import FixedType, Overflow, Quant, Rounding
-from accel.rtl.engine.vector import GELU_MAX_SIG, vec_cycles
+
+GELU_MAX_SIG = 12  # sig_bits the GELU lanes are built for
+
+
+def vec_cycles(vop: VecOp, rows_blocks: int, length: int, f: dict) -> int:
+    """Cycles the unit is busy for one instruction (``f``: its division and root counts).
+
+    ``rows_blocks`` counts blocks of ``vec_rows`` rows: the unit's passes.
+    """
+    pass_ = length + 1
+    per_block = {
+        VecOp.ADD: pass_,
+        VecOp.GELU: length * (f.get("sig_bits", 0) + 4),
+        VecOp.SOFTMAX: 2 * pass_ + 1 + f.get("div_n", 0),
+        VecOp.LAYERNORM: 3 * pass_ + 3 + f.get("mu_n", 0) + f.get("sqrt_n", 0) + f.get("div_n", 0),
+    }[vop]
+    return rows_blocks * per_block
 
 
 @dataclass

@@ -32,27 +32,12 @@ from amaranth.lib.wiring import In, Out
 
 from accel.engine.config import EngineConfig
 from accel.engine.isa import VecOp, instruction_layout
+from accel.engine.vector import GELU_MAX_SIG
 from accel.intops import SOFTMAX_GUARD
 from accel.rtl.engine.requant import requantize
 from accel.rtl.fixed import named
 
 WIDE = 64  # row statistics: the IR keeps every intermediate below 62 bits
-GELU_MAX_SIG = 12  # sig_bits the GELU lanes are built for
-
-
-def vec_cycles(vop: VecOp, rows_blocks: int, length: int, f: dict) -> int:
-    """Cycles the unit is busy for one instruction (``f``: its division and root counts).
-
-    ``rows_blocks`` counts blocks of ``vec_rows`` rows: the unit's passes.
-    """
-    pass_ = length + 1
-    per_block = {
-        VecOp.ADD: pass_,
-        VecOp.GELU: length * (f.get("sig_bits", 0) + 4),
-        VecOp.SOFTMAX: 2 * pass_ + 1 + f.get("div_n", 0),
-        VecOp.LAYERNORM: 3 * pass_ + 3 + f.get("mu_n", 0) + f.get("sqrt_n", 0) + f.get("div_n", 0),
-    }[vop]
-    return rows_blocks * per_block
 
 
 def _sext(m: Module, v: Value, bits: int, name: str) -> Signal:
