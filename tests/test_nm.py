@@ -130,7 +130,7 @@ def test_reference_runs_from_compressed_weights():
     dense, comp = reference.run(g, x), reference.run(g, x, compressed=True)
     for name in dense:
         np.testing.assert_array_equal(dense[name], comp[name])
-    assert g.node("fc").attrs["nm"] == [2, 8]
+    assert g.node("fc").attrs["nm"] == nm.NM(2, 8)
 
 
 def test_graph_refuses_weights_that_break_the_declared_pattern():

@@ -18,6 +18,7 @@ from accel.errors import AccelError
 from accel.fixed import FixedType, Quant
 from accel.ir.graph import Graph, Node
 from accel.ir.ops import conv_padding
+from accel.ir.passes import epilogue
 from accel.kernels import align_bias
 
 
@@ -154,7 +155,10 @@ def lower(graph: Graph, reuse: int | dict[str, int] = 1) -> DataflowPlan:
     )
     src = np.arange(t_in.size)  # flat position in the current tensor -> position in stage input
     stage: DotStage | None = None
+    folded: set[str] = set()
     for node in graph.nodes:
+        if node.name in folded:
+            continue
         if node.inputs != [cur]:
             raise AccelError(f"node {node.name}: dataflow lowering supports chains of layers only")
         shape = graph.tensors[cur].shape
@@ -174,9 +178,16 @@ def lower(graph: Graph, reuse: int | dict[str, int] = 1) -> DataflowPlan:
                     f"node {node.name}: reuse factor must be 1..{MAX_REUSE} (a layer's "
                     f"multipliers stop shrinking at its tap count), got {r:,}"
                 )
-            stage = DotStage(node.name, t.type, n_in, idx, ws, bias, acc, reuse=r)
+            ep = epilogue(graph, node)
+            stage = DotStage(
+                node.name, t.type, n_in, idx, ws, bias, acc, ep.relu, ep.quant, reuse=r
+            )
             plan.stages.append(stage)
             src = np.arange(stage.n_out)
+            folded |= ep.names
+            cur = ep.out
+        # a ReLU or requantize after a gather that follows the layer: the gather is
+        # wiring, and both keep 0 at 0, so they commute with it into the layer
         elif node.op == "relu" and stage is not None and stage.quant is None and not stage.relu:
             stage.relu = True
         elif node.op == "requantize" and stage is not None and stage.quant is None:

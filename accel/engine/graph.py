@@ -31,29 +31,24 @@ from accel.errors import AccelError
 from accel.fixed import FixedType, Overflow, Quant, Rounding
 from accel.ir.graph import Graph, Node
 from accel.ir.ops import conv_padding
+from accel.ir.passes import epilogue
 from accel.kernels import align_bias, im2col
 
 
 def _chains(graph: Graph) -> Iterator[tuple[Node, bool, Quant | None]]:
-    """Each dot-product node with the ReLU and Requantize that follow it."""
-    nodes = list(graph.nodes)
-    i = 0
-    while i < len(nodes):
-        node = nodes[i]
-        i += 1
-        if node.op == "reshape":
+    """Each dot-product node with the ReLU and requantize that fold into its drain."""
+    folded: set[str] = set()
+    for node in graph.nodes:
+        if node.name in folded or node.op == "reshape":
             continue  # a flatten: NHWC storage already is the flattened order
         if node.op not in ("dense", "conv2d", "deform_conv2d"):
             raise AccelError(
                 f"node {node.name}: the engine compiler takes dense and conv2d layers (with "
                 f"ReLU and requantize); {node.op!r} is not supported yet"
             )
-        relu, quant = False, None
-        if i < len(nodes) and nodes[i].op == "relu":
-            relu, i = True, i + 1
-        if i < len(nodes) and nodes[i].op == "requantize":
-            quant, i = nodes[i].attrs["quant"], i + 1
-        yield node, relu, quant
+        ep = epilogue(graph, node)
+        folded |= ep.names
+        yield node, ep.relu, ep.quant
 
 
 def check(graph: Graph) -> None:
@@ -67,13 +62,12 @@ def _spec(
 ) -> GemmSpec:
     b = node.params.get("bias")
     acc = node.attrs["acc"]
-    pattern = node.attrs.get("nm")
     return GemmSpec(
         node.name,
         np.zeros((0, w2.shape[0]), np.int64),
         w2,
         Drain(acc, relu, quant),
-        None if pattern is None else nm.NM.parse(pattern),
+        node.attrs.get("nm"),
         None if b is None else align_bias(b.data, b.type, acc),
         k_real,
     )

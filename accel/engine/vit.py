@@ -59,6 +59,7 @@ from accel.engine.vector import (
 from accel.errors import AccelError
 from accel.fixed import FixedType, Quant
 from accel.ir.graph import Graph, Node
+from accel.ir.passes import epilogue
 
 VIT_NODES = (
     "patchify", "dense", "matmul", "softmax_int", "gelu_int", "layernorm_int", "add",
@@ -192,12 +193,8 @@ class _Compiler:
 
     def fused(self, node: Node) -> tuple[str, Quant | None, int]:
         """The node's output after a requantize that only it feeds; the index it ends at."""
-        out = node.outputs[0]
-        users = self.consumers(out)
-        if len(users) == 1 and users[0].op == "requantize" and out not in self.g.outputs:
-            q = users[0]
-            return q.outputs[0], q.attrs["quant"], self.g.nodes.index(q)
-        return out, None, self.g.nodes.index(node)
+        ep = epilogue(self.g, node, relu=False)
+        return ep.out, ep.quant, self.g.nodes.index(ep.nodes[-1] if ep.nodes else node)
 
     def ttype(self, t: str) -> FixedType:
         return self.g.tensors[t].type

@@ -17,11 +17,14 @@ import numpy as np
 from accel.errors import AccelError
 from accel.fixed import FixedType, Quant
 from accel.ir.graph import Graph, Param
+from accel.nm import NM
 
 FORMAT = "accel-graph/1"
 
 
 def _attr_to_json(v: Any) -> Any:
+    if isinstance(v, NM):
+        return v.to_json()  # [n, m]; the op parses it back when the node is added
     if isinstance(v, Quant):
         return {"quant": v.to_json()}
     if isinstance(v, FixedType):

@@ -106,9 +106,9 @@ class _DotOp(Op):
         for key, axis in (("nm", 0), ("nm_t", 1)):
             if node.attrs.get(key) is None:
                 continue
-            pattern = nm.NM.parse(node.attrs[key])
+            pattern = nm.NM.parse(node.attrs[key])  # parsed once, kept typed
             nm.check(w2, pattern, axis, f"node {node.name} ({key} {pattern})")
-            node.attrs[key] = pattern.to_json()
+            node.attrs[key] = pattern
 
 
 @register

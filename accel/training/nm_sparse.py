@@ -476,6 +476,10 @@ def train(
     return doc
 
 
+def _json(pattern: nmlib.NM | None) -> list[int] | None:
+    return None if pattern is None else pattern.to_json()
+
+
 def _layer_stats(g) -> dict[str, dict]:
     """Per dot layer: weights, non-zeros, declared patterns."""
     out = {}
@@ -485,8 +489,8 @@ def _layer_stats(g) -> dict[str, dict]:
             out[node.name] = {
                 "weights": int(w.size),
                 "nonzero": int(np.count_nonzero(w)),
-                "nm": node.attrs.get("nm"),
-                "nm_t": node.attrs.get("nm_t"),
+                "nm": _json(node.attrs.get("nm")),
+                "nm_t": _json(node.attrs.get("nm_t")),
             }
     return out
 
