@@ -7,7 +7,7 @@ from accel import nm
 from accel.engine.compile import GemmSpec, compile_gemms, kept_per_group
 from accel.engine.config import EngineConfig
 from accel.engine.cycles import DRAIN_LATENCY, ISSUE_TO_DRAIN, predict
-from accel.engine.program import Drain
+from accel.engine.program import DrainSpec
 from accel.errors import AccelError
 from accel.fixed import FixedType, Overflow, Quant, Rounding, requantize
 from accel.kernels import finish
@@ -53,7 +53,7 @@ def pattern_run():
         b = sparse(rng, 64, 24, pattern)
         b[:, 0] = -256 * (b[:, 0] != 0)  # a column of max-negative kept weights
         specs.append(
-            GemmSpec(str(pattern), a, b, Drain(ACC), nm.NM.parse(pattern) if pattern else None)
+            GemmSpec(str(pattern), a, b, DrainSpec(ACC), nm.NM.parse(pattern) if pattern else None)
         )
     return specs, check(specs)
 
@@ -105,7 +105,7 @@ def test_drain_modes_match_the_reference(seed):
         (FixedType(20, 8), True, Quant(FixedType(12, 0, True), Rounding.RND, Overflow.SAT)),
     ]
     for i, (acc, relu, quant) in enumerate(modes):
-        specs.append(GemmSpec(f"mode{i}", a, b, Drain(acc, relu, quant), nm.NM(2, 8), bias))
+        specs.append(GemmSpec(f"mode{i}", a, b, DrainSpec(acc, relu, quant), nm.NM(2, 8), bias))
     wrapped = finish(a @ b, bias, FixedType(18, 4))
     assert (wrapped != a @ b + bias).any()  # the 18-bit accumulator really wraps
     run = check(specs)
@@ -116,7 +116,7 @@ def test_drain_bound_tiles_stall_exactly():
     """A short K (2 steps per tile) against a 4-word drain: tiles wait for the drain."""
     rng = np.random.default_rng(2)
     a = rng.integers(-256, 256, (12, 8))
-    spec = GemmSpec("short", a, sparse(rng, 8, 16, "2:8"), Drain(ACC), nm.NM(2, 8))
+    spec = GemmSpec("short", a, sparse(rng, 8, 16, "2:8"), DrainSpec(ACC), nm.NM(2, 8))
     run = check([spec])
     assert run.cycles_match
     g = compile_gemms(CFG, [spec]).gemms[0]
@@ -134,22 +134,26 @@ def test_bad_programs_name_the_problem():
     a = rng.integers(-8, 8, (4, 16))
     dense_b = rng.integers(1, 8, (16, 8))
     with pytest.raises(AccelError, match=r"fc: 16 group\(s\) have more than 2 non-zeros of 8"):
-        compile_gemms(CFG, [GemmSpec("fc", a, dense_b, Drain(ACC), nm.NM(2, 8))])
+        compile_gemms(CFG, [GemmSpec("fc", a, dense_b, DrainSpec(ACC), nm.NM(2, 8))])
     with pytest.raises(AccelError, match="fc: M=8 does not divide the group dimension"):
-        compile_gemms(CFG, [GemmSpec("fc", a[:, :12], dense_b[:12], Drain(ACC), nm.NM(2, 8))])
+        compile_gemms(CFG, [GemmSpec("fc", a[:, :12], dense_b[:12], DrainSpec(ACC), nm.NM(2, 8))])
     with pytest.raises(AccelError, match="fc: A: values outside the engine's 9-bit"):
-        compile_gemms(CFG, [GemmSpec("fc", a * 100, dense_b, Drain(ACC))])
+        compile_gemms(CFG, [GemmSpec("fc", a * 100, dense_b, DrainSpec(ACC))])
     with pytest.raises(AccelError, match=r"fc: A \(4, 16\) and B \(8, 8\) do not multiply"):
-        compile_gemms(CFG, [GemmSpec("fc", a, dense_b[:8], Drain(ACC))])
+        compile_gemms(CFG, [GemmSpec("fc", a, dense_b[:8], DrainSpec(ACC))])
     small = EngineConfig(rows=4, cols=8, group=8, a_depth=4, b_depth=32, bias_depth=4)
     with pytest.raises(
         AccelError, match="big: weights need 64 words of the weight buffer, which holds 32"
     ):
-        compile_gemms(small, [GemmSpec("big", a, rng.integers(-8, 8, (16, 32)), Drain(ACC))])
+        compile_gemms(small, [GemmSpec("big", a, rng.integers(-8, 8, (16, 32)), DrainSpec(ACC))])
     with pytest.raises(AccelError, match="rows: activations need 8 words per bank"):
-        compile_gemms(small, [GemmSpec("rows", rng.integers(-8, 8, (16, 16)), dense_b, Drain(ACC))])
+        compile_gemms(
+            small, [GemmSpec("rows", rng.integers(-8, 8, (16, 16)), dense_b, DrainSpec(ACC))]
+        )
     with pytest.raises(AccelError, match="accumulator needs 40 bits, the engine has 32"):
-        compile_gemms(CFG, [GemmSpec("wide", a, dense_b, Drain(FixedType(40, 0)))]).instructions()
+        compile_gemms(
+            CFG, [GemmSpec("wide", a, dense_b, DrainSpec(FixedType(40, 0)))]
+        ).instructions()
     with pytest.raises(AccelError, match="must be a multiple of the group"):
         EngineConfig(cols=12, group=8)
 
@@ -158,7 +162,7 @@ def test_cycle_model_closed_form():
     """One GEMM: fetch+decode, T steps per tile at max(T, D) apart, then the drain."""
     rng = np.random.default_rng(4)
     a = rng.integers(-8, 8, (8, 64))
-    spec = GemmSpec("g", a, sparse(rng, 64, 16, "2:8", -8, 8), Drain(ACC), nm.NM(2, 8))
+    spec = GemmSpec("g", a, sparse(rng, 64, 16, "2:8", -8, 8), DrainSpec(ACC), nm.NM(2, 8))
     prog = compile_gemms(CFG, [spec])
     t = predict(prog).gemms[0]
     tiles, steps, drain = 2 * 2, 8 * 2, 4

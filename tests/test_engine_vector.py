@@ -11,7 +11,7 @@ import pytest
 from accel import intops
 from accel.engine.compile import Allocator, GemmSpec, place
 from accel.engine.isa import Target, VecOp
-from accel.engine.program import Drain, Geometry, Load, Program, a_words, bias_words
+from accel.engine.program import DrainSpec, Geometry, Load, Program, a_words, bias_words
 from accel.engine.vector import (
     Vec,
     add_fields,
@@ -39,7 +39,7 @@ def run_vec(x: np.ndarray, vec: Vec, out_type: FixedType, loads=()) -> tuple[np.
     prog.steps.append(vec)
     # identity GEMM: streams the result region unchanged
     eye = np.eye(k, dtype=np.int64)
-    spec = GemmSpec("copy", np.zeros((0, k), np.int64), eye, Drain(out_type))
+    spec = GemmSpec("copy", np.zeros((0, k), np.int64), eye, DrainSpec(out_type))
     alloc = Allocator(cfg)
     alloc.biases(4, "vec params")  # keep LAYERNORM's gamma and beta
     gemm, gl = place(cfg, spec, alloc, len(x), OUT, 0, True, Geometry.rows(k))

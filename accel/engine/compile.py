@@ -18,7 +18,7 @@ from accel import nm
 from accel.engine.config import EngineConfig
 from accel.engine.isa import Target
 from accel.engine.program import (
-    Drain,
+    DrainSpec,
     Gemm,
     Geometry,
     Load,
@@ -54,7 +54,7 @@ class GemmSpec:
     name: str
     a: np.ndarray
     b: np.ndarray
-    drain: Drain
+    drain: DrainSpec
     pattern: nm.NM | None = None
     bias: np.ndarray | None = None  # aligned to the accumulator
     k_real: int | None = None  # reduction length before storage padding (for MAC counts)

@@ -26,7 +26,7 @@ from accel.deform import offset_bounds
 from accel.engine.compile import Allocator, GemmSpec, check_a_region, place
 from accel.engine.config import EngineConfig
 from accel.engine.isa import Deform, Target
-from accel.engine.program import Drain, Geometry, Load, Program, Repeat, a_words, ceil_to
+from accel.engine.program import DrainSpec, Geometry, Load, Program, Repeat, a_words, ceil_to
 from accel.errors import AccelError
 from accel.fixed import FixedType, Overflow, Quant, Rounding
 from accel.ir.graph import Graph, Node
@@ -66,7 +66,7 @@ def _spec(
         node.name,
         np.zeros((0, w2.shape[0]), np.int64),
         w2,
-        Drain(acc, relu, quant),
+        DrainSpec(acc, relu, quant),
         node.attrs.get("nm"),
         None if b is None else align_bias(b.data, b.type, acc),
         k_real,
@@ -168,7 +168,7 @@ def _deform(
         q = Quant(FixedType.covering(lo, hi, node.attrs["offset_frac"]), Rounding.RND, Overflow.SAT)
         spec = GemmSpec(
             f"{node.name}.offsets", np.zeros((0, k * k * stored), np.int64),
-            _stored_weights(wo, stored), Drain(acc, False, q, clip=(lo, hi)), None, bias,
+            _stored_weights(wo, stored), DrainSpec(acc, False, q, clip=(lo, hi)), None, bias,
             k * k * c,
         )  # fmt: skip
         _, o_top, _ = conv_padding(h, k, s, "same")

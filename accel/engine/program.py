@@ -32,7 +32,7 @@ def ceil_to(x: int, m: int) -> int:
 
 
 @dataclass(frozen=True)
-class Drain:
+class DrainSpec:
     """What happens to a finished accumulator on its way out (see ``isa``)."""
 
     acc: FixedType
@@ -174,7 +174,7 @@ class Gemm:
     bias_base: int
     out_base: int
     to_stream: bool
-    drain: Drain
+    drain: DrainSpec
     useful_macs: int  # rows x kept weights (all of them when dense)
     geometry: Geometry = field(default_factory=Geometry)
     to_offsets: bool = False  # column 0 of C fills the offset memories (one per row)

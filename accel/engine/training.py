@@ -21,7 +21,7 @@ import numpy as np
 from accel import nm, reference
 from accel.engine.compile import GemmSpec
 from accel.engine.graph import layers
-from accel.engine.program import Drain
+from accel.engine.program import DrainSpec
 from accel.fixed import FixedType, Overflow, Quant, Rounding, quantize, requantize
 from accel.ir.graph import Graph
 
@@ -42,7 +42,7 @@ def step_gemms(
     p = np.exp(logits - logits.max(axis=1, keepdims=True))
     p /= p.sum(axis=1, keepdims=True)
     dy = quantize(p - np.eye(p.shape[1])[labels], GRAD)
-    drain = Drain(acc)
+    drain = DrainSpec(acc)
     per_layer: list[list[GemmSpec]] = [[] for _ in specs]
     for li in reversed(range(len(specs))):
         spec, a = specs[li], ins[li]

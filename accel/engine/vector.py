@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from accel import intops
 from accel.engine.config import EngineConfig
 from accel.engine.isa import VecOp, VecOpcode, encode
-from accel.engine.program import Drain
+from accel.engine.program import DrainSpec
 from accel.errors import AccelError
 from accel.fixed import FixedType, Overflow, Quant, Rounding
 
@@ -54,7 +54,7 @@ class Vec:
     a_stride: int
     out_base: int
     out_stride: int
-    drain: Drain
+    drain: DrainSpec
     b_base: int = 0
     bias_base: int = 0  # LAYERNORM: gamma words, then beta words
     fields: dict = field(default_factory=dict)  # op parameters (isa's VEC fields)
@@ -166,8 +166,10 @@ def layernorm_fields(
     return out, fields
 
 
-def exact_drain(exact: FixedType, quant: Quant | None, saturate: FixedType | None = None) -> Drain:
+def exact_drain(
+    exact: FixedType, quant: Quant | None, saturate: FixedType | None = None
+) -> DrainSpec:
     """The requantizer after an op: to ``quant``, or saturated into ``saturate``."""
     if saturate is not None:
         quant = Quant(saturate, Rounding.TRN, Overflow.SAT)
-    return Drain(exact, False, quant)
+    return DrainSpec(exact, False, quant)

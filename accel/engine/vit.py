@@ -38,7 +38,7 @@ from accel.engine.graph import _check_operand, _spec
 from accel.engine.isa import Target, VecOp
 from accel.engine.program import (
     BWrite,
-    Drain,
+    DrainSpec,
     Gemm,
     Geometry,
     Load,
@@ -303,7 +303,7 @@ class _Compiler:
         k_real, n = (bshape[1], bshape[0]) if tb else bshape
         k = ceil_to(k_real, cfg.group)
         region = None if out in self.g.outputs else self.allocate(out, node.name)
-        drain = Drain(node.attrs["acc"], False, quant)
+        drain = DrainSpec(node.attrs["acc"], False, quant)
         gemm = Gemm(
             name=node.name, rows=self.tokens, k=k, cols=ceil_to(n, cfg.cols), n=cfg.group,
             dense=True, a_base=src.base, b_base=self.in_b[b], bias_base=0,
