@@ -1,4 +1,4 @@
-"""The engines that execute a graph, all returning the same raw integers.
+"""The execution backends of ``accel predict --engine``, all returning the same raw integers.
 
 ``reference`` is numpy; ``rtl`` is the generated Verilog under Verilator
 (through cocotb); ``amaranth`` is the same design in Amaranth's simulator;

@@ -20,7 +20,7 @@ waits and then reads it, instead of converting it again) and writes the
 result to a temporary file that is renamed into place, so a reader never
 sees a half-written entry, whatever runs concurrently or is interrupted.
 
-Typical use (``accel.engines.dataflow_verilog``)::
+Typical use (``accel.backends.dataflow_verilog``)::
 
     verilog = cached_text(
         "verilog", key=(plan, top), sources=["accel.rtl.dataflow"],

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from accel import zoo
-from accel.engines import ENGINES
+from accel.backends import ENGINES
 from accel.errors import AccelError
 from accel.knobs import integer as _integer
 
@@ -312,7 +312,7 @@ def _refuse_hardware_options(args: argparse.Namespace, what: str) -> None:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from accel import engines
+    from accel import backends
     from accel.outputs import staged_file
 
     graph, model = load_task_model(args.model, args.task)
@@ -334,7 +334,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
                 if design is not None:
                     y = design.simulate(x).outputs
                 else:
-                    y = engines.predict(graph, x, args.engine, args.hls4ml_reuse or 1)
+                    y = backends.predict(graph, x, args.engine, args.hls4ml_reuse or 1)
             with open(tmp, "wb") as f:
                 np.save(f, y)
             shape = y.shape

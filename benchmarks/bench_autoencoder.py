@@ -21,7 +21,7 @@ import sys
 import numpy as np
 from timing import best_of
 
-from accel import engines, reference, zoo
+from accel import backends, reference, zoo
 from accel.compiler.dataflow import lower
 from accel.sim import pysim
 
@@ -47,7 +47,7 @@ def main() -> None:
     for r in args.reuse:
         plan = lower(graph, r)
         print(f"reuse {r}: building/running Verilator ...", file=sys.stderr)
-        run = engines.run_rtl(graph, x, r)
+        run = backends.run_rtl(graph, x, r)
         assert np.array_equal(run.outputs, want) and run.cycles_match
         macs = sum(s.n_taps for s in plan.stages)
         ideal_ii = max(s.n_taps / s.n_mult for s in plan.stages)

@@ -92,8 +92,8 @@ def engine_sim(cfg, program, build_args, make_vars):
 
 
 def dataflow_sim(n: int, build_args, make_vars):
+    from accel.backends import dataflow_verilog
     from accel.compiler.dataflow import lower
-    from accel.engines import dataflow_verilog
     from accel.sim.harness import pack_hex, unpack_hex
     from accel.sim.verilator import StreamSim
 

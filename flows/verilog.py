@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from accel import reference
+from accel.backends import dataflow_verilog
 from accel.compiler.dataflow import DataflowPlan, lower
-from accel.engines import dataflow_verilog
 from accel.hexio import pack_hex
 from accel.ir import Graph
 from accel.perf import DataflowTiming

@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 from conftest import random_weights
 
-from accel import engines, reference
+from accel import backends, reference
 from accel.sim import stimulus
 from accel.zoo.autoencoder.model import encoder_graph
 
 
 def check(graph, x, reuse, pats=(None, None)):
-    run = engines.run_rtl(graph, x, reuse, *pats)
+    run = backends.run_rtl(graph, x, reuse, *pats)
     want = reference.predict(graph, x)
     bad = np.flatnonzero((run.outputs != want).any(axis=1))
     assert bad.size == 0, f"{bad.size} mismatching samples, first at {bad[:5]}"
@@ -60,7 +60,7 @@ def test_extreme_weights_per_layer_reuse():
 
 
 def test_empty_batch(trained_graph):
-    run = engines.run_rtl(trained_graph, np.zeros((0, 48), np.int64))
+    run = backends.run_rtl(trained_graph, np.zeros((0, 48), np.int64))
     assert run.outputs.shape == (0, 16) and run.cycles_match
 
 
@@ -70,4 +70,4 @@ def test_amaranth_simulator_agrees(random_graph):
     )
     want = reference.predict(random_graph, x)
     for reuse in (1, 2):
-        assert np.array_equal(engines.predict(random_graph, x, "amaranth", reuse), want)
+        assert np.array_equal(backends.predict(random_graph, x, "amaranth", reuse), want)

@@ -104,6 +104,6 @@ def dataflow_features(graph: Graph, plan: DataflowPlan, nodsp: bool = False) -> 
 
 
 def dataflow_verilog(plan: DataflowPlan) -> tuple[str, str]:
-    from accel.engines import dataflow_verilog as verilog
+    from accel.backends import dataflow_verilog as verilog
 
     return verilog(plan)

@@ -44,7 +44,7 @@ class DataflowDesign(Design):
         return f"accel_{self.plan.name}"
 
     def verilog(self) -> str:
-        from accel.engines import dataflow_verilog
+        from accel.backends import dataflow_verilog
 
         return dataflow_verilog(self.plan)[1]
 
@@ -79,13 +79,13 @@ class DataflowDesign(Design):
         }
 
     def simulate(self, x: np.ndarray, *, backpressure_seed: int | None = None) -> Simulation:
-        from accel import engines
+        from accel import backends
         from accel.sim import stimulus
 
         pats = (None, None)
         if backpressure_seed is not None:
             pats = stimulus.backpressure(backpressure_seed)
-        run = engines.run_rtl(self.graph, x, self.config.reuse, *pats)
+        run = backends.run_rtl(self.graph, x, self.config.reuse, *pats)
         m = run.measured
         accept = m["accept"]
         ii = int(np.diff(accept).max()) if len(accept) > 1 and pats[0] is None else None
