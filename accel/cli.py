@@ -689,6 +689,7 @@ def build_parser() -> argparse.ArgumentParser:
         trainers.add_argument(
             f"--{key.replace('_', '-')}",
             dest=f"train_{key}",
+            metavar=key.upper(),
             help=f"{', '.join(models)}: {' / '.join(sorted(helps))}",
         )
     t.set_defaults(func=cmd_train)

@@ -42,7 +42,8 @@ from torch import nn
 
 from accel.errors import AccelError
 from accel.fixed import Overflow, Quant, Rounding
-from accel.training.quant import fake_quant, quantize_raw
+from accel.training.qfx import LearnedPoint
+from accel.training.quant import fake_quant
 from accel.training.threads import single_thread
 from accel.zoo.autoencoder import geometry
 from accel.zoo.autoencoder.data import make_modules
@@ -88,54 +89,111 @@ def _he_uniform(*shape: int) -> nn.Parameter:
     return nn.Parameter(torch.empty(shape, dtype=torch.float64).uniform_(-bound, bound))
 
 
-class Encoder(nn.Module):
-    """The on-detector encoder; ``quantized=False`` is the float baseline."""
+SCHEMES = ("fixed", "learned")
 
-    def __init__(self, quantized: bool = True) -> None:
+
+class Encoder(nn.Module):
+    """The on-detector encoder; ``quantized=False`` is the float baseline.
+
+    ``points``: ``fixed``, the ECON-T types (weights and biases ap_fixed<6,2>, the
+    hidden activation ap_ufixed<11,3>); ``learned``, the same widths with every
+    weight's, bias's and the hidden activation's binary point learned (QFX,
+    :mod:`accel.training.qfx`). ``k``: weights with at most ``k`` signed
+    power-of-two digits (multiplier-free). The input and the latent code keep
+    their types: they are the detector's interfaces.
+    """
+
+    def __init__(self, quantized: bool = True, points: str = "fixed", k: int | None = None):
         super().__init__()
+        if points not in SCHEMES:
+            raise AccelError(f"points must be one of {', '.join(SCHEMES)}, got {points!r}")
         self.quantized = quantized
         self.conv_w = _he_uniform(9, N_FILTERS)  # (kh * kw * cin, cout), HWIO flattened
         self.conv_b = nn.Parameter(torch.zeros(N_FILTERS, dtype=torch.float64))
         self.dense_w = _he_uniform(16 * N_FILTERS, N_LATENT)
         self.dense_b = nn.Parameter(torch.zeros(N_LATENT, dtype=torch.float64))
+        learn = points == "learned"
+        w, a = WEIGHT_TYPE, CONV_OUT_QUANT.type
 
-    def _w(self, w: torch.Tensor) -> torch.Tensor:
-        return fake_quant(w, WEIGHT_QUANT) if self.quantized else w
+        def point(t, rounding, k_=None):
+            return LearnedPoint(t.width, t.signed, t.frac, rounding, k=k_, learn=learn)
 
-    def _act(self, x: torch.Tensor, quant: Quant) -> torch.Tensor:
+        self.points = nn.ModuleDict(
+            {
+                "conv_w": point(w, WEIGHT_QUANT.rounding, k),
+                "conv_b": point(w, WEIGHT_QUANT.rounding),
+                "dense_w": point(w, WEIGHT_QUANT.rounding, k),
+                "dense_b": point(w, WEIGHT_QUANT.rounding),
+                "conv_act": point(a, CONV_OUT_QUANT.rounding),
+            }
+        )
+
+    def weights(self) -> dict[str, nn.Parameter]:
+        return {k: getattr(self, k) for k in WEIGHT_SHAPES}
+
+    def _caps(self) -> None:
+        """A bias cannot have more fraction bits than its accumulator (input + weight)."""
+        p = self.points
+        p["conv_b"].cap = INPUT_QUANT.type.frac + p["conv_w"].frac
+        p["dense_b"].cap = p["conv_act"].frac + p["dense_w"].frac
+
+    def _q(self, name: str, v: torch.Tensor) -> torch.Tensor:
+        return self.points[name](v) if self.quantized else v
+
+    def _act(self, x: torch.Tensor, name: str | None) -> torch.Tensor:
         x = F.relu(x)
         if not self.quantized:
             return x
-        # The clamp changes nothing forward (SAT) but stops gradients past saturation.
-        return fake_quant(x.clamp(max=quant.type.max_int * quant.type.lsb), quant)
+        if name is None:  # the latent code: its fixed interface type
+            t = LATENT_QUANT.type
+            return fake_quant(x.clamp(max=t.max_int * t.lsb), LATENT_QUANT)
+        return self.points[name](x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(n, 48) normalized charges -> (n, 16) latent values (real, not raw)."""
         if self.quantized:
+            self._caps()
             x = fake_quant(x, INPUT_QUANT)
         patches = F.pad(x, (0, 1))[:, PATCH_INDEX]  # (n, 16, 9), position 48 reads zero
-        h = self._act(patches @ self._w(self.conv_w) + self._w(self.conv_b), CONV_OUT_QUANT)
-        z = h.reshape(len(x), -1) @ self._w(self.dense_w) + self._w(self.dense_b)
-        return self._act(z, LATENT_QUANT)
+        conv = patches @ self._q("conv_w", self.conv_w) + self._q("conv_b", self.conv_b)
+        h = self._act(conv, "conv_act")
+        z = h.reshape(len(x), -1) @ self._q("dense_w", self.dense_w)
+        return self._act(z + self._q("dense_b", self.dense_b), None)
+
+    def types(self) -> dict[str, dict]:
+        """The exported graph's types: weights, biases, the hidden activation's quant."""
+        self._caps()
+        out = {k: self.points[k].type.to_json() for k in WEIGHT_SHAPES}
+        out["conv_act"] = self.points["conv_act"].quant.to_json()
+        return out
 
     def export_int(self) -> dict[str, np.ndarray]:
-        """Raw ap_fixed<6,2> integers of the quantized weights, in TensorFlow layouts."""
+        """Raw integers of the quantized weights (their types: :meth:`types`), in
+        TensorFlow layouts."""
+        self._caps()
         return {
-            k: quantize_raw(p, WEIGHT_QUANT).numpy().reshape(WEIGHT_SHAPES[k])
-            for k, p in self.named_parameters()
+            k: self.points[k].raw(p).reshape(WEIGHT_SHAPES[k]) for k, p in self.weights().items()
         }
 
     @classmethod
-    def from_int(cls, weights_int: dict[str, np.ndarray]) -> Encoder:
-        """A quantized encoder holding exactly the given raw weights."""
+    def from_int(cls, weights_int: dict[str, np.ndarray], types: dict | None = None) -> Encoder:
+        """A quantized encoder holding exactly the given raw weights (of ``types``, as
+        :meth:`types` gives them; default the ECON-T types)."""
+        from accel.zoo.autoencoder.model import weight_types
+
+        t = weight_types(types)
         enc = cls(quantized=True)
+        for name, p in enc.points.items():
+            typ = t[name].type if name == "conv_act" else t[name]
+            p.log2_lsb.data.fill_(-float(typ.frac))
+            p.rounding = t[name].rounding if name == "conv_act" else p.rounding
         for name, shape in WEIGHT_SHAPES.items():
             w = np.asarray(weights_int.get(name))
             if w.shape != shape or not np.issubdtype(w.dtype, np.integer):
                 raise AccelError(f"encoder weight {name} must be integers of shape {shape}")
-            if not WEIGHT_TYPE.contains(w):
-                raise AccelError(f"encoder weight {name} is outside {WEIGHT_TYPE}")
-            value = torch.from_numpy(WEIGHT_TYPE.to_float(w)).reshape(getattr(enc, name).shape)
+            if not t[name].contains(w):
+                raise AccelError(f"encoder weight {name} is outside {t[name]}")
+            value = torch.from_numpy(t[name].to_float(w)).reshape(getattr(enc, name).shape)
             getattr(enc, name).data.copy_(value)
         return enc
 
@@ -219,10 +277,13 @@ def encoder_forward_float64(weights_int: dict[str, np.ndarray], x_norm: np.ndarr
 
 
 def evaluate_quantized(
-    weights_int: dict[str, np.ndarray], decoder: Decoder, x_norm: np.ndarray
+    weights_int: dict[str, np.ndarray],
+    decoder: Decoder,
+    x_norm: np.ndarray,
+    types: dict | None = None,
 ) -> dict[str, float]:
     """Quality of the integer encoder + float decoder, with latent saturation statistics."""
-    z, x_hat = _reconstruct(Encoder.from_int(weights_int), decoder, x_norm)
+    z, x_hat = _reconstruct(Encoder.from_int(weights_int, types), decoder, x_norm)
     raw = np.rint(z * 2**LATENT_QUANT.type.frac)
     return {
         **quality(x_norm, x_hat),
@@ -244,7 +305,7 @@ def load_weights(weights_dir: Path = WEIGHTS_DIR) -> tuple[dict[str, np.ndarray]
     """The integer encoder weights and the decoder stored in ``weights_dir``."""
     try:
         with np.load(weights_dir / "encoder_int.npz") as f:
-            weights_int = {k: f[k] for k in f.files}
+            weights_int = {k: f[k] for k in WEIGHT_SHAPES}
         return weights_int, load_decoder(weights_dir / "decoder.npz")
     except FileNotFoundError as e:
         raise AccelError(f"no trained autoencoder weights in {weights_dir}") from e
@@ -261,11 +322,17 @@ def _progress(enabled: bool) -> Iterator[Progress | None]:
 
 
 def _fit(
-    quantized: bool, x: torch.Tensor, epochs: int, seed: int, bar: Progress | None
+    quantized: bool,
+    x: torch.Tensor,
+    epochs: int,
+    seed: int,
+    bar: Progress | None,
+    points: str = "fixed",
+    k: int | None = None,
 ) -> tuple[Encoder, Decoder, float]:
     """Train encoder + decoder from a seeded init in a seeded batch order; final loss."""
     torch.manual_seed(seed)
-    enc, dec = Encoder(quantized), Decoder()
+    enc, dec = Encoder(quantized, points, k), Decoder()
     params = [*enc.parameters(), *dec.parameters()]
     steps = epochs * -(-len(x) // BATCH)
     opt = torch.optim.Adam(params, lr=LR)
@@ -286,21 +353,43 @@ def _fit(
     return enc, dec, loss.item()
 
 
+def _khot(k: int | str | None) -> int | None:
+    if k is None:
+        return None
+    try:
+        k = int(k)
+    except ValueError:
+        raise AccelError(f"--khot must be an integer, got {k!r}") from None
+    if not 1 <= k <= WEIGHT_TYPE.width:
+        raise AccelError(
+            f"--khot {k}: a {WEIGHT_TYPE.width}-bit weight has 1..{WEIGHT_TYPE.width} signed "
+            "power-of-two digits"
+        )
+    return k
+
+
 def train(
     epochs: int = EPOCHS,
     n_train: int = N_TRAIN,
     seed: int = 0,
     out_dir: Path | None = None,
     progress: bool = True,
+    points: str = "fixed",
+    khot: int | str | None = None,
+    float_baseline: bool = True,
 ) -> dict:
     """Train the QAT and the float autoencoder; return (and optionally write) the metrics.
 
     Training modules come from ``make_modules(n_train, seed)`` (empty ones are
     dropped: their gated reconstruction is exact), the held-out set from
     ``make_modules(N_TEST, TEST_SEED)``. Deterministic for a given seed. With
-    ``out_dir``, writes ``encoder_int.npz`` (raw int64 weights), ``decoder.npz``
-    (float32 state dict of the QAT model's decoder) and ``metrics.json``.
+    ``out_dir``, writes ``encoder_int.npz`` (raw int64 weights; with learned points
+    also their types), ``decoder.npz`` (float32 state dict of the QAT model's
+    decoder) and ``metrics.json``. ``points`` and ``khot``: see :class:`Encoder`.
     """
+    k = _khot(khot)
+    if points not in SCHEMES:
+        raise AccelError(f"--points must be one of {', '.join(SCHEMES)}, got {points!r}")
     if epochs < 1 or n_train < 1:
         raise AccelError("epochs and n_train must be positive")
     if seed == TEST_SEED:
@@ -310,16 +399,21 @@ def train(
     x_train = torch.from_numpy(x_all[x_all.sum(1) > 0])
     x_test = make_modules(N_TEST, TEST_SEED)["normalized"]
     with single_thread(), _progress(progress) as bar:
-        enc_q, dec_q, loss_q = _fit(True, x_train, epochs, seed, bar)
-        enc_f, dec_f, loss_f = _fit(False, x_train, epochs, seed, bar)
-        weights_int = enc_q.export_int()
-        quantized = evaluate_quantized(weights_int, dec_q, x_test)
-        float_ = quality(x_test, _reconstruct(enc_f, dec_f, x_test)[1])
+        enc_q, dec_q, loss_q = _fit(True, x_train, epochs, seed, bar, points, k)
+        weights_int, types = enc_q.export_int(), enc_q.types()
+        quantized = evaluate_quantized(weights_int, dec_q, x_test, types)
+        float_, loss_f = None, None
+        if float_baseline:
+            enc_f, dec_f, loss_f = _fit(False, x_train, epochs, seed, bar)
+            float_ = quality(x_test, _reconstruct(enc_f, dec_f, x_test)[1])
     bits_in = geometry.N_CELLS * INPUT_QUANT.type.width
     bits_out = N_LATENT * LATENT_QUANT.type.width
     metrics = {
-        "float": {**float_, "final_train_loss": loss_f},
+        "float": None if float_ is None else {**float_, "final_train_loss": loss_f},
         "quantized": {**quantized, "final_train_loss": loss_q},
+        "points": points,
+        "khot": k,
+        "types": types,
         "compression": {"bits_in": bits_in, "bits_out": bits_out, "ratio": bits_in / bits_out},
         "encoder_parameters": sum(int(np.prod(s)) for s in WEIGHT_SHAPES.values()),
         "settings": {
@@ -342,7 +436,7 @@ def train(
     if out_dir is not None:
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
-        np.savez(out_dir / "encoder_int.npz", **weights_int)
+        np.savez(out_dir / "encoder_int.npz", **weights_int, types=np.array(json.dumps(types)))
         np.savez(out_dir / "decoder.npz", **{k: v.numpy() for k, v in dec_q.state_dict().items()})
         (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     return metrics

@@ -47,6 +47,28 @@ def _autoencoder_graph() -> Graph:
     return build()
 
 
+def _autoencoder_variants() -> list[str]:
+    from accel.zoo.autoencoder.model import available
+
+    return available()
+
+
+def _autoencoder_variant(name: str) -> ZooModel:
+    """``learned`` (QFX binary points), ``khot2``, ``khot1`` (multiplier-free weights)."""
+    from accel.zoo.autoencoder.model import available, build
+
+    if name not in available():
+        raise AccelError(f"autoencoder has no variant {name!r} (shipped: {', '.join(available())})")
+    return replace(
+        MODELS["autoencoder"],
+        name=f"autoencoder@{name}",
+        description=f"autoencoder, {name} weights",
+        build=lambda: build(variant=name),
+        variants=None,
+        variant=None,
+    )
+
+
 def _nm_sparse_inputs(n: int, seed: int) -> np.ndarray:
     from accel.zoo.nm_sparse.data import make_inputs
 
@@ -173,6 +195,12 @@ MODELS: dict[str, ZooModel] = {
             build=_autoencoder_graph,
             make_inputs=_autoencoder_inputs,
             train="accel.training.autoencoder:train",
+            variants=_autoencoder_variants,
+            variant=_autoencoder_variant,
+            train_options={
+                "points": "fixed (the ECON-T types, default) or learned (QFX binary points)",
+                "khot": "K: weights with at most K signed power-of-two digits (1: shifts)",
+            },
         ),
         ZooModel(
             name="nm_sparse",
