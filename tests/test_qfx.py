@@ -121,3 +121,26 @@ def test_cli_refuses_an_impossible_khot(tmp_path):
     assert main(["train", "autoencoder", "--khot", "9", "-o", str(tmp_path / "t")]) == 2
     assert main(["train", "nm_sparse", "--khot", "2", "-o", str(tmp_path / "t")]) == 2
     assert not (tmp_path / "t").exists()
+
+
+@pytest.mark.parametrize("k", [None, 2, 1])
+def test_nm_sparse_learned_points_export_exactly(k):
+    """The nm_sparse MLP (2:8, BDWP) with learned points: torch's forward equals the
+    exported integer graph on every held-out digit; K-hot weights have <= K digits."""
+    from accel import nm
+    from accel.training.nm_sparse import fit
+    from accel.zoo.nm_sparse import data
+    from accel.zoo.nm_sparse import model as zm
+
+    pattern = nm.NM(2, 8)
+    model, _ = fit("mlp", pattern, "bdwp", 2, 5, n_train=400, points="learned", k=k)
+    g = zm.graph("mlp", model.export_int(), pattern, "bdwp", model.types())
+    x, _ = data.load("test", "mlp")
+    x = np.concatenate([x, np.zeros((1, 64)), np.ones((1, 64))])
+    with torch.no_grad():
+        logits = model(torch.from_numpy(x)).numpy() * 2.0**zm.LOGITS.type.frac
+    raw = reference.predict(g, reference.quantize_inputs(g, g.inputs[0], x))
+    assert np.array_equal(logits, raw)
+    if k is not None:
+        for layer in ("fc1", "fc2", "out"):
+            assert max(csd_digits(v) for v in g.node(layer).params["weight"].data.ravel()) <= k

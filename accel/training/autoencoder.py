@@ -42,7 +42,7 @@ from torch import nn
 
 from accel.errors import AccelError
 from accel.fixed import Overflow, Quant, Rounding
-from accel.training.qfx import LearnedPoint
+from accel.training.qfx import LearnedPoint, khot_option
 from accel.training.quant import fake_quant
 from accel.training.threads import single_thread
 from accel.zoo.autoencoder import geometry
@@ -353,21 +353,6 @@ def _fit(
     return enc, dec, loss.item()
 
 
-def _khot(k: int | str | None) -> int | None:
-    if k is None:
-        return None
-    try:
-        k = int(k)
-    except ValueError:
-        raise AccelError(f"--khot must be an integer, got {k!r}") from None
-    if not 1 <= k <= WEIGHT_TYPE.width:
-        raise AccelError(
-            f"--khot {k}: a {WEIGHT_TYPE.width}-bit weight has 1..{WEIGHT_TYPE.width} signed "
-            "power-of-two digits"
-        )
-    return k
-
-
 def train(
     epochs: int = EPOCHS,
     n_train: int = N_TRAIN,
@@ -387,7 +372,7 @@ def train(
     also their types), ``decoder.npz`` (float32 state dict of the QAT model's
     decoder) and ``metrics.json``. ``points`` and ``khot``: see :class:`Encoder`.
     """
-    k = _khot(khot)
+    k = khot_option(khot, WEIGHT_TYPE.width)
     if points not in SCHEMES:
         raise AccelError(f"--points must be one of {', '.join(SCHEMES)}, got {points!r}")
     if epochs < 1 or n_train < 1:

@@ -48,6 +48,7 @@ from accel import reference
 from accel.errors import AccelError
 from accel.fixed import Overflow, Quant, Rounding
 from accel.ir.ops import conv_padding
+from accel.training.qfx import LearnedPoint, khot_option
 from accel.training.quant import fake_quant, quantize_raw
 from accel.training.threads import single_thread
 from accel.zoo.nm_sparse import data
@@ -200,6 +201,10 @@ class _NMMixin:
     bias: nn.Parameter | None
 
     def quantized(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        points = getattr(self, "points", None)  # learned binary points (QFX), if any
+        if points is not None:
+            b = None if self.bias is None else points["b"](self.bias)
+            return points["w"](self.weight), b
         c = self.nm
         w = fake_quant(self.weight, c.weight_quant) if c.weight_quant else self.weight
         b = self.bias
@@ -310,13 +315,33 @@ def sparsify(module: nn.Module, config: NMConfig) -> nn.Module:
 # -- the zoo networks ------------------------------------------------------------------
 
 
-class DigitNet(nn.Module):
-    """A zoo net (``model.NETS``) in torch: its forward pass equals the integer Graph."""
+POINTS = ("fixed", "learned")
 
-    def __init__(self, net: str, pattern: nmlib.NM | None = None, method: str = "dense") -> None:
+
+class DigitNet(nn.Module):
+    """A zoo net (``model.NETS``) in torch: its forward pass equals the integer Graph.
+
+    ``points``: ``fixed``, the module's types; ``learned``, the same widths with each
+    layer's weight, bias and ReLU output binary point learned (QFX,
+    :mod:`accel.training.qfx`). ``k``: weights with at most ``k`` signed power-of-two
+    digits. The input and the logits keep their types (the interfaces).
+    """
+
+    def __init__(
+        self,
+        net: str,
+        pattern: nmlib.NM | None = None,
+        method: str = "dense",
+        points: str = "fixed",
+        k: int | None = None,
+    ) -> None:
         super().__init__()
+        if points not in POINTS:
+            raise AccelError(f"points must be one of {', '.join(POINTS)}, got {points!r}")
         self.spec = zm.get_net(net)
         self.layers = nn.ModuleDict()
+        self.acts = nn.ModuleDict()
+        self.qfx = points == "learned" or k is not None
         for layer in self.spec.layers:
             config = NMConfig(
                 pattern if layer.sparse and method != "dense" else None,
@@ -331,9 +356,48 @@ class DigitNet(nn.Module):
                     layer.cin, layer.cout, layer.k, layer.stride, config=config, dtype=torch.float64
                 )
             self.layers[layer.name] = mod
+            if self.qfx:
+                learn = points == "learned"
+                w, b, a = WEIGHT_QUANT, BIAS_QUANT, zm.ACT
+                tw, tb = w.type, b.type
+                mod.points = nn.ModuleDict(
+                    {
+                        "w": LearnedPoint(tw.width, True, tw.frac, w.rounding, k=k, learn=learn),
+                        "b": LearnedPoint(tb.width, True, tb.frac, b.rounding, learn=learn),
+                    }
+                )
+                if layer.relu:
+                    self.acts[layer.name] = LearnedPoint(
+                        a.type.width, False, a.type.frac, a.rounding, learn=learn
+                    )
+
+    def _caps(self) -> None:
+        """A bias cannot have more fraction bits than its accumulator (input + weight)."""
+        frac = zm.INPUT.type.frac
+        for layer in self.spec.layers:
+            points = self.layers[layer.name].points
+            points["b"].cap = frac + points["w"].frac
+            if layer.relu:
+                frac = self.acts[layer.name].frac
+
+    def types(self) -> dict | None:
+        """The exported graph's learned types (None with the module's own)."""
+        if not self.qfx:
+            return None
+        self._caps()
+        out = {}
+        for layer in self.spec.layers:
+            points = self.layers[layer.name].points
+            out[f"{layer.name}_w"] = points["w"].type.to_json()
+            out[f"{layer.name}_b"] = points["b"].type.to_json()
+            if layer.relu:
+                out[f"{layer.name}_act"] = self.acts[layer.name].quant.to_json()
+        return out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Real inputs (n, *input_shape) -> logits (n, 10) on the ``LOGITS`` grid."""
+        if self.qfx:
+            self._caps()
         x = fake_quant(x, zm.INPUT)
         if x.ndim == 4:
             x = x.permute(0, 3, 1, 2)  # NHWC -> NCHW
@@ -346,7 +410,9 @@ class DigitNet(nn.Module):
                 _, left, right = conv_padding(x.shape[3], layer.k, layer.stride, "same")
                 x = F.pad(x, (left, right, top, bottom))
             x = mod(x)
-            if layer.relu:
+            if layer.relu and self.qfx:
+                x = self.acts[layer.name](F.relu(x))
+            elif layer.relu:
                 t = zm.ACT.type
                 # The clamp changes nothing forward (SAT) but stops gradients past saturation.
                 x = fake_quant(F.relu(x).clamp(max=t.max_int * t.lsb), zm.ACT)
@@ -355,9 +421,16 @@ class DigitNet(nn.Module):
     def export_int(self) -> dict[str, np.ndarray]:
         """Raw integer weights (forward mask applied) and biases in accel layouts."""
         out = {}
+        if self.qfx:
+            self._caps()
         for layer in self.spec.layers:
             mod = self.layers[layer.name]
             w = as_matrix(mod.inference_weight()).reshape(layer.weight_shape)
+            if self.qfx:  # already on the learned grid: the raws are exact
+                p = mod.points
+                out[f"{layer.name}_w"] = np.rint(w.numpy() * 2.0 ** p["w"].frac).astype(np.int64)
+                out[f"{layer.name}_b"] = p["b"].raw(mod.bias)
+                continue
             out[f"{layer.name}_w"] = quantize_raw(w, WEIGHT_QUANT).numpy()
             out[f"{layer.name}_b"] = quantize_raw(mod.bias.detach(), BIAS_QUANT).numpy()
         return out
@@ -381,6 +454,8 @@ def fit(
     seed: int,
     n_train: int | None = None,
     progress: bool = False,
+    points: str = "fixed",
+    k: int | None = None,
 ) -> tuple[DigitNet, float]:
     """Train from a seeded init in a seeded batch order; returns the net and the last loss."""
     x, y = data.load("train", net)
@@ -388,7 +463,7 @@ def fit(
         x, y = x[:n_train], y[:n_train]
     x, y = torch.from_numpy(x), torch.from_numpy(y)
     torch.manual_seed(seed)
-    model = DigitNet(net, pattern, method)
+    model = DigitNet(net, pattern, method, points, k)
     steps = epochs * -(-len(x) // BATCH)
     opt = torch.optim.Adam(model.parameters(), lr=LR)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(steps, 1))
@@ -418,13 +493,16 @@ def train_row(
     seed: int,
     n_train: int | None = None,
     progress: bool = False,
+    points: str = "fixed",
+    k: int | None = None,
 ) -> tuple[dict, dict[str, np.ndarray]]:
-    """Train one validated row; (its metrics, its raw integer weights)."""
+    """Train one validated row; (its metrics, its raw integer weights); the learned
+    types, if any, are the row's ``types``."""
     start = time.perf_counter()
     with single_thread():
-        model, loss = fit(net, pattern, method, epochs, seed, n_train, progress)
-        weights = model.export_int()
-    g = zm.graph(net, weights, pattern, method)
+        model, loss = fit(net, pattern, method, epochs, seed, n_train, progress, points, k)
+        weights, types = model.export_int(), model.types()
+    g = zm.graph(net, weights, pattern, method, types)
     x_test, y_test = data.load("test", net)
     acc, correct = accuracy(g, x_test, y_test)
     row = {
@@ -441,6 +519,8 @@ def train_row(
         "seed": seed,
         "train_seconds": round(time.perf_counter() - start, 1),
     }
+    if types is not None:
+        row.update(points=points, khot=k, types=types)
     return row, weights
 
 
@@ -453,6 +533,8 @@ def train(
     nm: str | None = None,
     net: str = zm.DEFAULT_NET,
     method: str | None = None,
+    points: str = "fixed",
+    khot: int | str | None = None,
 ) -> dict:
     """Train one (net, pattern, method) row; with ``out_dir`` write its weights and metrics.
 
@@ -466,12 +548,17 @@ def train(
     epochs = EPOCHS[spec.name] if epochs is None else epochs
     if epochs < 1 or (n_train is not None and n_train < 1):
         raise AccelError("epochs and n_train must be positive")
-    row, weights = train_row(spec.name, pattern, method, epochs, seed, n_train, progress)
+    k = khot_option(khot, zm.WEIGHT.width)
+    if points not in POINTS:
+        raise AccelError(f"--points must be one of {', '.join(POINTS)}, got {points!r}")
+    row, weights = train_row(spec.name, pattern, method, epochs, seed, n_train, progress, points, k)
     doc = {"settings": settings(epochs, seed, n_train), "rows": [row]}
     if out_dir is not None:
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
-        zm.save_weights(out_dir / row["file"], spec.name, pattern, method, weights)
+        zm.save_weights(
+            out_dir / row["file"], spec.name, pattern, method, weights, row.get("types")
+        )
         (out_dir / "metrics.json").write_text(json.dumps(doc, indent=1) + "\n")
     return doc
 

@@ -59,6 +59,21 @@ def khot_project(raw: np.ndarray, t: FixedType, k: int) -> np.ndarray:
     return np.where(pick_a, a, b)
 
 
+def khot_option(k: int | str | None, width: int) -> int | None:
+    """The ``--khot`` option: None, or 1..``width`` digits (one-line error otherwise)."""
+    if k is None:
+        return None
+    try:
+        k = int(k)
+    except ValueError:
+        raise AccelError(f"--khot must be an integer, got {k!r}") from None
+    if not 1 <= k <= width:
+        raise AccelError(
+            f"--khot {k}: a {width}-bit weight has 1..{width} signed power-of-two digits"
+        )
+    return k
+
+
 def _round(v: torch.Tensor, mode: Rounding) -> torch.Tensor:
     """``accel.fixed``'s rounding of exact float64 values."""
     if mode is Rounding.TRN:

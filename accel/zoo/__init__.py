@@ -220,6 +220,8 @@ MODELS: dict[str, ZooModel] = {
                 "nm": "N:M pattern, or 'dense' (default 2:8)",
                 "net": "mlp (default) or cnn",
                 "method": "bdwp (default), srste or dense (the baseline without masks)",
+                "points": "fixed (the module's types, default) or learned (QFX binary points)",
+                "khot": "K: weights with at most K signed power-of-two digits (1: shifts)",
             },
         ),
         ZooModel(

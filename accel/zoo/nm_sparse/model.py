@@ -28,6 +28,7 @@ Weights files ``weights/{net}_{pattern}_{method}.npz`` (``mlp_2-8_bdwp``,
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -163,11 +164,34 @@ def _pads_attrs(layer: Layer) -> dict:
     return {"stride": layer.stride, "padding": "same"} if layer.op == "conv2d" else {}
 
 
+def layer_types(net: str, types: dict | None = None) -> dict:
+    """Per layer ``{name}_w``, ``{name}_b`` (FixedType) and ``{name}_act`` (the ReLU's
+    Quant) from the JSON a trainer with learned binary points writes; the module's
+    types where ``types`` says nothing (``None``: all of them)."""
+    spec, types = get_net(net), types or {}
+    out: dict = {}
+    for layer in spec.layers:
+        out[f"{layer.name}_w"], out[f"{layer.name}_b"] = WEIGHT, BIAS
+        if layer.relu:
+            out[f"{layer.name}_act"] = ACT
+    for k, v in types.items():
+        if k not in out:
+            raise AccelError(f"unknown {net} type {k!r}")
+        out[k] = Quant.from_json(v) if k.endswith("_act") else FixedType.from_json(v)
+    return out
+
+
 def graph(
-    net: str, weights: dict[str, np.ndarray], pattern: nm.NM | None, method: str = "bdwp"
+    net: str,
+    weights: dict[str, np.ndarray],
+    pattern: nm.NM | None,
+    method: str = "bdwp",
+    types: dict | None = None,
 ) -> Graph:
-    """The integer network from raw weights; sparse layers declare ``nm`` (checked by the IR)."""
+    """The integer network from raw weights (of ``types``, see :func:`layer_types`);
+    sparse layers declare ``nm`` (checked by the IR)."""
     spec = get_net(net)
+    t = layer_types(net, types)
     g = Graph(f"nm_sparse_{tag(net, pattern, method)}".replace("-", "_"))
     g.meta = {
         "family": "N:M sparse training",
@@ -192,20 +216,28 @@ def graph(
             if nm.violations(w.reshape(-1, layer.cout), pattern, 1) == 0:
                 attrs["nm_t"] = pattern.to_json()
         params = {
-            "weight": Param(w, WEIGHT),
-            "bias": Param(np.asarray(weights[f"{layer.name}_b"]), BIAS),
+            "weight": Param(w, t[f"{layer.name}_w"]),
+            "bias": Param(np.asarray(weights[f"{layer.name}_b"]), t[f"{layer.name}_b"]),
         }
         x = g.add(layer.op, x, name=layer.name, params=params, **attrs)
         if layer.relu:
             x = g.add("relu", x, name=f"{layer.name}_relu")
-            x = g.add("requantize", x, name=f"{layer.name}_q", quant=ACT)
+            x = g.add("requantize", x, name=f"{layer.name}_q", quant=t[f"{layer.name}_act"])
     x = g.add("requantize", x, name="logits", quant=LOGITS)
     g.mark_output(x)
     return g
 
 
-def save_weights(path: Path, net: str, pattern: nm.NM | None, method: str, weights: dict) -> None:
-    """Raw weights as int8 (biases int16), compressed, with the row's identity."""
+def save_weights(
+    path: Path,
+    net: str,
+    pattern: nm.NM | None,
+    method: str,
+    weights: dict,
+    types: dict | None = None,
+) -> None:
+    """Raw weights as int8 (biases int16), compressed, with the row's identity (and its
+    learned ``types``, if any)."""
     arrays = {
         k: np.asarray(v).astype(np.int8 if k.endswith("_w") else np.int16)
         for k, v in weights.items()
@@ -214,6 +246,8 @@ def save_weights(path: Path, net: str, pattern: nm.NM | None, method: str, weigh
         if not np.array_equal(arrays[k], v):
             raise AccelError(f"weight {k} does not fit its storage type")
     meta = {"net": net, "pattern": str(pattern) if pattern else "dense", "method": method}
+    if types:
+        meta["types"] = json.dumps(types)
     np.savez_compressed(path, **arrays, **{k: np.array(v) for k, v in meta.items()})
 
 
@@ -230,6 +264,12 @@ def load_weights(path: Path) -> tuple[str, nm.NM | None, str, dict[str, np.ndarr
         raise AccelError(f"{path} is not an nm_sparse weights file ({e})") from None
     spec, p, method = resolve(net, pattern, method)
     return spec.name, p, method, weights
+
+
+def load_types(path: Path) -> dict | None:
+    """The learned types stored with the weights, if any."""
+    with np.load(path, allow_pickle=False) as f:
+        return json.loads(str(f["types"])) if "types" in f.files else None
 
 
 def available() -> list[str]:
@@ -251,7 +291,7 @@ def build(
     """
     if weights_path is not None:
         net_, p, method_, weights = load_weights(weights_path)
-        return graph(net_, weights, p, method_)
+        return graph(net_, weights, p, method_, load_types(weights_path))
     spec, p, method = resolve(net, pattern, method)
     path = WEIGHTS_DIR / f"{tag(spec.name, p, method)}.npz"
     if not path.is_file():
