@@ -53,6 +53,7 @@ import shutil
 import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,15 +62,16 @@ from typing import Any
 import numpy as np
 
 from accel.errors import AccelError
-from accel.fixed import FixedType, Quant
+from accel.fixed import FixedType, Overflow, Quant, Rounding
 from accel.ir.graph import Graph, Node
 from accel.ir.ops import conv_padding
+from accel.ir.passes import epilogue
 from accel.outputs import staged_dir
 
 BACKENDS = ("Vitis", "Vivado")
 STRATEGIES = ("Latency", "Resource")
 # Bump when the lowering changes: it is part of the compile-cache key.
-FORMAT = "accel-hls4ml/1"
+FORMAT = "accel-hls4ml/2"
 # hls4ml's Python bridge and its weight .txt files go through double.
 DOUBLE_BITS = 53
 MANIFEST = "accel_manifest.json"
@@ -164,27 +166,93 @@ def _activation(name: str, kind: str, prev: str) -> dict:
     return {"name": name, "class_name": "Activation", "activation": kind, "inputs": [prev]}
 
 
-# Integer ViT ops hls4ml (1.3) has no bit-exact counterpart for: checked before anything
-# else, so the error names the real obstacle rather than the first unmapped reshaping op.
-NOT_EXPRESSIBLE = {
-    "layernorm_int": "hls4ml's LayerNormalization reads 1/sqrt(variance) from a 1,024-entry "
-    "lookup table; I-ViT's LayerNorm (exact integer square root and division) has no "
-    "counterpart",
-    "softmax_int": "hls4ml's Softmax reads exp and 1/sum from lookup tables; Shiftmax (shift "
-    "exponential, exact sum, one division per row) has no counterpart",
-    "gelu_int": "hls4ml has no GELU activation",
-}
+# Ops whose hls4ml layer computes its exact result and assigns it to the result type: a
+# requantize that is the only consumer of that result is folded into it (the assignment
+# to ap_[u]fixed<W,I,AP_RND,AP_SAT> is the requantization, as for a ReLU).
+FUSES_REQUANTIZE = {
+    "dense", "conv2d", "add", "add_const", "matmul", "softmax_int", "gelu_int",
+    "layernorm_int", "deform_conv2d",
+}  # fmt: skip
+# Ops lowered to accel's extension layers (flows/hls4ml_ext.py); the rest are native.
+EXTENSION_OPS = ("softmax_int", "gelu_int", "layernorm_int", "matmul")
+
+
+def _same_pads(h: int, w: int, k: int, s: int) -> dict[str, int]:
+    oh, top, bottom = conv_padding(h, k, s, "same")
+    ow, left, right = conv_padding(w, k, s, "same")
+    return {
+        "out_height": oh,
+        "out_width": ow,
+        "pad_top": top,
+        "pad_bottom": bottom,
+        "pad_left": left,
+        "pad_right": right,
+    }
+
+
+def _conv_dict(name: str, prev: str, x_shape: tuple, w: np.ndarray, s: int) -> dict[str, Any]:
+    h, wd, cin = x_shape
+    kh, kw = w.shape[:2]
+    return {
+        "name": name,
+        "class_name": "Conv2D",
+        "inputs": [prev],
+        "data_format": "channels_last",
+        "in_height": h,
+        "in_width": wd,
+        "n_chan": cin,
+        "filt_height": kh,
+        "filt_width": kw,
+        "stride_height": s,
+        "stride_width": s,
+        **_same_pads(h, wd, kh, s),
+    }
+
+
+def _deform_layers(
+    graph: Graph, node: Node, prev: str, name: str, taken: set[str]
+) -> list[tuple[dict, dict[str, str], str]]:
+    """deform_conv2d: regular -> a native DepthwiseConv2D; square and bilinear -> a native
+    Conv2D for the offsets (rounded half up and saturated by its result type) and the
+    AccelDeformDW extension layer for the sampling and the depthwise sum."""
+    from accel.flows import hls4ml_ext
+
+    x = graph.tensors[node.inputs[0]]
+    w, b = node.params["weight"], node.params.get("bias")
+    acc: FixedType = node.attrs["acc"]
+    s = node.attrs["stride"]
+    for k, p in node.params.items():
+        _check_double(f"node {node.name}: {k}", p.type)
+    if node.attrs["mode"] == "regular":
+        layer = _conv_dict(name, prev, x.shape, w.data, s)
+        c = x.shape[-1]
+        layer.update(
+            class_name="DepthwiseConv2D",
+            n_filt=c,
+            depth_multiplier=1,
+            depthwise_data=_floats(w.data.reshape(3, 3, c, 1), w.type),
+        )
+        prec = {"weight": w.type.ap(), "accum": acc.ap(), "result": acc.ap()}
+        if b is not None:
+            layer["bias_data"] = _floats(b.data, b.type)
+            prec["bias"] = b.type.ap()
+        return [(layer, prec, "DepthwiseConv2D")]
+    ow, ob = node.params["offset_weight"], node.params.get("offset_bias")
+    off_name = _cname(f"{node.name}_offsets", taken)
+    off = _conv_dict(off_name, prev, x.shape, ow.data, s)
+    off.update(n_filt=ow.data.shape[-1], weight_data=_floats(ow.data, ow.type))
+    oq = Quant(hls4ml_ext.offset_quant_type(node), Rounding.RND, Overflow.SAT)
+    off_prec = {"weight": ow.type.ap(), "accum": node.attrs["offset_acc"].ap(), "result": oq.ap()}
+    if ob is not None:
+        off["bias_data"] = _floats(ob.data, ob.type)
+        off_prec["bias"] = ob.type.ap()
+    layer, prec = hls4ml_ext.lower(graph, node, [prev, off_name], name)
+    return [(off, off_prec, "Conv2D"), (layer, {**prec, "result": acc.ap()}, layer["class_name"])]
 
 
 def _lower(graph: Graph) -> _Lowered:
     if len(graph.inputs) != 1 or len(graph.outputs) != 1:
         raise AccelError(f"graph {graph.name}: the hls4ml flow needs one input and one output")
-    for node in graph.nodes:
-        if node.op in NOT_EXPRESSIBLE:
-            raise AccelError(
-                f"node {node.name}: {node.op} cannot be expressed bit-exactly in hls4ml: "
-                f"{NOT_EXPRESSIBLE[node.op]} (the engine runs it: accel sim MODEL --arch engine)"
-            )
     src = graph.inputs[0]
     quant = graph.input_quant[src]
     nodes = list(graph.nodes)
@@ -218,29 +286,31 @@ def _lower(graph: Graph) -> _Lowered:
     for node in nodes:
         if node.name in merged:
             continue
-        if node.inputs[0] not in produced:
-            raise AccelError(
-                f"node {node.name}: input {node.inputs[0]!r} is not computed in hls4ml"
-            )
-        prev, out = produced[node.inputs[0]], node.outputs[0]
+        for t in node.inputs:
+            if t not in produced:
+                raise AccelError(f"node {node.name}: input {t!r} is not computed in hls4ml")
+        ins = [produced[t] for t in node.inputs]
+        prev, out = ins[0], node.outputs[0]
         name = _cname(node.name, taken)
         covers = [node.name]
+        # (layer dict, precisions, kind for the manifest); the last one produces `out`
+        new: list[tuple[dict, dict[str, str], str]] = []
+        exact = graph.tensors[out].type.ap()
         if node.op in ("dense", "conv2d"):
             layer, prec = _dot_layer(graph, node, prev, name)
+            new.append((layer, prec, layer["class_name"]))
         elif node.op == "relu":
-            layer = _activation(name, "relu", prev)
-            users = list(graph.consumers(out))
-            if len(users) == 1 and users[0].op == "requantize" and out not in graph.outputs:
-                q: Quant = users[0].attrs["quant"]
-                merged.add(users[0].name)
-                covers.append(users[0].name)
-                out = users[0].outputs[0]
-                prec = {"result": q.ap()}
-            else:
-                prec = {"result": graph.tensors[out].type.ap()}
+            # the requantize after it folds in (accel.ir.passes.epilogue decides)
+            ep = epilogue(graph, node, relu=False)
+            if ep.quant is not None:
+                merged |= ep.names
+                covers += [n.name for n in ep.nodes]
+                out, exact = ep.out, ep.quant.ap()
+            new.append((_activation(name, "relu", prev), {"result": exact}, "Activation"))
         elif node.op == "requantize":
-            layer = _activation(name, "linear", prev)
-            prec = {"result": node.attrs["quant"].ap()}
+            new.append(
+                (_activation(name, "linear", prev), {"result": node.attrs["quant"].ap()}, "linear")
+            )
         elif node.op == "reshape":
             layer = {
                 "name": name,
@@ -249,7 +319,93 @@ def _lower(graph: Graph) -> _Lowered:
                 "target_shape": list(node.attrs["shape"]),
             }
             # In place in io_parallel: the result is the input variable, modes and all.
-            prec = {"result": precisions[prev]["result"]}
+            new.append((layer, {"result": precisions[prev]["result"]}, "Reshape"))
+        elif node.op == "add":
+            layer = {"name": name, "class_name": "Merge", "op": "add", "inputs": ins}
+            new.append((layer, {"result": exact}, "Merge(add)"))
+        elif node.op == "add_const":
+            # a BatchNormalization with one scale and bias per element: x * 1 + value
+            v = node.params["value"]
+            _check_double(f"node {node.name}: value", v.type)
+            layer = {
+                "name": name,
+                "class_name": "BatchNormalization",
+                "inputs": [prev],
+                "n_in": int(v.data.size),
+                "n_filt": -1,
+                "scale_data": np.ones(v.data.size),
+                "bias_data": _floats(v.data.reshape(-1), v.type),
+            }
+            prec = {"scale": "ap_ufixed<2,2>", "bias": v.type.ap(), "result": exact}
+            new.append((layer, prec, "BatchNormalization"))
+        elif node.op == "concat":
+            # hls4ml's Concatenate joins two tensors: a chain for more
+            rank = len(graph.tensors[out].shape)
+            acc_in = ins[0]
+            for i, other in enumerate(ins[1:]):
+                cat = name if i == len(ins) - 2 else _cname(f"{node.name}_{i}", taken)
+                layer = {
+                    "name": cat,
+                    "class_name": "Concatenate",
+                    "op": f"concatenate{rank}d",
+                    "axis": -1,
+                    "inputs": [acc_in, other],
+                }
+                new.append((layer, {"result": exact}, "Concatenate"))
+                acc_in = cat
+            if len(ins) == 1:
+                layer = {
+                    "name": name,
+                    "class_name": "Reshape",
+                    "inputs": [prev],
+                    "target_shape": list(graph.tensors[out].shape),
+                }
+                new.append((layer, {"result": precisions[prev]["result"]}, "Reshape"))
+        elif node.op == "patchify":
+            # (H, W, C) -> (H/P, P, W/P, P, C) -> transpose -> (H/P * W/P, P*P*C)
+            h, w, c = graph.tensors[node.inputs[0]].shape
+            p = node.attrs["patch"]
+            r1, tr = _cname(f"{node.name}_split", taken), _cname(f"{node.name}_swap", taken)
+            keep = {"result": precisions[prev]["result"]}
+            new += [
+                (
+                    {
+                        "name": r1,
+                        "class_name": "Reshape",
+                        "inputs": [prev],
+                        "target_shape": [h // p, p, w // p, p, c],
+                    },
+                    keep,
+                    "Reshape",
+                ),
+                (
+                    {
+                        "name": tr,
+                        "class_name": "Transpose",
+                        "inputs": [r1],
+                        "perm": [0, 2, 1, 3, 4],
+                    },
+                    keep,
+                    "Transpose",
+                ),
+                (
+                    {
+                        "name": name,
+                        "class_name": "Reshape",
+                        "inputs": [tr],
+                        "target_shape": list(graph.tensors[out].shape),
+                    },
+                    keep,
+                    "Reshape",
+                ),
+            ]
+        elif node.op in EXTENSION_OPS:
+            from accel.flows import hls4ml_ext
+
+            layer, prec = hls4ml_ext.lower(graph, node, ins, name)
+            new.append((layer, {**prec, "result": exact}, layer["class_name"]))
+        elif node.op == "deform_conv2d":
+            new += _deform_layers(graph, node, prev, name, taken)
         elif node.op == "gather":
             raise AccelError(
                 f"node {node.name}: op 'gather' has no hls4ml layer; only a gather of the graph "
@@ -257,11 +413,26 @@ def _lower(graph: Graph) -> _Lowered:
             )
         else:
             raise AccelError(f"node {node.name}: op {node.op!r} has no hls4ml mapping")
-        layers.append(layer)
-        precisions[name] = prec
-        produced[out] = name
-        kind = "linear" if layer.get("activation") == "linear" else layer["class_name"]
-        manifest.append({"hls4ml_layer": name, "class": kind, "nodes": covers, "precision": prec})
+        if node.op in FUSES_REQUANTIZE:
+            ep = epilogue(graph, node, relu=False)
+            if ep.quant is not None:
+                merged |= ep.names
+                covers += [n.name for n in ep.nodes]
+                out = ep.out
+                new[-1][1]["result"] = ep.quant.ap()
+        for i, (layer, prec, kind) in enumerate(new):
+            layers.append(layer)
+            precisions[layer["name"]] = prec
+            last = i == len(new) - 1
+            manifest.append(
+                {
+                    "hls4ml_layer": layer["name"],
+                    "class": kind,
+                    "nodes": covers if last else [node.name],
+                    "precision": prec,
+                }
+            )
+        produced[out] = new[-1][0]["name"]
     if len(layers) == 1:
         raise AccelError(f"graph {graph.name}: nothing for hls4ml to compute")
     if graph.outputs[0] not in produced:
@@ -290,8 +461,11 @@ def _project_name(graph: Graph) -> str:
 
 @contextlib.contextmanager
 def _quiet() -> Iterator[None]:
-    """hls4ml prints progress on stdout; keep stdout for our JSON and send it to stderr."""
-    with contextlib.redirect_stdout(sys.stderr):
+    """hls4ml prints progress on stdout; keep stdout for our JSON and send it to stderr.
+    Its UserWarnings (e.g. the strategy string its pointwise pass re-cases) are noise
+    here: every type and option it could change is checked after conversion."""
+    with contextlib.redirect_stdout(sys.stderr), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=UserWarning, module=r"hls4ml(\.|$)")
         yield
 
 
@@ -330,7 +504,7 @@ def _verify(model: Any, low: _Lowered) -> None:
         for var, ap in prec.items():
             if var == "result":
                 got = layer.get_output_variable().type.precision
-            elif var in ("weight", "bias"):
+            elif var in layer.weights:
                 got = layer.get_weights(var).type.precision
             else:
                 got = layer.get_attr(f"{var}_t").precision
@@ -358,6 +532,9 @@ def _convert(
         from hls4ml.utils.config import create_config
     except ImportError:
         raise AccelError("hls4ml is not installed (pip install hls4ml)") from None
+    from accel.flows import hls4ml_ext
+
+    hls4ml_ext.register()
     config = create_config(
         output_dir=str(out_dir),
         project_name=_project_name(graph),
@@ -397,12 +574,15 @@ def _check_reuse(model: Any, reuse: int, strategy: str) -> None:
     be = model.config.backend
     for layer in model.get_layers():
         r = layer.get_attr("reuse_factor")
-        if layer.class_name in ("Dense", "Conv2D") and int(r) != reuse:
+        if layer.class_name in _DOT_CLASSES and int(r) != reuse:
             valid = be.get_valid_reuse_factors(*be.get_layer_mult_size(layer))
             raise AccelError(
                 f"reuse factor {reuse} is not valid for layer {layer.name} with hls4ml's "
                 f"{strategy} strategy (valid: {', '.join(map(str, valid))})"
             )
+
+
+_DOT_CLASSES = ("Dense", "Conv1D", "PointwiseConv1D", "Conv2D", "DepthwiseConv2D")
 
 
 def _mult_limits(model: Any) -> dict[str, int]:
@@ -411,9 +591,14 @@ def _mult_limits(model: Any) -> dict[str, int]:
     for layer in model.get_layers():
         if layer.class_name == "Dense":
             n = layer.get_attr("n_in") * layer.get_attr("n_out")
+        elif layer.class_name in ("Conv1D", "PointwiseConv1D"):
+            n = layer.get_attr("filt_width") * layer.get_attr("n_chan") * layer.get_attr("n_filt")
         elif layer.class_name == "Conv2D":
             n = layer.get_attr("filt_height") * layer.get_attr("filt_width")
             n *= layer.get_attr("n_chan") * layer.get_attr("n_filt")
+        elif layer.class_name == "DepthwiseConv2D":
+            n = layer.get_attr("filt_height") * layer.get_attr("filt_width")
+            n *= layer.get_attr("n_chan")
         else:
             continue
         r = int(layer.get_attr("reuse_factor"))
@@ -579,6 +764,24 @@ def _readme(graph: Graph, low: _Lowered, manifest: dict[str, Any]) -> str:
     for n in low.nodes:
         precs = ", ".join(f"{k} `{v}`" for k, v in n["precision"].items())
         lines.append(f"| {n['hls4ml_layer']} ({n['class']}) | {', '.join(n['nodes'])} | {precs} |")
+    ext = [n for n in low.nodes if n["class"].startswith("Accel")]
+    if ext:
+        from accel.flows import hls4ml_ext
+
+        kinds = sorted({n["class"] for n in ext})
+        lines += [
+            "",
+            "## accel's extension layers",
+            "",
+            f"{len(ext)} layers ({', '.join(kinds)}) are not hls4ml's own: accel registers",
+            "them through hls4ml's extension API (a layer class, a config and a function",
+            "template, HLS C++ source), and hls4ml's `write()` copied their source into",
+            "`firmware/nnet_utils/` ("
+            + ", ".join(f"`{s}`" for s in hls4ml_ext.SOURCES)
+            + "). They compute accel's integer",
+            "algorithms exactly on `ap_int` of declared widths (constants in",
+            "`firmware/parameters.h`), so the project needs nothing outside this directory.",
+        ]
     mults = manifest["multiplier_limit"]
     lines += [
         "",
@@ -699,6 +902,7 @@ def _cache_key(graph: Graph, options: dict[str, Any]) -> str:
     """Everything the compiled library depends on: graph, weights, options, versions."""
     import hls4ml
 
+    from accel.flows import hls4ml_ext
     from accel.ir.io import to_json
 
     h = hashlib.sha256()
@@ -708,7 +912,7 @@ def _cache_key(graph: Graph, options: dict[str, Any]) -> str:
             h.update(f"{node.name}/{k}{p.data.shape}".encode())
             h.update(np.ascontiguousarray(p.data, dtype="<i8").tobytes())
     h.update(json.dumps(options, sort_keys=True).encode())
-    h.update(f"{hls4ml.__version__}\0{FORMAT}".encode())
+    h.update(f"{hls4ml.__version__}\0{FORMAT}\0{hls4ml_ext.sources_digest()}".encode())
     return h.hexdigest()[:20]
 
 
