@@ -339,3 +339,24 @@ def test_engine_verilog_target_testbench_passes_and_catches_errors(tmp_path):
     cyc.write_text("\n".join(lines) + "\n")
     res = subprocess.run(tb, cwd=out, capture_output=True, text=True).stdout
     assert "FAIL: word 5 valid at cycle" in res, res
+
+
+@pytest.mark.parametrize(
+    "model",
+    ["deform_det", "deform_det@bilinear", "deform_det@regular", "moe_vit:seg", "moe_vit:depth"],
+)
+def test_engine_verilog_target_for_every_family(tmp_path, model):
+    """Every engine family writes its Verilog target: the program, one expected word, mask
+    word and modelled cycle per output word, the testbench sized for them."""
+    name, _, task = model.partition(":")
+    out = tmp_path / "v"
+    args = ["generate", name, "--target", "verilog", "--vectors", "2", "-o", str(out)]
+    assert main([*args, *(["--task", task] if task else [])]) == 0
+    doc = json.loads((out / "manifest.json").read_text())
+    assert doc["arch"] == "engine" and doc["input"]["samples"] == 2
+    n = doc["output_words"]
+    for f in ("expected", "mask", "valid_cycles"):
+        assert len((out / "vectors" / f"{f}.hex").read_text().split()) == n
+    assert len((out / "vectors" / "program.hex").read_text().split()) == doc["program_words"]
+    assert f"localparam integer N_OUT = {n};" in (out / "tb_accel_engine.v").read_text()
+    assert doc["engine"]["vector"] == (name == "moe_vit")
