@@ -5,7 +5,7 @@ import itertools
 import numpy as np
 import pytest
 
-from accel import nm, reference
+from accel import nm, reference, zoo
 from accel.engine.compile import compile_gemms
 from accel.engine.config import EngineConfig
 from accel.engine.graph import compile_graph
@@ -236,10 +236,11 @@ def test_zoo_variants_from_the_command_line():
     assert [d["gemm"] for d in doc["layers"]] == ["conv1", "conv2", "conv3", "out"]
     listed = json.loads(subprocess.run([*cli, "zoo", "list", "--json"], capture_output=True).stdout)
     variants = {m["name"]: m["variants"] for m in listed["models"]}
-    assert "cnn_1-4_bdwp" in variants["nm_sparse"] and variants["autoencoder"] == []
+    assert "cnn_1-4_bdwp" in variants["nm_sparse"] and "mlp_2-8_bdwp_khot1" in variants["nm_sparse"]
+    assert variants["autoencoder"] == zoo.get("autoencoder").variants()
     for bad, message in [
         ("nm_sparse@cnn_9-4", "nm_sparse has no variant 'cnn_9-4' (shipped: cnn_1-4_bdwp"),
-        ("autoencoder@x", "model 'autoencoder' has no variants"),
+        ("autoencoder@x", "autoencoder has no variant 'x' (shipped: "),
     ]:
         r = subprocess.run([*cli, "sim", bad, "--samples", "4"], capture_output=True, text=True)
         assert r.returncode == 2 and message in r.stderr, r.stderr
