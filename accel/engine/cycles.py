@@ -28,7 +28,7 @@ from accel.engine.vector import Vec
 
 # Pipeline registers (``accel.rtl.engine``): from a step's issue to its tile's
 # sums in the drain registers (sampler, buffer read, product, accumulate)...
-ISSUE_TO_DRAIN = 3 + 3 + 1
+ISSUE_TO_DRAIN = 3 + 3 + 2
 # ... and from the drain picking a word to the word on the stream or in a bank:
 # the biased word's register, then the requantizer's (``Requantizer.LATENCY``)
 DRAIN_LATENCY = 1 + 5

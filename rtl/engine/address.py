@@ -31,12 +31,13 @@ Products with the offsets are a few shifted adds of their bits (no DSP blocks).
 
 from __future__ import annotations
 
-from amaranth.hdl import Array, C, Cat, Module, Mux, Signal, Value, signed
+from amaranth.hdl import Array, C, Cat, Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from accel.engine.config import EngineConfig
 from accel.engine.isa import Deform, instruction_layout
+from accel.rtl.fixed import select
 
 
 def times(d: Value, v: Value) -> Value:
@@ -114,13 +115,31 @@ class AddressGenerator(wiring.Component):
         b_ptr, b_tile = Signal.like(p.b_base), Signal.like(p.b_base)
         c_ptr = Signal.like(p.bias_base)
 
-        end_j = j == p.n - 1
-        end_cb = end_j & (cb == p.cb_loop - 1)
-        end_kx = end_cb & (kx == p.kw - 1)
-        end_tile = end_kx & (ky == p.kh - 1)
-        end_ox = end_tile & (ox == p.out_w - 1)
-        end_oy = end_ox & (oy == p.out_h - 1)
-        end_sb = end_oy & (sb == p.sample_blocks - 1)
+        # each loop's last index, latched with the loops (no subtraction on the way to
+        # the counters)
+        lasts = {
+            "n": (j, p.n),
+            "cb_loop": (cb, p.cb_loop),
+            "kw": (kx, p.kw),
+            "kh": (ky, p.kh),
+            "out_w": (ox, p.out_w),
+            "out_h": (oy, p.out_h),
+            "sample_blocks": (sb, p.sample_blocks),
+            "col_tiles": (ct, p.col_tiles),
+        }
+        at_end = {}
+        for name, (counter, count) in lasts.items():
+            top = Signal.like(count, name=f"{name}_last")
+            with m.If(self.init):
+                m.d.sync += top.eq(count - 1)
+            at_end[name] = counter == top
+        end_j = at_end["n"]
+        end_cb = end_j & at_end["cb_loop"]
+        end_kx = end_cb & at_end["kw"]
+        end_tile = end_kx & at_end["kh"]
+        end_ox = end_tile & at_end["out_w"]
+        end_oy = end_ox & at_end["out_h"]
+        end_sb = end_oy & at_end["sample_blocks"]
         # bilinear: tap t's two offsets sit in word (2t) // group of the pixel
         word_of_tap = Array(2 * t // self.cfg.group for t in range(16))
         st = self.step
@@ -137,7 +156,7 @@ class AddressGenerator(wiring.Component):
             st.first.eq((j == 0) & (cb == 0) & (kx == 0) & (ky == 0)),
             st.last.eq(end_tile),
             self.o_addr.eq(opix + Mux(p.deform == Deform.BILINEAR, word_of_tap[ky], 0)),
-            self.done.eq(end_sb & (ct == p.col_tiles - 1)),
+            self.done.eq(end_sb & at_end["col_tiles"]),
         ]
 
         def restart_image():
@@ -250,13 +269,15 @@ class Sampler(wiring.Component):
                 m.d.sync += r.eq(value)
             return r
 
-        # k * row_words and k * cblocks for every tap offset k a row can ask for
+        # k * row_words and k * cblocks for every tap offset k a row can ask for; a bank
+        # address wraps at its width, so the tables and sums keep only its bits
+        addr = unsigned(len(self.a_addr[0]))
         lo, hi = table_range(cfg)
-        t_rw = {k: reg(const_times(p.row_words, k, wide), f"t_rw{k}".replace("-", "m"))
+        t_rw = {k: reg(const_times(p.row_words, k, addr), f"t_rw{k}".replace("-", "m"))
                 for k in range(lo, hi + 1)}  # fmt: skip
-        t_cb = {k: reg(const_times(p.cblocks, k, wide), f"t_cb{k}".replace("-", "m"))
+        t_cb = {k: reg(const_times(p.cblocks, k, addr), f"t_cb{k}".replace("-", "m"))
                 for k in range(lo, hi + 1)}  # fmt: skip
-        rwcb = reg((p.row_words + p.cblocks).as_signed(), "rwcb")
+        rwcb = reg((p.row_words + p.cblocks)[: addr.width], "rwcb")
         square = p.deform == Deform.SQUARE
         bil = p.deform == Deform.BILINEAR
 
@@ -265,12 +286,12 @@ class Sampler(wiring.Component):
         words = [reg(self.offsets[r], f"s_offs{r}") for r in range(cfg.rows)]
         # (2) table look-ups, the sample's input row and column, corner weights
         valid2, st2 = reg(valid1, "s_valid2"), reg(st, "s_step2")
-        base2 = reg(st.base + Mux(square | bil, rwcb, st.koff), "s_base2")
+        base2 = reg((st.base + Mux(square | bil, rwcb, st.koff))[: addr.width], "s_base2")
         sq_max = (1 << max(1, cfg.max_offset.bit_length())) - 1
         lane_of_tap = Array(2 * t % cfg.group for t in range(16))
         tap_y = Array(t // 3 - 1 for t in range(16))
         tap_x = Array(t % 3 - 1 for t in range(16))
-        zero = C(0, wide)
+        zero = C(0, addr)
         rows2 = []
         for r in range(cfg.rows):
             word = words[r]
@@ -278,8 +299,8 @@ class Sampler(wiring.Component):
             d = word[0].as_unsigned()[: max(1, cfg.max_offset.bit_length())]
 
             def tap_of(k, table, d=d):
-                pos = Array(table[i] for i in range(sq_max + 1))[d]
-                neg = Array(table[-i] for i in range(sq_max + 1))[d]
+                pos = select([table[i] for i in range(sq_max + 1)], d)
+                neg = select([table[-i] for i in range(sq_max + 1)], d)
                 return Mux(k == 0, neg, Mux(k == 1, zero, pos))
 
             ty, tx = tap_of(st.ky, t_rw), tap_of(st.kx, t_cb)
@@ -305,8 +326,8 @@ class Sampler(wiring.Component):
                 wx = Mux(bil, Mux(bx, fx, one - fx)[: f + 1], 1)
                 ry = Mux(bil, st.iy0 + 1 + sy, ry)
                 rx = Mux(bil, st.ix0 + 1 + sx, rx)
-                ty = Mux(bil, Array(t_rw[k] for k in range(lo, hi + 1))[(sy - lo)[:8]], ty)
-                tx = Mux(bil, Array(t_cb[k] for k in range(lo, hi + 1))[(sx - lo)[:8]], tx)
+                ty = Mux(bil, select([t_rw[k] for k in range(lo, hi + 1)], (sy - lo)[:8]), ty)
+                tx = Mux(bil, select([t_cb[k] for k in range(lo, hi + 1)], (sx - lo)[:8]), tx)
             deform = square | bil
             rows2.append(
                 {
@@ -327,7 +348,7 @@ class Sampler(wiring.Component):
             for r, row in enumerate(rows2):
                 ry, rx = row["ry"], row["rx"]
                 m.d.sync += [
-                    self.a_addr[r].eq(base2 + row["ty"] + row["tx"]),
+                    self.a_addr[r].eq((base2 + row["ty"] + row["tx"])[: addr.width]),
                     self.a_zero[r].eq((ry < 0) | (ry >= p.in_h) | (rx < 0) | (rx >= p.in_w)),
                     self.weight[r].eq(times(row["wy"], row["wx"]) if f else 1),
                 ]
@@ -365,7 +386,7 @@ def const_times(v: Value, k: int, shape) -> Value:
     total = (v << i) if first > 0 else -(v << i)
     for digit, i in digits[1:]:
         total = total + (v << i) if digit > 0 else total - (v << i)
-    return total[: shape.width].as_signed()
+    return total[: shape.width] if not shape.signed else total[: shape.width].as_signed()
 
 
 def offset_word(cfg: EngineConfig) -> data.ArrayLayout:

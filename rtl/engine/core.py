@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import itertools
 
 from amaranth.back import verilog
 from amaranth.hdl import Module, Mux, Signal, unsigned
@@ -58,6 +59,11 @@ class Engine(wiring.Component):
                 "halted": Out(1),
             }
         )
+
+    @property
+    def target_mhz(self) -> float:
+        """The clock the engine is built for; the board flow's PLL runs it at this."""
+        return 75.0 if self.cfg.vector else 100.0
 
     def elaborate(self, platform) -> Module:
         m = Module()
@@ -206,7 +212,10 @@ class Engine(wiring.Component):
         j1 = Signal.like(step.j)
         # each step's biases, beside it through the array's input and product registers,
         # so the finishing tile's are there when the drain takes its sums
-        bias_r, bias2 = Signal(bias_word), Signal(bias_word)
+        biases = [c_rd.data]
+        for k in range(MacArray.LATENCY):
+            biases.append(Signal(bias_word, name=f"bias_{k}"))
+        bias2 = biases[-1]
         with m.If(~stall):
             m.d.sync += [
                 valid1.eq(sampler.valid_o),
@@ -215,9 +224,8 @@ class Engine(wiring.Component):
                 zero1.eq(sampler.a_zero),
                 weight1.eq(sampler.weight),
                 j1.eq(step_o.j),
-                bias_r.eq(c_rd.data),
-                bias2.eq(bias_r),
             ]
+            m.d.sync += [b.eq(a) for a, b in itertools.pairwise(biases)]
         b_data = data.View(b_entry(cfg), b_rd.data)
         m.d.comb += [
             array.valid.eq(valid1),

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from amaranth.hdl import Array, Cat, Module, Mux, Signal, Value, signed, unsigned
+from amaranth.hdl import Cat, Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from accel.engine.config import EngineConfig
 from accel.engine.isa import instruction_layout
 from accel.rtl.engine.requant import Requantizer
+from accel.rtl.fixed import select
 
 
 def out_word(cfg: EngineConfig) -> data.ArrayLayout:
@@ -97,9 +98,9 @@ class Drain(wiring.Component):
 
         lane = []
         for e in range(cfg.group):
-            b = Array(bias[k * cfg.group + e] for k in range(words))[word]
+            b = select([bias[k * cfg.group + e] for k in range(words)], word)
             if cfg.vector:  # a transposed tile leaves column ``row``: one bias for all lanes
-                b = Mux(p.b_transpose, Array(bias)[row], b)
+                b = Mux(p.b_transpose, select(list(bias), row), b)
             rq = Requantizer(cfg)
             m.submodules[f"lane{e}"] = rq
             m.d.comb += [rq.instr.eq(p), rq.en.eq(go), rq.value.eq(reg(self.word[e] + b, f"v{e}"))]

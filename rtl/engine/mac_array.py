@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from amaranth.hdl import Array, Module, Signal, Value, signed, unsigned
+from amaranth.hdl import Module, Signal, Value, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from accel.engine.config import EngineConfig
+from accel.rtl.fixed import select
 
 
 class MacArray(wiring.Component):
@@ -18,15 +19,16 @@ class MacArray(wiring.Component):
     so a group whose weights keep ``n`` of ``group`` takes ``n`` cycles. In dense
     mode the index is the step within the group.
 
-    Three pipeline stages: the inputs (buffer outputs) are registered, the
-    products are registered, then accumulated. On a tile's last step the
+    Four pipeline stages: the inputs (buffer outputs) are registered, each
+    PE's selected activation is registered beside its DSP block, the products
+    are registered, then accumulated. On a tile's last step the
     finished sums move to the drain registers, read out a word at a time
     through ``select``/``word``, and the accumulators clear (a synchronous
     reset, so accumulating needs no multiplexer) for the next tile, so tiles
     run back to back. ``stall`` freezes every stage.
     """
 
-    LATENCY = 2  # input register, product register; then the accumulators
+    LATENCY = 3  # input, selected activation and product registers; then the accumulators
 
     def __init__(self, cfg: EngineConfig) -> None:
         self.cfg = cfg
@@ -69,12 +71,14 @@ class MacArray(wiring.Component):
                 m.d.sync += r.eq(value)
             return r
 
-        # stage 1: the inputs; stage 2: the products; then the accumulators
+        # stage 1: the inputs; stage 2: each PE's activation; stage 3: the products;
+        # then the accumulators
         valid1, last1 = reg(self.valid, "valid1"), reg(self.last, "last1")
         a1, w1, idx1 = reg(self.a, "a1"), reg(self.w, "w1"), reg(self.idx, "idx1")
-        valid2, last2 = reg(valid1, "valid2"), reg(last1, "last2")
+        valid_a, last_a, w2 = reg(valid1, "valid_a"), reg(last1, "last_a"), reg(w1, "w2")
+        valid2, last2 = reg(valid_a, "valid2"), reg(last_a, "last2")
         m.d.comb += [
-            self.busy.eq(valid1 | valid2),
+            self.busy.eq(valid1 | valid_a | valid2),
             self.finishing.eq(valid2 & last2),
         ]
         words = cfg.cols // cfg.group
@@ -86,9 +90,9 @@ class MacArray(wiring.Component):
             group = [Signal(signed(cfg.pe_a_bits), name=f"x_{p}_{e}") for e in range(cfg.group)]
             m.d.comb += [x.eq(a1[p][e]) for e, x in enumerate(group)]
             for q in range(cfg.cols):
-                a = Signal(signed(cfg.pe_a_bits), name=f"a_{p}_{q}")
-                m.d.comb += a.eq(Array(group)[idx1[q]])
-                prod = reg(a * w1[q], f"prod_{p}_{q}")
+                # the PE's activation, registered beside its DSP block
+                a = reg(select(group, idx1[q]), f"a_{p}_{q}")
+                prod = reg(a * w2[q], f"prod_{p}_{q}")
                 acc = Signal(signed(cfg.acc_bits), name=f"acc_{p}_{q}")
                 total = Signal(signed(cfg.acc_bits), name=f"sum_{p}_{q}")
                 done = Signal(signed(cfg.acc_bits), name=f"done_{p}_{q}")
@@ -102,8 +106,8 @@ class MacArray(wiring.Component):
         # cells[e] is ordered (p, q // group), which is the select order
         assert all(len(c) == cfg.rows * words for c in cells)
         for e, lane in enumerate(cells):
-            m.d.comb += self.word[e].eq(Array(lane)[self.select])
+            m.d.comb += self.word[e].eq(select(lane, self.select))
         if cfg.vector:
             for p in range(cfg.rows):
-                m.d.comb += self.tword[p].eq(Array(finished[p])[self.tselect])
+                m.d.comb += self.tword[p].eq(select(finished[p], self.tselect))
         return m
