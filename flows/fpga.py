@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from amaranth.build import ResourceError
-from amaranth.hdl import Elaboratable, Module
+from amaranth.hdl import Cat, Elaboratable, Module
 from amaranth.lib import wiring
 
 from accel.compiler.dataflow import DataflowPlan
@@ -63,19 +63,43 @@ class BoardTop(Elaboratable):
 
     ``make_core`` builds the core afresh for every elaboration (the flow
     elaborates once to hash the design and once to build it).
+
+    The clock: ``clock_mhz``, or the core's ``target_mhz`` (the frequency it
+    was built for), from an ECP5 PLL (EHXPLLL) on the board's oscillator, as
+    close below the target as the PLL's dividers allow (:func:`pll_settings`;
+    :attr:`clock_mhz` after elaboration). The design's reset is held until the
+    PLL locks. Without a target the oscillator clocks the design as it is.
     """
 
-    def __init__(self, make_core: Callable[[], wiring.Component], baud: int = DEFAULT_BAUD):
-        self.make_core, self.baud = make_core, baud
+    def __init__(
+        self,
+        make_core: Callable[[], wiring.Component],
+        baud: int = DEFAULT_BAUD,
+        clock_mhz: float | None = None,
+    ):
+        self.make_core, self.baud, self.target_mhz = make_core, baud, clock_mhz
+        self.clock_mhz: float | None = None  # the clock the design runs at, once elaborated
+        self.pll: dict | None = None
 
     @classmethod
-    def dataflow(cls, plan: DataflowPlan, baud: int = DEFAULT_BAUD) -> BoardTop:
-        return cls(lambda: DataflowAccelerator(plan), baud)
+    def dataflow(
+        cls, plan: DataflowPlan, baud: int = DEFAULT_BAUD, clock_mhz: float | None = None
+    ) -> BoardTop:
+        return cls(lambda: DataflowAccelerator(plan), baud, clock_mhz)
 
     def elaborate(self, platform) -> Module:
         m = Module()
-        divisor = round(platform.default_clk_frequency / self.baud)
-        m.submodules.bridge = bridge = UARTBridge(self.make_core(), divisor)
+        core = self.make_core()
+        target = self.target_mhz or getattr(core, "target_mhz", None)
+        osc_mhz = platform.default_clk_frequency / 1e6
+        if target and platform.family == "ecp5" and target != osc_mhz:
+            self.pll = pll_settings(osc_mhz, target)
+            self.clock_mhz = self.pll["mhz"]
+            _pll_domain(m, platform, self.pll)
+        else:
+            self.clock_mhz, self.pll = osc_mhz, None
+        divisor = round(self.clock_mhz * 1e6 / self.baud)
+        m.submodules.bridge = bridge = UARTBridge(core, divisor)
         uart = platform.request("uart", 0)
         m.d.comb += [bridge.rx.eq(uart.rx.i), uart.tx.o.eq(bridge.tx)]
         with contextlib.suppress(ResourceError):
@@ -83,6 +107,90 @@ class BoardTop(Elaboratable):
         with contextlib.suppress(ResourceError):
             m.d.comb += platform.request("led", 0).o.eq(bridge.busy)
         return m
+
+
+# ECP5 PLL limits (Lattice TN1263; prjtrellis' ecppll uses the same)
+PFD_MHZ = (3.125, 400.0)
+VCO_MHZ = (400.0, 800.0)
+
+
+def pll_settings(in_mhz: float, target_mhz: float) -> dict:
+    """EHXPLLL dividers for the highest CLKOP frequency not above ``target_mhz``.
+
+    CLKOP feeds back: ``f = in / CLKI_DIV * CLKFB_DIV``, VCO ``f * CLKOP_DIV``.
+    """
+    best = None
+    for ci in range(1, 129):
+        pfd = in_mhz / ci
+        if not PFD_MHZ[0] <= pfd <= PFD_MHZ[1]:
+            continue
+        for fb in range(1, 81):
+            f = pfd * fb
+            if f > target_mhz + 1e-9 or f < 3.125:
+                continue
+            for op in range(1, 129):
+                if VCO_MHZ[0] <= f * op <= VCO_MHZ[1]:
+                    if best is None or f > best["mhz"] + 1e-9:
+                        best = {"mhz": round(f, 4), "CLKI_DIV": ci, "CLKFB_DIV": fb,
+                                "CLKOP_DIV": op}  # fmt: skip
+                    break
+    if best is None:
+        raise AccelError(f"no ECP5 PLL setting gives {target_mhz} MHz from {in_mhz} MHz")
+    return best
+
+
+def _pll_domain(m: Module, platform, pll: dict) -> None:
+    """The ``sync`` domain from an EHXPLLL on the board's clock; reset until it locks."""
+    from amaranth.hdl import ClockDomain, Instance, Signal
+    from amaranth.lib import io
+
+    clk_io = platform.request(platform.default_clk, dir="-")
+    m.submodules.clk_buf = clk_buf = io.Buffer("i", clk_io)
+    clk, locked = Signal(name="pll_clk"), Signal(name="pll_locked")
+    m.submodules.pll = Instance(
+        "EHXPLLL",
+        a_FREQUENCY_PIN_CLKI=str(platform.default_clk_frequency / 1e6),
+        a_FREQUENCY_PIN_CLKOP=str(pll["mhz"]),
+        a_ICP_CURRENT="12",
+        a_LPF_RESISTOR="8",
+        a_MFG_ENABLE_FILTEROPAMP="1",
+        a_MFG_GMCREF_SEL="2",
+        p_PLLRST_ENA="DISABLED",
+        p_INTFB_WAKE="DISABLED",
+        p_STDBY_ENABLE="DISABLED",
+        p_DPHASE_SOURCE="DISABLED",
+        p_OUTDIVIDER_MUXA="DIVA",
+        p_OUTDIVIDER_MUXB="DIVB",
+        p_OUTDIVIDER_MUXC="DIVC",
+        p_OUTDIVIDER_MUXD="DIVD",
+        p_CLKI_DIV=pll["CLKI_DIV"],
+        p_CLKOP_ENABLE="ENABLED",
+        p_CLKOP_DIV=pll["CLKOP_DIV"],
+        p_CLKOP_CPHASE=pll["CLKOP_DIV"] - 1,
+        p_CLKOP_FPHASE=0,
+        p_FEEDBK_PATH="CLKOP",
+        p_CLKFB_DIV=pll["CLKFB_DIV"],
+        i_RST=0,
+        i_STDBY=0,
+        i_CLKI=clk_buf.i,
+        o_CLKOP=clk,
+        i_CLKFB=clk,
+        i_PHASESEL0=0,
+        i_PHASESEL1=0,
+        i_PHASEDIR=1,
+        i_PHASESTEP=1,
+        i_PHASELOADREG=1,
+        i_PLLWAKESYNC=0,
+        i_ENCLKOP=0,
+        o_LOCK=locked,
+    )
+    # the lock flag, synchronised to the new clock, releases the design's reset
+    m.domains.sync = sync = ClockDomain("sync")
+    m.domains.pll_lock = lock = ClockDomain("pll_lock", reset_less=True)
+    ready = Signal(2)
+    m.d.comb += [sync.clk.eq(clk), lock.clk.eq(clk), sync.rst.eq(~ready[1])]
+    m.d.pll_lock += ready.eq(Cat(locked, ready[0]))
+    platform.add_clock_constraint(clk, pll["mhz"] * 1e6)
 
 
 def resources(cells: dict[str, int]) -> dict[str, int]:
@@ -142,8 +250,10 @@ class Implementation:
     seconds: dict[str, float] = field(default_factory=dict)
     logs: list[str] = field(default_factory=list)
     dsp_mode: str = "DSP blocks"
+    clock_source: str = "board oscillator"
     lut_mapper: str = "abc9"
     router: str = "router1"
+    critical_path: dict | None = None  # nextpnr's worst path after routing, named
 
     @property
     def luts(self) -> int:
@@ -167,9 +277,11 @@ class Implementation:
             **resources(self.cells),
             "fmax_mhz": self.fmax_mhz,
             "clock_mhz": self.clock_mhz,
+            "clock_source": self.clock_source,
             "multipliers_in": self.dsp_mode,
             "lut_mapper": self.lut_mapper,
             "router": self.router,
+            "critical_path": self.critical_path,
             "utilization": self.utilization,
             "tool_seconds": self.seconds,
         }
@@ -264,9 +376,11 @@ def implement(
         for k, v in report.get("utilization", {}).items()
         if v["used"]
     }
+    clock = getattr(top, "clock_mhz", None) or platform.default_clk_frequency / 1e6
     return Implementation(
         device=f"{platform.device}-{platform.package}",
-        clock_mhz=platform.default_clk_frequency / 1e6,
+        clock_mhz=clock,
+        clock_source="PLL (EHXPLLL)" if getattr(top, "pll", None) else "board oscillator",
         fmax_mhz=round(min(fmax), 2) if fmax else None,
         cells=stat.get("design", {}).get("num_cells_by_type", {}),
         utilization=util,
@@ -275,6 +389,7 @@ def implement(
         dsp_mode="LUTs only (-nodsp)" if nodsp else "DSP blocks",
         lut_mapper=mapper,
         router=router,
+        critical_path=critical_path(report),
     )
 
 
@@ -298,6 +413,28 @@ def _timeout(work: Path, name: str, minutes: float) -> PlaceRouteTimeout:
         cells,
         min(latest.values()) if latest else None,
     )
+
+
+def run_tool(
+    cmd: list[str],
+    work: Path,
+    console: Path,
+    limit_s: float | None = None,
+    progress: Callable[[str], None] = lambda s: None,
+) -> tuple[subprocess.CompletedProcess, float]:
+    """Run one tool (``cmd[0]`` a key of :data:`TOOLS`) in ``work``; its console into ``console``.
+
+    Returns the process and its wall seconds; past ``limit_s`` raises
+    :class:`subprocess.TimeoutExpired` (the tool is killed).
+    """
+    exe = _tool(cmd[0])
+    progress(f"{STEP_NAMES.get(cmd[0], cmd[0])} ({exe})")
+    t0 = time.perf_counter()
+    with open(console, "w") as f:
+        r = subprocess.run(
+            [exe, *cmd[1:]], cwd=work, stdout=f, stderr=subprocess.STDOUT, timeout=limit_s
+        )
+    return r, round(time.perf_counter() - t0, 1)
 
 
 def _run_plan(
@@ -324,8 +461,8 @@ def _run_plan(
         name=name,
         synth_opts=" ".join(synth_opts),
         script_after_synth=after,
-        nextpnr_opts=f"--seed {seed} --report {name}.report.json --timing-allow-fail"
-        + ("" if router == "router1" else f" --router {router}"),
+        nextpnr_opts=f"--seed {seed} --report {name}.report.json --detailed-timing-report "
+        "--timing-allow-fail" + ("" if router == "router1" else f" --router {router}"),
     )
     plan.extract(work)
     commands = json.loads(plan.files[f"build_{name}.json"])["commands"]
@@ -334,20 +471,13 @@ def _run_plan(
     tool_logs = {"yosys": f"{name}.rpt", "nextpnr-ecp5": f"{name}.tim"}
     seconds, logs = {}, []
     for cmd in commands:
-        exe = _tool(cmd[0])
         step = STEP_NAMES.get(cmd[0], cmd[0])
-        progress(f"{step} ({exe})")
         console = work / f"{cmd[0]}.log"
-        t0 = time.perf_counter()
-        with open(console, "w") as f:
-            limit = pnr_minutes * 60 if pnr_minutes and cmd[0] == "nextpnr-ecp5" else None
-            try:
-                r = subprocess.run(
-                    [exe, *cmd[1:]], cwd=work, stdout=f, stderr=subprocess.STDOUT, timeout=limit
-                )
-            except subprocess.TimeoutExpired:
-                raise _timeout(work, name, pnr_minutes) from None
-        seconds[step] = round(time.perf_counter() - t0, 1)
+        limit = pnr_minutes * 60 if pnr_minutes and cmd[0] == "nextpnr-ecp5" else None
+        try:
+            r, seconds[step] = run_tool(cmd, work, console, limit, progress)
+        except subprocess.TimeoutExpired:
+            raise _timeout(work, name, pnr_minutes) from None
         log = work / tool_logs.get(cmd[0], console.name)
         for path in dict.fromkeys([log, console]):
             if path.is_file() and path.stat().st_size:
@@ -441,3 +571,47 @@ def synth_stats(verilog: str, top: str, work: Path) -> dict[str, int]:
     if r.returncode != 0:
         raise AccelError(f"synthesis of {top} failed: {_first_error(log)}")
     return json.loads((work / "stat.json").read_text())["design"]["num_cells_by_type"]
+
+
+# -- nextpnr's critical path, named --------------------------------------------------
+
+_MAPPED = re.compile(r"_(TRELLIS_FF|LUT4|CCU2C|PFUMX|L6MUX21|MULT18X18D|DP16KD|TRELLIS_DPR16X4)_")
+
+
+def _derived(name: str, net: dict) -> bool:
+    """A name yosys made up (hidden, or a signal's name with the mapped cells' ports appended)."""
+    name = name.lstrip("\\")
+    return bool(net.get("hide_name")) or "$" in name or bool(_MAPPED.search(name))
+
+
+def _tidy(path: list[str]) -> list[str]:
+    """Signal names along a path, yosys's made-up ones dropped, repeats merged."""
+    keep = [p for p in path if not ("$" in p or _MAPPED.search(p))]
+    return [p for i, p in enumerate(keep) if i == 0 or p.split("[")[0] != keep[i - 1].split("[")[0]]
+
+
+def _cell(name: str) -> str:
+    """A mapped cell by the signal it was made for (``acc_TRELLIS_FF_Q_3`` -> ``acc``)."""
+    return _MAPPED.split(name.lstrip("\\"))[0] or name
+
+
+def critical_path(report: dict, rename=lambda s: s) -> dict | None:
+    """The worst path of a nextpnr ``--report`` (with ``--detailed-timing-report``), named."""
+    paths = report.get("critical_paths") or []
+    if not paths:
+        return None
+    worst = max(paths, key=lambda p: sum(s["delay"] for s in p["path"]))
+    steps = worst["path"]
+    logic = [s for s in steps if s["type"] == "logic"]
+    nets = [s["net"] for s in steps if s["type"] == "routing" and s.get("net")]
+    first = next((s["net"] for s in steps if s["type"] == "routing" and s.get("net")), "")
+    start = rename(first) if first and not _derived(first, {}) else _cell(steps[0]["from"]["cell"])
+    return {
+        "from": start,
+        "to": _cell(steps[-1]["to"]["cell"]),
+        "ns": round(sum(s["delay"] for s in steps), 2),
+        "logic_ns": round(sum(s["delay"] for s in logic), 2),
+        "routing_ns": round(sum(s["delay"] for s in steps if s["type"] == "routing"), 2),
+        "cells": len(logic),
+        "nets": _tidy([re.sub(r"^\$glbnet\$", "", n) for n in nets]),
+    }

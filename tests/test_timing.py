@@ -1,0 +1,70 @@
+"""Timing without place and route: every block's logic depth stays within its budget.
+
+Each block is synthesized alone between registers (yosys ``synth_ecp5``, the
+board flow's mapping; ``accel.flows.blocks``) and its worst register-to-register
+path counted in LUT levels. A block over its budget fails here, in seconds,
+instead of in a 20-minute place and route. The blocks are the ones the board
+builds, at sizes that synthesize quickly (the depth of these blocks does not
+grow with the array: rows and columns are copies side by side). Results are
+cached under ``$ACCEL_CACHE/blocks`` by each block's Verilog.
+"""
+
+import json
+
+import pytest
+
+from accel.flows import blocks
+
+TABLE = blocks.blocks(small=True)
+# the vector unit takes about a minute to synthesize even at 2 x 2
+SLOW = {"vector"}
+
+
+@pytest.mark.parametrize(
+    "name", [pytest.param(n, marks=[pytest.mark.slow] if n in SLOW else []) for n in TABLE]
+)
+def test_logic_depth_within_budget(name):
+    doc = blocks.synthesize(TABLE[name])
+    assert doc["levels"] <= doc["budget"], (
+        f"{name}: {doc['levels']} LUT levels between registers, budget {doc['budget']}: "
+        + " -> ".join(doc["deepest_path"])
+    )
+    assert doc["luts"] > 0 and doc["flip_flops"] > 0  # the block was not optimised away
+
+
+def _netlist(cells: dict, bits: dict) -> dict:
+    return {"modules": {"block": {"cells": cells, "netnames": bits}}}
+
+
+def _cell(kind: str, ins: dict, outs: dict) -> dict:
+    return {
+        "type": kind,
+        "port_directions": {**{p: "input" for p in ins}, **{p: "output" for p in outs}},
+        "connections": {**{p: [b] for p, b in ins.items()}, **{p: [b] for p, b in outs.items()}},
+    }
+
+
+def test_logic_depth_counts_luts_not_carries_or_wide_muxes():
+    """FF -> LUT -> carry chain (3 cells) -> PFUMX -> LUT -> FF is 3 levels."""
+    cells = {
+        "ff_a": _cell("TRELLIS_FF", {"DI": 1}, {"Q": 2}),
+        "lut1": _cell("LUT4", {"A": 2, "B": 2}, {"Z": 3}),
+        "c0": _cell("CCU2C", {"A0": 3, "CIN": 0}, {"COUT": 4, "S0": 5}),
+        "c1": _cell("CCU2C", {"A0": 2, "CIN": 4}, {"COUT": 6, "S0": 7}),
+        "c2": _cell("CCU2C", {"A0": 2, "CIN": 6}, {"COUT": 8, "S0": 9}),
+        "mux": _cell("PFUMX", {"ALUT": 9, "BLUT": 2, "C0": 2}, {"Z": 10}),
+        "lut2": _cell("LUT4", {"A": 10}, {"Z": 11}),
+        "ff_b": _cell("TRELLIS_FF", {"DI": 11}, {"Q": 12}),
+        "dsp": _cell("MULT18X18D", {"A0": 12}, {"P0": 13}),
+        "ff_c": _cell("TRELLIS_FF", {"DI": 13}, {"Q": 14}),
+    }
+    names = {
+        "a": {"bits": [2], "hide_name": 0},
+        "b": {"bits": [12], "hide_name": 0},
+        "c": {"bits": [14], "hide_name": 0},
+    }
+    depth = blocks.logic_depth(json.loads(json.dumps(_netlist(cells, names))))
+    assert depth.levels == max(3, blocks.DSP_LEVELS)
+    del cells["dsp"], cells["ff_c"]
+    depth = blocks.logic_depth(_netlist(cells, names))
+    assert depth.levels == 3 and depth.path == ["a", "b"]
