@@ -91,6 +91,7 @@ def test_dsp_and_bram_follow_the_structure(cal):
 
 
 # -- the cycle model against the RTL, on sampled points ----------------------------
+@pytest.mark.slow  # builds several engines; the dataflow check below runs by default
 def test_engine_cycle_model_equals_rtl_on_sampled_points(tmp_path):
     """nm_sparse MLP and CNN, four patterns, two batch sizes' worth of chunking; three
     points drawn at random are run under Verilator (one engine build, the regression's)."""

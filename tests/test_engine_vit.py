@@ -101,7 +101,9 @@ def test_cli_bad_input_one_line(argv, message, capsys, tmp_path):
     ("array", "bank_words", "vec_rows"),
     [
         ("4x4", 1024, 2),  # group 4, deeper banks, the unit on half the rows at a time
-        ("8x8", 512, 1),  # the smallest unit: one row's lanes, eight passes per block
+        # the smallest unit: one row's lanes, eight passes per block (a design of its own:
+        # a conversion and a Verilator build of minutes, so slow; 4x4 above covers vec_rows)
+        pytest.param("8x8", 512, 1, marks=pytest.mark.slow),
     ],
 )
 def test_moe_vit_on_other_engines(array, bank_words, vec_rows):

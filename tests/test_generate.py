@@ -211,6 +211,7 @@ def test_bitstream_is_real_and_reproducible(tmp_path, tiny_onnx):
     assert digests[0] == digests[1]
 
 
+@pytest.mark.slow  # place and route twice; test_bitstream_is_real_and_reproducible runs by default
 def test_report_puts_da4ml_beside_ours(tiny_onnx):
     """da4ml has no ties-to-even rounding: the tiny network rounds half up."""
     r = accel("report", str(tiny_onnx), "--reuse", "2", "--json")
@@ -225,6 +226,7 @@ def test_report_puts_da4ml_beside_ours(tiny_onnx):
     assert theirs["generator"].startswith("da4ml")
 
 
+@pytest.mark.slow  # places and routes our design before refusing (~10 min cold here)
 def test_da4ml_refusal_is_one_line():
     r = accel("report", str(FOREIGN), "--reuse", "8")
     assert r.returncode == 2
@@ -239,6 +241,7 @@ def test_report_autoencoder():
     assert doc["designs"]["accel"]["dsps"] > 0 and doc["designs"]["da4ml"]["luts"] > 0
 
 
+@pytest.mark.slow  # a bitstream; test_bitstream_is_real_and_reproducible runs by default
 def test_classic_abc_mapping_builds_a_working_bitstream(tmp_path):
     """The fallback for yosys's abc9 assertion (seen on the engine) maps with abc."""
     from test_uart import tiny_graph
@@ -313,6 +316,7 @@ def test_hls4ml_project_is_reproducible(tmp_path):
     assert str(out).encode() in text and b"/." + out.name.encode() + b"." not in text
 
 
+@pytest.mark.slow  # builds the engine's testbench with --timing (uncached); the dataflow one runs
 def test_engine_verilog_target_testbench_passes_and_catches_errors(tmp_path):
     """The engine's written testbench, built as its README says: every output word and
     its modelled cycle; a wrong lane and a wrong cycle each make it fail."""
