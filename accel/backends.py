@@ -76,17 +76,19 @@ def run_rtl(
     reuse: int | dict[str, int] = 1,
     src_valid: np.ndarray | None = None,
     sink_ready: np.ndarray | None = None,
+    plan: DataflowPlan | None = None,
 ) -> RtlRun:
-    """Simulate the dataflow RTL on raw inputs ``x`` under Verilator."""
+    """Simulate the dataflow RTL on raw inputs ``x`` under Verilator (the design of
+    ``plan``, or of ``graph`` lowered at ``reuse``)."""
     from accel.hexio import pack_hex, unpack_hex
 
     x = reference.check_raw_inputs(graph, graph.inputs[0], x)
-    plan = lower(graph, reuse)
+    plan = plan or lower(graph, reuse)
     sim = stream_sim(plan, len(x))
     run = sim.run(pack_hex(x.reshape(len(x), plan.n_in), plan.in_type.width), src_valid, sink_ready)
     t = plan.out_type
     y = unpack_hex(run.outputs, t.width, plan.n_out, t.signed).reshape(len(x), *plan.out_shape)
-    timing = DataflowTiming(tuple(plan.reuse))
+    timing = plan.timing()
     measured = {k: getattr(run, k) for k in ("present", "accept", "valid", "taken")}
     return RtlRun(
         y,

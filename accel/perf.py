@@ -13,10 +13,21 @@ valid, ``h`` = cycle the consumer takes the stage's output)::
     w[k][n] = max(f[k][n] + 1, h[k][n-1])
     A[k+1][n] = w[k][n] + 1
 
-With an always-valid source and an always-ready sink, latency is
-``sum(R) + stages`` and the initiation interval ``max(R)``. The source and sink
-patterns are periodic bit vectors indexed by ``cycle % len(pattern)``, as in the
-RTL test harness.
+A multiplier-free stage (``accel.rtl.fabric``) is a pipeline of ``L``
+registers (the adder graph's, the sum, the output register) that all advance
+together unless the output register holds a sample nobody takes: it accepts a
+sample per cycle, and a sample accepted at ``f`` is written ``L - 1`` enabled
+cycles later. The register is blocked from the cycle after it is written until
+the cycle it is taken, ``(w[k][m], h[k][m])``, and disabled cycles are exactly
+those::
+
+    f[k][n] = first enabled cycle >= max(A[k][n], f[k][n-1] + 1)
+    w[k][n] = the (L-1)-th enabled cycle after f[k][n]
+
+With an always-valid source and an always-ready sink, latency is the sum of
+``R + 1`` over multiplier stages and ``L`` over multiplier-free ones, and the
+initiation interval ``max(R)``. The source and sink patterns are periodic bit
+vectors indexed by ``cycle % len(pattern)``, as in the RTL test harness.
 """
 
 from __future__ import annotations
@@ -42,16 +53,32 @@ def _next_one(pattern: np.ndarray) -> np.ndarray:
     return target - pos
 
 
+def _enabled(t: int, blocked: list[tuple[int, int]]) -> int:
+    """The first cycle >= ``t`` outside every open interval ``(w, h)`` of ``blocked``."""
+    moved = True
+    while moved:
+        moved = False
+        for w, h in blocked:
+            if w < t < h:
+                t, moved = h, True
+    return t
+
+
 @dataclass(frozen=True)
 class DataflowTiming:
     """Timing of a chain of stages with reuse factors ``reuse``."""
 
     reuse: tuple[int, ...]
+    # per stage: 0 for a multiplier stage, else the registers of a multiplier-free one
+    fabric: tuple[int, ...] = ()
+
+    def _pipe(self, k: int) -> int:
+        return self.fabric[k] if k < len(self.fabric) else 0
 
     @property
     def latency(self) -> int:
         """Cycles from a sample's input turning valid to its output turning valid (idle pipe)."""
-        return sum(self.reuse) + len(self.reuse)
+        return sum(self._pipe(k) or r + 1 for k, r in enumerate(self.reuse))
 
     @property
     def ii(self) -> int:
@@ -77,15 +104,26 @@ class DataflowTiming:
         out = {k: np.zeros(n, np.int64) for k in ("present", "accept", "valid", "taken")}
         f_prev = [-1] * stages  # input handshake of each stage for the previous sample
         w_prev = [-1] * stages  # output-register write of each stage for the previous sample
+        # multiplier-free stages: the output register's blocked intervals (w, h), recent first
+        blocked: list[list[tuple[int, int]]] = [[] for _ in range(stages)]
         taken_prev = -1
         for i in range(n):
             c = f_prev[0] + 1
             a = c + int(src[c % ps])
             out["present"][i] = a
             for k, r in enumerate(self.reuse):
-                f_prev[k] = max(a, w_prev[k]) + r - 1
                 downstream = f_prev[k + 1] if k + 1 < stages else taken_prev
-                w_prev[k] = max(f_prev[k] + 1, downstream)
+                if self._pipe(k):
+                    if i:  # the previous sample's stay in the output register
+                        blocked[k] = [(w_prev[k], downstream), *blocked[k][: self._pipe(k)]]
+                    f_prev[k] = _enabled(max(a, f_prev[k] + 1), blocked[k])
+                    w = f_prev[k]
+                    for _ in range(self._pipe(k) - 1):
+                        w = _enabled(w + 1, blocked[k])
+                    w_prev[k] = w
+                else:
+                    f_prev[k] = max(a, w_prev[k]) + r - 1
+                    w_prev[k] = max(f_prev[k] + 1, downstream)
                 a = w_prev[k] + 1
             out["accept"][i] = f_prev[0]
             out["valid"][i] = a

@@ -22,7 +22,6 @@ from accel.backends import dataflow_verilog
 from accel.compiler.dataflow import DataflowPlan, lower
 from accel.hexio import pack_hex
 from accel.ir import Graph
-from accel.perf import DataflowTiming
 
 TESTBENCH = """\
 `timescale 1ns/1ps
@@ -207,7 +206,7 @@ def _payload(direction: str, n: int, t, shape: tuple[int, ...]) -> dict:
 
 
 def manifest(graph: Graph, plan: DataflowPlan, top: str, files: dict[str, str]) -> dict:
-    timing = DataflowTiming(tuple(plan.reuse))
+    timing = plan.timing()
     t_in, t_out = plan.in_type, plan.out_type
     return {
         "generator": f"accel {version('accel')}",
@@ -232,6 +231,7 @@ def manifest(graph: Graph, plan: DataflowPlan, top: str, files: dict[str, str]) 
                 "name": s.name,
                 "reuse": s.reuse,
                 "multipliers": s.n_mult,
+                "products": "adder graph" if s.fabric else "multipliers",
                 "useful_macs": s.n_taps,
                 "accumulator": s.acc.ap(),
                 "output": s.quant.ap() if s.quant else s.acc.ap(),
@@ -243,14 +243,20 @@ def manifest(graph: Graph, plan: DataflowPlan, top: str, files: dict[str, str]) 
 
 
 def write(
-    graph: Graph, out_dir: Path, *, reuse: int | dict[str, int] = 1, vectors: np.ndarray
+    graph: Graph,
+    out_dir: Path,
+    *,
+    reuse: int | dict[str, int] = 1,
+    vectors: np.ndarray,
+    plan: DataflowPlan | None = None,
 ) -> dict:
-    """Write the Verilog target into ``out_dir`` (which must exist and be empty)."""
-    plan = lower(graph, reuse)
+    """Write the Verilog target into ``out_dir`` (which must exist and be empty): the
+    design of ``plan``, or of ``graph`` lowered at ``reuse``."""
+    plan = plan or lower(graph, reuse)
     top, verilog = dataflow_verilog(plan)
     expected = reference.predict(graph, vectors)
     n = len(vectors)
-    timing = DataflowTiming(tuple(plan.reuse))
+    timing = plan.timing()
     (out_dir / "vectors").mkdir()
     (out_dir / f"{top}.v").write_text(verilog)
     (out_dir / "vectors" / "inputs.hex").write_text(

@@ -1,4 +1,5 @@
-"""The dataflow accelerator: a chain of DotLayers between two vector streams."""
+"""The dataflow accelerator: a chain of layers between two vector streams (a DotLayer on
+multipliers, or a multiplier-free FabricLayer, as the plan places each stage)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from amaranth.lib.wiring import In, Out
 
 from accel.compiler.dataflow import DataflowPlan
 from accel.rtl.dotlayer import DotLayer, vector_stream
+from accel.rtl.fabric import FabricLayer
 
 
 class DataflowAccelerator(wiring.Component):
@@ -30,7 +32,7 @@ class DataflowAccelerator(wiring.Component):
 
     def elaborate(self, platform) -> Module:
         m = Module()
-        layers = [DotLayer(s) for s in self.plan.stages]
+        layers = [FabricLayer(s) if s.fabric else DotLayer(s) for s in self.plan.stages]
         for s, layer in zip(self.plan.stages, layers, strict=True):
             m.submodules[s.name] = layer
         wiring.connect(m, wiring.flipped(self.i), layers[0].i)

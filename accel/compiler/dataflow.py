@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from accel.compiler import cmvm
+from accel.compiler.cmvm import AdderGraph
 from accel.errors import AccelError
 from accel.fixed import FixedType, Quant
 from accel.ir.graph import Graph, Node
@@ -36,6 +38,30 @@ class DotStage:
     relu: bool = False
     quant: Quant | None = None
     reuse: int = 1
+    # multiplier-free (``fabric``): the shared adder graph of the constant products, at
+    # reuse 1, with a pipeline register every ``levels_per_stage`` adder levels
+    adders: AdderGraph | None = None
+    levels_per_stage: int = 3
+
+    @property
+    def fabric(self) -> bool:
+        return self.adders is not None
+
+    @property
+    def pipeline(self) -> int:
+        """Registers from the input handshake to the output register, that one included:
+        products and output (2) on multipliers; the adder graph's pipeline registers, the
+        sum and the output on the fabric."""
+        if self.adders is None:
+            return 2
+        return -(-self.adders.depth // self.levels_per_stage) + 2
+
+    def matrix(self) -> np.ndarray:
+        """The weights as an (n_in, n_out) integer matrix (zeros where no tap)."""
+        m = np.zeros((self.n_in, self.n_out), np.int64)
+        for o in range(self.n_out):
+            np.add.at(m[:, o], self.idx[o], self.w[o])
+        return m
 
     @property
     def n_out(self) -> int:
@@ -67,7 +93,7 @@ class DotStage:
 
     @property
     def n_mult(self) -> int:
-        return -(-self.n_taps // self.reuse)
+        return 0 if self.fabric else -(-self.n_taps // self.reuse)
 
 
 @dataclass
@@ -96,6 +122,14 @@ class DataflowPlan:
     @property
     def reuse(self) -> list[int]:
         return [s.reuse for s in self.stages]
+
+    def timing(self):
+        """The cycle model of this pipeline (:class:`accel.perf.DataflowTiming`)."""
+        from accel.perf import DataflowTiming
+
+        return DataflowTiming(
+            tuple(self.reuse), tuple(s.pipeline if s.fabric else 0 for s in self.stages)
+        )
 
 
 def _taps_dense(node: Node, src: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray]]:
@@ -144,8 +178,24 @@ def _prune(idx: list[np.ndarray], ws: list[np.ndarray]) -> tuple[list, list]:
 MAX_REUSE = 4096
 
 
-def lower(graph: Graph, reuse: int | dict[str, int] = 1) -> DataflowPlan:
-    """Lower a chain-shaped graph; ``reuse`` is one factor or one per layer name."""
+MULT_STYLES = ("dsp", "fabric", "auto")
+
+
+def lower(
+    graph: Graph,
+    reuse: int | dict[str, int] = 1,
+    mult: str = "dsp",
+    dsp_budget: int | None = None,
+) -> DataflowPlan:
+    """Lower a chain-shaped graph; ``reuse`` is one factor or one per layer name.
+
+    ``mult``: ``dsp``, every product on a multiplier (DSP blocks, or LUTs past the
+    part's); ``fabric``, every layer multiplier-free (constant weights as a shared adder
+    graph, :mod:`accel.compiler.cmvm`; needs reuse 1); ``auto``, layer by layer, on
+    multipliers while they fit ``dsp_budget`` and multiplier-free (at reuse 1) past it.
+    """
+    if mult not in MULT_STYLES:
+        raise AccelError(f"multiplier style must be one of {', '.join(MULT_STYLES)}, got {mult!r}")
     if len(graph.inputs) != 1 or len(graph.outputs) != 1:
         raise AccelError("dataflow lowering needs a graph with one input and one output")
     cur = graph.inputs[0]
@@ -215,7 +265,26 @@ def lower(graph: Graph, reuse: int | dict[str, int] = 1) -> DataflowPlan:
         unknown = set(reuse) - {s.name for s in plan.stages}
         if unknown:
             raise AccelError(f"reuse given for unknown layer(s): {', '.join(sorted(unknown))}")
+    _place_products(plan, mult, dsp_budget)
     return plan
+
+
+def _place_products(plan: DataflowPlan, mult: str, dsp_budget: int | None) -> None:
+    """Each stage's products on multipliers or in the fabric, as ``mult`` says."""
+    if mult == "dsp":
+        return
+    left = dsp_budget
+    for st in plan.stages:
+        fits = left is None or st.n_mult <= left
+        if mult == "auto" and (fits or st.reuse > 1):
+            left = None if left is None else left - st.n_mult
+            continue
+        if st.reuse != 1:
+            raise AccelError(
+                f"layer {st.name}: a multiplier-free layer has constant weights, so it runs at "
+                f"reuse 1, not {st.reuse}"
+            )
+        st.adders = cmvm.solve(st.matrix(), st.in_type)
 
 
 def evaluate(plan: DataflowPlan, x: np.ndarray) -> np.ndarray:

@@ -12,11 +12,10 @@ from typing import Any
 
 import numpy as np
 
-from accel.compiler.dataflow import MAX_REUSE, lower
+from accel.compiler.dataflow import MAX_REUSE, MULT_STYLES, lower
 from accel.errors import AccelError
 from accel.ir import Graph
 from accel.knobs import check, knob
-from accel.perf import DataflowTiming
 from accel.targets.base import Design, Simulation, Target
 
 
@@ -29,6 +28,18 @@ class DataflowConfig:
         lo=1,
         hi=MAX_REUSE,
     )
+    mult: str = knob(
+        "dsp",
+        "where products go: dsp, on multipliers (DSP blocks, LUTs past the part's); "
+        "fabric, multiplier-free shared adder graphs (reuse 1); auto, on the part's DSP "
+        "blocks while they last, then multiplier-free",
+        choices=MULT_STYLES,
+    )
+    levels: int = knob(
+        3, "multiplier-free layers: adder levels between pipeline registers", lo=1, hi=64
+    )
+    # DSP blocks ``mult=auto`` may fill (the board's; set by the target, not a knob)
+    dsp_budget: int | None = None
 
 
 class DataflowDesign(Design):
@@ -36,8 +47,10 @@ class DataflowDesign(Design):
 
     def __init__(self, graph: Graph, config: DataflowConfig) -> None:
         self.graph, self.config = graph, config
-        self.plan = lower(graph, config.reuse)
-        self.model = DataflowTiming(tuple(self.plan.reuse))
+        self.plan = lower(graph, config.reuse, config.mult, config.dsp_budget)
+        for st in self.plan.stages:
+            st.levels_per_stage = config.levels
+        self.model = self.plan.timing()
 
     @property
     def top(self) -> str:
@@ -56,6 +69,11 @@ class DataflowDesign(Design):
     @property
     def multipliers(self) -> int:
         return sum(s.n_mult for s in self.plan.stages)
+
+    def estimate_gap(self) -> str:
+        if any(s.fabric for s in self.plan.stages):
+            return "the estimate has no calibration run with multiplier-free layers"
+        return ""
 
     def features(self, nodsp: bool = False) -> dict[str, float]:
         from accel.dse.designs import dataflow_features
@@ -85,7 +103,7 @@ class DataflowDesign(Design):
         pats = (None, None)
         if backpressure_seed is not None:
             pats = stimulus.backpressure(backpressure_seed)
-        run = backends.run_rtl(self.graph, x, self.config.reuse, *pats)
+        run = backends.run_rtl(self.graph, x, self.config.reuse, *pats, plan=self.plan)
         m = run.measured
         accept = m["accept"]
         ii = int(np.diff(accept).max()) if len(accept) > 1 and pats[0] is None else None
@@ -105,7 +123,7 @@ class DataflowDesign(Design):
     def write_verilog(self, out: Path, x: np.ndarray) -> dict[str, Any]:
         from accel.flows import verilog
 
-        doc = verilog.write(self.graph, out, reuse=self.config.reuse, vectors=x)
+        doc = verilog.write(self.graph, out, vectors=x, plan=self.plan)
         return {
             "top": doc["top"],
             "latency_cycles": doc["latency_cycles"],
@@ -121,6 +139,9 @@ def _overflow(design: DataflowDesign, board: str) -> str:
     dev = devices.get(board)
     est = resources.estimate("dataflow", design.features(nodsp=design.multipliers > dev.dsps))
     return devices.fits(dev, est["lut4"], est["carry"], est["ff"], est["dsp"], est["bram"])
+
+
+DEFAULT_BOARD = "ulx3s-85f"  # whose DSP blocks mult=auto fills unless told a board
 
 
 class DataflowTarget(Target):
@@ -141,8 +162,13 @@ class DataflowTarget(Target):
     def configure(
         self, graph: Graph, given: dict[str, Any], prefs: dict[str, Any], board: str | None = None
     ) -> DataflowConfig:
+        from accel.dse import devices
+
         knobs = {**prefs, **check(DataflowConfig, given)}
-        if board is not None and "reuse" not in knobs:
+        if knobs.get("mult", "dsp") != "dsp":  # multiplier-free layers run at reuse 1
+            knobs.setdefault("reuse", 1)
+            knobs["dsp_budget"] = devices.get(board or DEFAULT_BOARD).dsps
+        elif board is not None and "reuse" not in knobs:
             knobs["reuse"] = self._fitting_reuse(graph, board)
         return DataflowConfig(**knobs)
 
@@ -157,7 +183,7 @@ class DataflowTarget(Target):
             reuse *= 2
 
     def fit(self, design: Design, board: str, *, build: bool) -> None:
-        if not build:  # Verilator simulates a design of any size
+        if not build or design.estimate_gap():  # Verilator simulates any size
             return
         over = _overflow(design, board)
         if over:
