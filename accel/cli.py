@@ -421,6 +421,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     _applies(args, "--vectors", args.vectors, ("verilog",))
     _applies(args, "--board", args.board, ("bitstream",))
     _applies(args, "--baud", args.baud, ("bitstream",))
+    _applies(args, "--clock-mhz", args.clock_mhz, ("bitstream",))
     _applies(args, "--backend", args.backend, ("hls4ml",))
     _applies(args, "--hls4ml-reuse", args.hls4ml_reuse, ("hls4ml",))
     board = None
@@ -457,6 +458,10 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 DEFAULT_BOARD = "ulx3s-85f"
+CLOCK_HELP = (
+    "bitstream: the clock the design runs at, from the board's PLL (default: the "
+    "design's own target, else the board's oscillator)"
+)
 
 
 def _rate(design, model) -> tuple[int, float]:
@@ -476,7 +481,7 @@ def build_bitstream(design, model, board, work: Path, args: argparse.Namespace) 
     from accel.flows import fpga
 
     baud = args.baud or fpga.DEFAULT_BAUD
-    top = fpga.BoardTop(design.component, baud)
+    top = fpga.BoardTop(design.component, baud, args.clock_mhz)
     with _status(f"building a bitstream for {board.name}", quiet=args.json) as update:
         impl = fpga.implement(
             board, top, work, seed=args.seed, progress=update, multipliers=design.multipliers
@@ -518,7 +523,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         try:
             impl = fpga.implement_cached(
                 board,
-                fpga.BoardTop(design.component),
+                fpga.BoardTop(design.component, clock_mhz=args.clock_mhz),
                 cache_root() / "fpga",
                 seed=args.seed,
                 multipliers=design.multipliers,
@@ -749,6 +754,7 @@ def build_parser() -> argparse.ArgumentParser:
     ge.add_argument("-o", "--out", required=True, metavar="DIR")
     ge.add_argument("--board", help=f"bitstream: the board (default {DEFAULT_BOARD})")
     ge.add_argument("--baud", type=_positive, help="bitstream: UART rate (default 1,000,000)")
+    ge.add_argument("--clock-mhz", type=float, metavar="F", help=CLOCK_HELP)
     ge.add_argument("--backend", choices=["Vitis", "Vivado"], help="hls4ml backend (Vitis)")
     ge.add_argument("--hls4ml-reuse", type=_positive, help="hls4ml's ReuseFactor (default 1)")
     ge.add_argument(
@@ -771,6 +777,7 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[par["model"], par["arch"], par["json"]],
     )
     re_.add_argument("--board", default=DEFAULT_BOARD)
+    re_.add_argument("--clock-mhz", type=float, metavar="F", help=CLOCK_HELP)
     re_.add_argument("--seed", type=_seed, default=1, help="place-and-route seed")
     re_.add_argument("--no-da4ml", action="store_true", help="skip the da4ml comparison")
     re_.add_argument(
