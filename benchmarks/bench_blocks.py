@@ -40,12 +40,17 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--minutes", type=float, default=10, help="bound on each place and route")
     ap.add_argument("--engine", action="store_true", help="the whole engine on the board")
+    ap.add_argument("--model", default="autoencoder", help="whose dataflow layers (a zoo name)")
+    ap.add_argument("--mult", default="dsp", help="dataflow products: dsp or fabric")
     ap.add_argument("--router", default="router2", help="nextpnr's router (router1, router2)")
     args = ap.parse_args()
     if args.engine:
         print(json.dumps(engine(args), indent=1))
         return
-    table = blocks.blocks(vec_rows=args.vec_rows, reuse=args.reuse)
+    from accel import zoo
+
+    graph = zoo.get(args.model).build()
+    table = blocks.blocks(vec_rows=args.vec_rows, reuse=args.reuse, graph=graph, mult=args.mult)
     names = args.names or list(table)
     unknown = [n for n in names if n not in table]
     if unknown:

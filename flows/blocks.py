@@ -150,11 +150,14 @@ def vector_config(vec_rows: int = 1, array: str = "8x8"):
     return vit_config(array, 512, vec_rows)
 
 
-def blocks(vec_rows: int = 1, reuse: int = 16, small: bool = False) -> dict[str, Block]:
-    """The blocks of the 8x8 engine, the vector unit and the autoencoder's dot layers.
+def blocks(
+    vec_rows: int = 1, reuse: int = 16, small: bool = False, graph=None, mult: str = "dsp"
+) -> dict[str, Block]:
+    """The blocks of the 8x8 engine, the vector unit and ``graph``'s dataflow layers (at
+    ``reuse``, products placed by ``mult``), if a graph is given.
 
     ``small``: the same blocks at sizes that synthesize in seconds (a 2 x 8
-    array, a 2 x 2 vector unit, two outputs of the autoencoder's dense layer), for the
+    array, a 2 x 2 vector unit, two outputs of the graph's last layer), for the
     logic-depth test; the depth of a block does not grow with its copies.
     """
     from accel.rtl.engine.address import AddressGenerator, Sampler
@@ -173,33 +176,38 @@ def blocks(vec_rows: int = 1, reuse: int = 16, small: bool = False) -> dict[str,
         Block("mac_array", lambda: MacArray(cfg), 6, "8x8 PEs, group-8 muxes, drain select"),
         Block("vector", lambda: VectorUnit(vcfg), 48, f"the vector unit, vec_rows {vec_rows}"),
     ]
-    stages = _autoencoder_stages(reuse)
-    if small:  # the dense layer's first two outputs: its adder trees, a ninth of its size
-        dense = stages[-1]
-        stages = [replace(dense, idx=dense.idx[:2], w=dense.w[:2], bias=dense.bias[:2])]
+    stages = [] if graph is None else _stages(graph, reuse, mult)
+    if small and stages:  # the last layer's first two outputs: its adder trees
+        last = stages[-1]
+        cut = replace(last, idx=last.idx[:2], w=last.w[:2], bias=last.bias[:2])
+        if cut.fabric:
+            from accel.compiler import cmvm
+
+            cut = replace(cut, adders=cmvm.solve(cut.matrix(), cut.in_type))
+        stages = [cut]
     for stage in stages:
         out.append(
             Block(
                 f"dot_{stage.name}",
                 lambda stage=stage: _dot_layer(stage),
                 11,
-                f"the autoencoder's {stage.name} layer at reuse {reuse}",
+                f"{graph.name}'s {stage.name} layer at reuse {reuse}",
             )
         )
     return {b.name: b for b in out}
 
 
-def _autoencoder_stages(reuse: int):
-    from accel import zoo
+def _stages(graph, reuse: int, mult: str):
     from accel.compiler.dataflow import lower
 
-    return lower(zoo.get("autoencoder").build(), reuse).stages
+    return lower(graph, reuse, mult).stages
 
 
 def _dot_layer(stage):
     from accel.rtl.dotlayer import DotLayer
+    from accel.rtl.fabric import FabricLayer
 
-    return DotLayer(stage)
+    return FabricLayer(stage) if stage.fabric else DotLayer(stage)
 
 
 # -- logic depth ---------------------------------------------------------------------

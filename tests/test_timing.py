@@ -13,9 +13,10 @@ import json
 
 import pytest
 
+from accel import zoo
 from accel.flows import blocks
 
-TABLE = blocks.blocks(small=True)
+TABLE = blocks.blocks(small=True, graph=zoo.get("autoencoder").build())
 # the vector unit takes about a minute to synthesize even at 2 x 2
 SLOW = {"vector"}
 
