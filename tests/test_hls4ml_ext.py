@@ -225,3 +225,46 @@ def test_forms_without_an_hls4ml_layer_are_named(tmp_path):
     with pytest.raises(AccelError, match=r"^node scores: matmul with leading axes \(2,\)"):
         flow.predict(_heads_matmul(), np.zeros((1, 2, 4, 6), np.int64))
     assert not list(tmp_path.iterdir())
+
+
+def deform_graph(mode: str, stride: int, seed: int = 4) -> Graph:
+    """A deformable depthwise conv straight off the input, offsets from a 3x3 (square) or a
+    1x1 (bilinear) offset conv with large weights and biases, so they span and pass the
+    clip bounds; the exact accumulator is the output."""
+    rng = np.random.default_rng(seed)
+    r, frac = (3, 0) if mode == "square" else (2, 3)
+    k = 1 if mode == "square" else 18
+    ks = 3 if mode == "square" else 1
+    xq = _q(8, 6, signed=False) if mode == "square" else _q(8, 5)
+    g = Graph(f"deform_{mode}")
+    x = g.add_input("x", (7, 6, 3), xq)
+    w4, ow, ob = FixedType(4, 3), FixedType(8, 4), FixedType(12, 4)
+    params = {
+        "weight": Param(rng.integers(w4.min_int, w4.max_int + 1, (3, 3, 3)), w4),
+        "bias": Param(rng.integers(-500, 500, 3), FixedType(16, 8)),
+        "offset_weight": Param(rng.integers(ow.min_int, ow.max_int + 1, (ks, ks, 3, k)), ow),
+        "offset_bias": Param(rng.integers(-40, 40, k), ob),
+    }
+    y = g.add(
+        "deform_conv2d", x, name="dw", mode=mode, stride=stride, max_offset=r,
+        offset_frac=frac, params=params,
+    )  # fmt: skip
+    g.mark_output(y)
+    return g
+
+
+@pytest.mark.parametrize(("mode", "stride"), [("square", 2), ("bilinear", 1)])
+def test_deform_layer_bit_exact(mode, stride):
+    g = deform_graph(mode, stride)
+    x = np.concatenate([edge_inputs(g), random_inputs(g, 400, 5)])
+    node = g.node("dw")
+    off = reference.deform_offsets(node, x, g.tensors["x"])
+    r = node.attrs["max_offset"] << node.attrs["offset_frac"]
+    lo = 0 if mode == "square" else -r
+    assert off.min() == lo and off.max() == r  # both clip bounds, and all between
+    assert len(np.unique(off)) == r - lo + 1
+    kinds = [n["class"] for n in flow._lower(g).nodes]
+    assert kinds == ["Conv2D", "AccelDeformDW"]
+    y = flow.predict(g, x)
+    want = reference.predict(g, x)
+    assert y.shape == want.shape and int((y != want).sum()) == 0
