@@ -459,6 +459,10 @@ def _run_plan(
     plan = platform.prepare(
         top,
         name=name,
+        # yosys 0.69+'s abc9 default (write_xaiger2) can leave flip-flops driving one net
+        # together (YosysHQ/yosys#6237, seen here on a multiplier-free layer's output
+        # register); its switch back to xaiger1
+        script_after_read="scratchpad -set abc9.xaiger 1",
         synth_opts=" ".join(synth_opts),
         script_after_synth=after,
         nextpnr_opts=f"--seed {seed} --report {name}.report.json --detailed-timing-report "
