@@ -23,6 +23,16 @@ Mapping (io_parallel):
   for qkeras' ``quantized_relu``). Any other ``requantize`` -> a ``linear``
   activation with that result type; a lone ``relu`` keeps its input type.
 - ``reshape`` -> ``Reshape`` (row-major, as in the Graph).
+- Integer ViT and deformable ops: ``softmax_int``, ``gelu_int``, ``layernorm_int``,
+  ``matmul`` and the depthwise part of a square or bilinear ``deform_conv2d`` -> accel's
+  own layers, registered through hls4ml's extension API (:mod:`accel.flows.hls4ml_ext`);
+  its offset conv -> ``Conv2D`` whose result type rounds and saturates the offsets; a
+  regular ``deform_conv2d`` -> ``DepthwiseConv2D``. ``add`` -> ``Merge`` add,
+  ``concat`` -> ``Concatenate`` (chained), ``add_const`` -> ``BatchNormalization`` with
+  scale 1 per element, ``patchify`` -> ``Reshape``, ``Transpose``, ``Reshape``; a dense
+  layer over tokens is hls4ml's pointwise ``Conv1D``. A requantize that only reads an
+  exactly computed result (dot products, adds, the extension layers) is that layer's
+  result type (``accel.ir.passes.epilogue``).
 - ``gather`` of the graph input (the autoencoder's 48 charges -> 8x8x1 grid
   with masked zeros) has no hls4ml layer. The project's input is the gathered
   tensor; :func:`predict` applies the gather in numpy before calling the C
