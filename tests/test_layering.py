@@ -86,3 +86,19 @@ def test_model_names_live_in_the_zoo():
                 if text in names or ("@" in text and text.split("@")[0] in names):
                     found.append(f"{rel}:{line}: {text!r}")
     assert found == []
+
+
+def test_every_package_is_installed():
+    """pyproject.toml lists packages by hand: a new one left out works in an editable
+    install and is missing from a wheel."""
+    import tomllib
+
+    doc = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    listed = set(doc["tool"]["setuptools"]["packages"])
+    dirs = doc["tool"]["setuptools"]["package-dir"]
+    found = set()
+    for pkg, where in dirs.items():
+        for init in (ROOT / where).rglob("__init__.py"):
+            rel = init.parent.relative_to(ROOT / where).parts
+            found.add(".".join((pkg, *rel)))
+    assert found <= listed, sorted(found - listed)
