@@ -144,3 +144,42 @@ def test_nm_sparse_learned_points_export_exactly(k):
     if k is not None:
         for layer in ("fc1", "fc2", "out"):
             assert max(csd_digits(v) for v in g.node(layer).params["weight"].data.ravel()) <= k
+
+
+@pytest.mark.parametrize("variant", ["learned", "khot2", "khot1"])
+def test_shipped_autoencoder_variants(variant):
+    """autoencoder@VARIANT: the shipped weights reproduce their stored quality through the
+    integer graph, and K-hot weights have at most K signed power-of-two digits."""
+    import json
+
+    from accel import zoo
+    from accel.training.autoencoder import N_TEST, TEST_SEED, evaluate_quantized, load_decoder
+    from accel.zoo.autoencoder.data import make_modules
+    from accel.zoo.autoencoder.model import WEIGHTS_DIR, load_types, load_weights
+
+    g = zoo.get(f"autoencoder@{variant}").build()
+    path = WEIGHTS_DIR / f"encoder_int_{variant}.npz"
+    stored = json.loads((WEIGHTS_DIR / f"metrics_{variant}.json").read_text())["quantized"]
+    x = make_modules(N_TEST, TEST_SEED)["normalized"]
+    q = evaluate_quantized(
+        load_weights(path), load_decoder(WEIGHTS_DIR / f"decoder_{variant}.npz"), x,
+        load_types(path),
+    )  # fmt: skip
+    assert q["energy_weighted_error"] == stored["energy_weighted_error"]
+    if variant.startswith("khot"):
+        k = int(variant[-1])
+        for node in ("conv", "dense"):
+            assert max(csd_digits(v) for v in g.node(node).params["weight"].data.ravel()) <= k
+
+
+def test_a_multiplier_free_variant_is_exact_on_every_engine():
+    """autoencoder@khot1 on the reference, Verilator, Amaranth's simulator and hls4ml's C
+    simulation: the same integers."""
+    from accel import backends, zoo
+    from accel.sim import stimulus
+
+    g = zoo.get("autoencoder@khot1").build()
+    x = np.concatenate([stimulus.edge_inputs(g), stimulus.random_inputs(g, 40, 2)])
+    want = reference.predict(g, x)
+    for engine, reuse in [("rtl", 16), ("amaranth", 16), ("hls4ml", 1)]:
+        assert np.array_equal(backends.predict(g, x, engine, reuse), want), engine
