@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -47,26 +48,27 @@ def _autoencoder_graph() -> Graph:
     return build()
 
 
-def _autoencoder_variants() -> list[str]:
-    from accel.zoo.autoencoder.model import available
+def _shipped(model: str) -> list[str]:
+    """The shipped variants of ``model`` (its package's ``model.available()``)."""
+    return importlib.import_module(f"accel.zoo.{model}.model").available()
 
-    return available()
+
+def _variant(model: str, name: str, what: str, **fields) -> ZooModel:
+    """``model@name``: the base entry with ``fields`` replaced, if ``name`` is shipped."""
+    shipped = _shipped(model)
+    if name not in shipped:
+        raise AccelError(f"{model} has no variant {name!r} (shipped: {', '.join(shipped)})")
+    return replace(
+        MODELS[model], name=f"{model}@{name}", description=f"{model}, {what}", variants=None,
+        variant=None, **fields,
+    )  # fmt: skip
 
 
 def _autoencoder_variant(name: str) -> ZooModel:
     """``learned`` (QFX binary points), ``khot2``, ``khot1`` (multiplier-free weights)."""
-    from accel.zoo.autoencoder.model import available, build
+    from accel.zoo.autoencoder.model import build
 
-    if name not in available():
-        raise AccelError(f"autoencoder has no variant {name!r} (shipped: {', '.join(available())})")
-    return replace(
-        MODELS["autoencoder"],
-        name=f"autoencoder@{name}",
-        description=f"autoencoder, {name} weights",
-        build=lambda: build(variant=name),
-        variants=None,
-        variant=None,
-    )
+    return _variant("autoencoder", name, f"{name} weights", build=lambda: build(variant=name))
 
 
 def _nm_sparse_inputs(n: int, seed: int) -> np.ndarray:
@@ -81,29 +83,17 @@ def _nm_sparse_graph() -> Graph:
     return build()
 
 
-def _nm_sparse_variants() -> list[str]:
-    from accel.zoo.nm_sparse.model import available
-
-    return available()
-
-
 def _nm_sparse_variant(name: str) -> ZooModel:
     """``mlp_2-8_bdwp``, ``cnn_dense``, ...: a shipped weights file of nm_sparse."""
     from accel.zoo.nm_sparse import data
-    from accel.zoo.nm_sparse.model import WEIGHTS_DIR, available, build
+    from accel.zoo.nm_sparse.model import WEIGHTS_DIR, build
 
-    if name not in available():
-        raise AccelError(f"nm_sparse has no variant {name!r} (shipped: {', '.join(available())})")
     net = name.split("_")[0]
-    return replace(
-        MODELS["nm_sparse"],
-        name=f"nm_sparse@{name}",
-        description=f"nm_sparse, shipped weights {name}",
+    return _variant(
+        "nm_sparse", name, f"shipped weights {name}",
         build=lambda: build(weights_path=WEIGHTS_DIR / f"{name}.npz"),
         make_inputs=lambda n, seed: data.make_inputs(n, seed, net),
-        variants=None,
-        variant=None,
-    )
+    )  # fmt: skip
 
 
 def _deform_det_inputs(n: int, seed: int) -> np.ndarray:
@@ -118,25 +108,12 @@ def _deform_det_graph() -> Graph:
     return build()
 
 
-def _deform_det_variants() -> list[str]:
-    from accel.zoo.deform_det.model import available
-
-    return available()
-
-
 def _deform_det_variant(name: str) -> ZooModel:
     """``regular``, ``bilinear``, ``square``: the depthwise layers' sampling."""
-    from accel.zoo.deform_det.model import available, build
+    from accel.zoo.deform_det.model import build
 
-    if name not in available():
-        raise AccelError(f"deform_det has no variant {name!r} (shipped: {', '.join(available())})")
-    return replace(
-        MODELS["deform_det"],
-        name=f"deform_det@{name}",
-        description=f"deform_det, {name} depthwise sampling",
-        build=lambda: build(variant=name),
-        variants=None,
-        variant=None,
+    return _variant(
+        "deform_det", name, f"{name} depthwise sampling", build=lambda: build(variant=name)
     )
 
 
@@ -152,27 +129,15 @@ def _moe_vit_graph() -> Graph:
     return build(task="seg")
 
 
-def _moe_vit_variants() -> list[str]:
-    from accel.zoo.moe_vit.model import available
-
-    return available()
-
-
 def _moe_vit_variant(name: str) -> ZooModel:
     """``moe`` (the default) or ``dense`` (the baseline without experts)."""
-    from accel.zoo.moe_vit.model import available, build
+    from accel.zoo.moe_vit.model import build
 
-    if name not in available():
-        raise AccelError(f"moe_vit has no variant {name!r} (shipped: {', '.join(available())})")
-    return replace(
-        MODELS["moe_vit"],
-        name=f"moe_vit@{name}",
-        description=f"moe_vit, {name} weights",
+    return _variant(
+        "moe_vit", name, f"{name} weights",
         build=lambda: build(task="seg", variant=name),
         build_task=lambda task: build(task=task, variant=name),
-        variants=None,
-        variant=None,
-    )
+    )  # fmt: skip
 
 
 def _moe_vit_task(task: str) -> Graph:
@@ -195,7 +160,7 @@ MODELS: dict[str, ZooModel] = {
             build=_autoencoder_graph,
             make_inputs=_autoencoder_inputs,
             train="accel.training.autoencoder:train",
-            variants=_autoencoder_variants,
+            variants=lambda: _shipped("autoencoder"),
             variant=_autoencoder_variant,
             train_options={
                 "points": "fixed (the ECON-T types, default) or learned (QFX binary points)",
@@ -213,7 +178,7 @@ MODELS: dict[str, ZooModel] = {
             build=_nm_sparse_graph,
             make_inputs=_nm_sparse_inputs,
             train="accel.training.nm_sparse:train",
-            variants=_nm_sparse_variants,
+            variants=lambda: _shipped("nm_sparse"),
             variant=_nm_sparse_variant,
             arch="engine",  # SAT's MAC array, dense and N:M sparse
             train_options={
@@ -236,7 +201,7 @@ MODELS: dict[str, ZooModel] = {
             build=_deform_det_graph,
             make_inputs=_deform_det_inputs,
             train="accel.training.deform_det:train",
-            variants=_deform_det_variants,
+            variants=lambda: _shipped("deform_det"),
             variant=_deform_det_variant,
             # three 32x32 feature maps in two regions of each bank
             targets={"engine": {"a_depth": 2048}},
@@ -255,7 +220,7 @@ MODELS: dict[str, ZooModel] = {
             build=_moe_vit_graph,
             make_inputs=_moe_vit_inputs,
             train="accel.training.moe_vit:train",
-            variants=_moe_vit_variants,
+            variants=lambda: _shipped("moe_vit"),
             variant=_moe_vit_variant,
             build_task=_moe_vit_task,
             train_options={"variant": "moe (default) or dense (the baseline without experts)"},
