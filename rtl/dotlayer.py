@@ -27,7 +27,20 @@ def vector_stream(t, n: int) -> stream.Signature:
     return stream.Signature(data.ArrayLayout(shape_of(t), n))
 
 
-class DotLayer(wiring.Component):
+class StageLayer(wiring.Component):
+    """A dataflow stage's component: its input and output vector streams."""
+
+    def __init__(self, stage: DotStage) -> None:
+        self.stage = stage
+        super().__init__(
+            {
+                "i": In(vector_stream(stage.in_type, stage.n_in)),
+                "o": Out(vector_stream(stage.out_type, stage.n_out)),
+            }
+        )
+
+
+class DotLayer(StageLayer):
     """Computes one :class:`DotStage` in ``reuse`` cycles per sample, plus one pipeline stage.
 
     The layer reads its input straight from the upstream output register,
@@ -42,15 +55,6 @@ class DotLayer(wiring.Component):
     register cannot take a finished sample, the whole layer stalls (products,
     phase and accumulators hold), so nothing is lost or recomputed.
     """
-
-    def __init__(self, stage: DotStage) -> None:
-        self.stage = stage
-        super().__init__(
-            {
-                "i": In(vector_stream(stage.in_type, stage.n_in)),
-                "o": Out(vector_stream(stage.out_type, stage.n_out)),
-            }
-        )
 
     def elaborate(self, platform) -> Module:
         m = Module()

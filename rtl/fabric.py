@@ -14,28 +14,20 @@ cycles, as :class:`accel.perf.DataflowTiming` models it.
 from __future__ import annotations
 
 from amaranth.hdl import Const, Module, Mux, Signal, Value, signed
-from amaranth.lib import wiring
-from amaranth.lib.wiring import In, Out
 
 from accel.compiler.cmvm import Term
 from accel.compiler.dataflow import DotStage
-from accel.rtl.dotlayer import vector_stream
+from accel.rtl.dotlayer import StageLayer
 from accel.rtl.fixed import requantize, shape_of
 
 
-class FabricLayer(wiring.Component):
+class FabricLayer(StageLayer):
     """Computes one multiplier-free :class:`DotStage` with initiation interval 1."""
 
     def __init__(self, stage: DotStage) -> None:
         if stage.adders is None or stage.reuse != 1:
             raise ValueError("a FabricLayer needs a stage with an adder graph at reuse 1")
-        self.stage = stage
-        super().__init__(
-            {
-                "i": In(vector_stream(stage.in_type, stage.n_in)),
-                "o": Out(vector_stream(stage.out_type, stage.n_out)),
-            }
-        )
+        super().__init__(stage)
 
     def elaborate(self, platform) -> Module:
         m = Module()
