@@ -422,6 +422,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     _applies(args, "--board", args.board, ("bitstream",))
     _applies(args, "--baud", args.baud, ("bitstream",))
     _applies(args, "--clock-mhz", args.clock_mhz, ("bitstream",))
+    _applies(args, "--router", args.router, ("bitstream",))
     _applies(args, "--backend", args.backend, ("hls4ml",))
     _applies(args, "--hls4ml-reuse", args.hls4ml_reuse, ("hls4ml",))
     board = None
@@ -458,6 +459,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 DEFAULT_BOARD = "ulx3s-85f"
+ROUTERS = ("router1", "router2")
+ROUTER_HELP = "nextpnr's router (default router1; router2 for large, congested designs)"
 CLOCK_HELP = (
     "bitstream: the clock the design runs at, from the board's PLL (default: the "
     "design's own target, else the board's oscillator)"
@@ -484,7 +487,13 @@ def build_bitstream(design, model, board, work: Path, args: argparse.Namespace) 
     top = fpga.BoardTop(design.component, baud, args.clock_mhz)
     with _status(f"building a bitstream for {board.name}", quiet=args.json) as update:
         impl = fpga.implement(
-            board, top, work, seed=args.seed, progress=update, multipliers=design.multipliers
+            board,
+            top,
+            work,
+            seed=args.seed,
+            progress=update,
+            multipliers=design.multipliers,
+            router=args.router or ROUTERS[0],
         )
     report = impl.report(*_rate(design, model))
     report.update(
@@ -528,6 +537,7 @@ def cmd_report(args: argparse.Namespace) -> int:
                 seed=args.seed,
                 multipliers=design.multipliers,
                 pnr_minutes=args.pnr_minutes,
+                router=args.router or ROUTERS[0],
                 progress=update,
             )
             designs["accel"] = impl.report(*rate)
@@ -755,6 +765,7 @@ def build_parser() -> argparse.ArgumentParser:
     ge.add_argument("--board", help=f"bitstream: the board (default {DEFAULT_BOARD})")
     ge.add_argument("--baud", type=_positive, help="bitstream: UART rate (default 1,000,000)")
     ge.add_argument("--clock-mhz", type=float, metavar="F", help=CLOCK_HELP)
+    ge.add_argument("--router", choices=ROUTERS, help=ROUTER_HELP)
     ge.add_argument("--backend", choices=["Vitis", "Vivado"], help="hls4ml backend (Vitis)")
     ge.add_argument("--hls4ml-reuse", type=_positive, help="hls4ml's ReuseFactor (default 1)")
     ge.add_argument(
@@ -778,6 +789,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     re_.add_argument("--board", default=DEFAULT_BOARD)
     re_.add_argument("--clock-mhz", type=float, metavar="F", help=CLOCK_HELP)
+    re_.add_argument("--router", choices=ROUTERS, help=ROUTER_HELP)
     re_.add_argument("--seed", type=_seed, default=1, help="place-and-route seed")
     re_.add_argument("--no-da4ml", action="store_true", help="skip the da4ml comparison")
     re_.add_argument(

@@ -567,7 +567,10 @@ def synth_stats(verilog: str, top: str, work: Path) -> dict[str, int]:
     work.mkdir(parents=True, exist_ok=True)
     (work / f"{top}.v").write_text(verilog)
     log = work / "yosys.log"
-    script = f"read_verilog {top}.v; synth_ecp5 -top {top}; tee -q -o stat.json stat -json"
+    script = (
+        f"read_verilog {top}.v; scratchpad -set abc9.xaiger 1; synth_ecp5 -top {top}; "
+        "tee -q -o stat.json stat -json"
+    )  # abc9's xaiger1: see _run_plan
     with open(log, "w") as f:
         r = subprocess.run(
             [_tool("yosys"), "-q", "-p", script], cwd=work, stdout=f, stderr=subprocess.STDOUT
