@@ -377,8 +377,7 @@ def _requantize_f(node, xs, ts, bounds) -> FloatResult:
         y = x.astype(ftype)  # a copy: the input tensor keeps its own values
     lo, hi = q.type.min_int, q.type.max_int
     if q.overflow is Overflow.SAT:
-        np.maximum(y, lo, out=y)
-        np.minimum(y, hi, out=y)
+        np.clip(y, lo, hi, out=y)
     elif y.size and (y.min() < lo or y.max() > hi):
         return None  # it wraps: the int64 kernel does that
     # rounding moves a value by at most one step of the new scale
