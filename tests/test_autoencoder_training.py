@@ -161,8 +161,12 @@ def test_tiny_training_writes_metrics_and_weights(tiny_run):
     assert metrics["encoder_parameters"] == 2144
     assert json.loads((out / "metrics.json").read_text()) == metrics
     with np.load(out / "encoder_int.npz") as f:
-        weights = {k: f[k] for k in f.files}
+        weights = {k: f[k] for k in f.files if k != "types"}
+        types = json.loads(str(f["types"]))  # the ECON-T types, stated with the weights
     assert set(weights) == set(ae.WEIGHT_SHAPES)
+    assert types == {k: ae.WEIGHT_TYPE.to_json() for k in ae.WEIGHT_SHAPES} | {
+        "conv_act": ae.CONV_OUT_QUANT.to_json()
+    }
     for k, shape in ae.WEIGHT_SHAPES.items():
         assert weights[k].dtype == np.int64 and weights[k].shape == shape
         assert ae.WEIGHT_TYPE.contains(weights[k])

@@ -118,8 +118,14 @@ def test_exported_graph_equals_the_torch_forward(tiny_runs, name):
 def test_cli_refuses_an_impossible_khot(tmp_path):
     from accel.cli import main
 
-    assert main(["train", "autoencoder", "--khot", "9", "-o", str(tmp_path / "t")]) == 2
-    assert main(["train", "nm_sparse", "--khot", "2", "-o", str(tmp_path / "t")]) == 2
+    for args in (
+        ["autoencoder", "--khot", "9"],  # 6-bit weights: 1..6 digits
+        ["nm_sparse", "--khot", "9"],  # 8-bit weights
+        ["nm_sparse", "--khot", "two"],
+        ["autoencoder", "--points", "float"],
+        ["deform_det", "--khot", "2"],  # its trainer has no such option
+    ):
+        assert main(["train", *args, "--epochs", "1", "-o", str(tmp_path / "t")]) == 2, args
     assert not (tmp_path / "t").exists()
 
 
