@@ -523,6 +523,11 @@ def cmd_report(args: argparse.Namespace) -> int:
     graph, model = load_task_model(args.model, args.task)
     board = boards.get(args.board)
     design = design_for(args, graph, model, board=board.name, build=True)
+    compare = design.target == "dataflow" and not args.no_da4ml
+    if compare:  # a model da4ml cannot express fails before any place and route
+        from accel.flows import da4ml
+
+        da4ml.check(graph)
     designs = {}
     with _status(
         f"implementing {graph.name} ({design.target}) on {board.name} (cached after the first run)",
@@ -546,7 +551,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         designs["accel"].update(
             arch=design.target, config=design.describe(), multipliers=design.multipliers
         )
-        if design.target == "dataflow" and not args.no_da4ml:
+        if compare:
             from accel.flows import da4ml_board
 
             designs["da4ml"] = da4ml_board.report(

@@ -191,6 +191,11 @@ def _relu(x: np.ndarray, hw: Any) -> np.ndarray:
     return out
 
 
+def check(graph: Graph) -> None:
+    """A one-line :class:`AccelError` if da4ml cannot express ``graph`` exactly."""
+    _check_graph(graph)
+
+
 def _check_graph(graph: Graph) -> None:
     if len(graph.inputs) != 1 or len(graph.outputs) != 1:
         raise AccelError(

@@ -74,9 +74,10 @@ def engine_features(cfg: EngineConfig) -> dict[str, float]:
 
 
 def engine_verilog(cfg: EngineConfig) -> tuple[str, str]:
-    from accel.rtl.engine.core import to_verilog
+    """(top, Verilog) of the engine for ``cfg``, cached like every design's."""
+    from accel.sim.engine import engine_verilog as verilog
 
-    return ENGINE_TOP, to_verilog(cfg, ENGINE_TOP)
+    return ENGINE_TOP, verilog(cfg, ENGINE_TOP)
 
 
 def dataflow_features(graph: Graph, plan: DataflowPlan, nodsp: bool = False) -> dict[str, float]:
