@@ -27,8 +27,9 @@ from accel.engine.program import Gemm, Load, Program
 from accel.engine.vector import Vec
 
 # Pipeline registers (``accel.rtl.engine``): from a step's issue to its tile's
-# sums in the drain registers (sampler, buffer read, product, accumulate)...
-ISSUE_TO_DRAIN = 3 + 3 + 2
+# sums in the drain registers: the step register, the sampler's 3, the buffer
+# read, the array's 4 (input, crossbar, PE, product; ``MacArray.LATENCY``)...
+ISSUE_TO_DRAIN = 1 + 3 + 1 + 4
 # ... and from the drain picking a word to the word on the stream or in a bank:
 # the biased word's register, then the requantizer's (``Requantizer.LATENCY``)
 DRAIN_LATENCY = 1 + 5

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from amaranth.hdl import Cat, Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from accel.engine.config import EngineConfig
@@ -26,7 +27,16 @@ class Drain(wiring.Component):
     (column tile outer, row block inner), which sets their write addresses.
     A GEMM that computes offsets writes its words into the row's offset memory
     instead, at the same addresses.
+
+    The pipeline never stalls (no enable on its registers): a word for the
+    stream is picked only while it has a place in the output queue
+    (:data:`QUEUE` words, counted from the pick), so back-pressure holds the
+    pick, not the ``Requantizer.LATENCY`` registers behind it. A word leaves
+    the pipeline straight onto the stream when the queue is empty (no cycle
+    added) and waits in the queue otherwise.
     """
+
+    QUEUE = 16  # words of the output queue (one LUT-RAM of 16 deep)
 
     def __init__(self, cfg: EngineConfig) -> None:
         self.cfg = cfg
@@ -73,15 +83,13 @@ class Drain(wiring.Component):
 
         # The pipeline: a word is picked (and its bias added) into stage 0, then
         # requantized (Requantizer.LATENCY registers); its writes and stream
-        # handshake travel beside it. Everything moves unless the output stream
-        # holds a word it cannot hand over.
-        o_valid = Signal()
-        go = Signal()
+        # handshake travel beside it. It always moves; a stream word is picked
+        # only while the queue has a place for it (``full``: none left).
+        full = Signal()
         step = Signal()
         final = Signal()
         m.d.comb += [
-            go.eq(~(o_valid & ~self.o.ready)),
-            step.eq(active & go),
+            step.eq(active & ~(p.to_stream & full)),
             final.eq(step & (row == cfg.rows - 1) & (word == words - 1)),
             self.accept.eq(~active | final),
         ]
@@ -92,8 +100,7 @@ class Drain(wiring.Component):
             if not isinstance(value, data.View):
                 value = Value.cast(value)
             r = Signal(value.shape(), name=name)
-            with m.If(go):
-                m.d.sync += r.eq(value)
+            m.d.sync += r.eq(value)
             return r
 
         lane = []
@@ -103,7 +110,7 @@ class Drain(wiring.Component):
                 b = Mux(p.b_transpose, select(list(bias), row), b)
             rq = Requantizer(cfg)
             m.submodules[f"lane{e}"] = rq
-            m.d.comb += [rq.instr.eq(p), rq.en.eq(go), rq.value.eq(reg(self.word[e] + b, f"v{e}"))]
+            m.d.comb += [rq.instr.eq(p), rq.value.eq(reg(self.word[e] + b, f"v{e}"))]
             lane.append(rq.result)
         # the word's destination, beside it
         to_banks = ~p.to_stream & ~p.to_offsets
@@ -142,18 +149,48 @@ class Drain(wiring.Component):
         for k in range(1 + Requantizer.LATENCY):
             stages.append(reg(stages[-1], f"ctl{k}"))
         out = stages[-1]
+        result = Signal(out_word(cfg))
+        for e, v in enumerate(lane):
+            m.d.comb += [result[e].eq(v), self.wdata[e].eq(v)]
+
+        # the output queue: words the stream has not taken wait here, in order
+        n = self.QUEUE
+        m.submodules.queue = queue = Memory(shape=out_word(cfg), depth=n, init=[])
+        q_wr, q_rd = queue.write_port(), queue.read_port(domain="comb")
+        head, tail = Signal(range(n)), Signal(range(n))
+        held = Signal(range(n + 1))  # words in the queue
+        used = Signal(range(n + 1))  # places taken: picked stream words not yet handed over
+        arriving = Signal()
         m.d.comb += [
-            o_valid.eq(out.valid & p.to_stream),
-            self.o.valid.eq(o_valid),
-            self.busy.eq(active | Cat(s.valid for s in stages[1:]).any()),
+            arriving.eq(out.valid & p.to_stream),
+            q_rd.addr.eq(head),
+            q_wr.addr.eq(tail),
+            q_wr.data.eq(result),
+            self.o.valid.eq(arriving | (held != 0)),
+            self.o.payload.eq(Mux(held != 0, q_rd.data, result)),
+            # an arriving word waits if older words do or the stream does not take it
+            q_wr.en.eq(arriving & ((held != 0) | ~self.o.ready)),
+        ]
+        pop = Signal()
+        m.d.comb += pop.eq((held != 0) & self.o.ready)
+        with m.If(q_wr.en):
+            m.d.sync += tail.eq(tail + 1)
+        with m.If(pop):
+            m.d.sync += head.eq(head + 1)
+        m.d.sync += held.eq(held + q_wr.en - pop)
+        taken = self.o.valid & self.o.ready
+        used_next = Signal.like(used)
+        m.d.comb += used_next.eq(used + (step & p.to_stream) - taken)
+        m.d.sync += [used.eq(used_next), full.eq(used_next >= n)]
+
+        m.d.comb += [
+            self.busy.eq(active | Cat(s.valid for s in stages[1:]).any() | (held != 0)),
             self.we.eq(out.we),
             self.owe.eq(out.owe),
             self.waddr.eq(out.waddr),
         ]
         if cfg.vector:
             m.d.comb += [self.bwe.eq(out.bwe), self.baddr.eq(out.baddr)]
-        for e, v in enumerate(lane):
-            m.d.comb += [self.o.payload[e].eq(v), self.wdata[e].eq(v)]
 
         with m.If(step):
             m.d.sync += [word.eq(word + 1), pos.eq(pos + 1)]
