@@ -173,13 +173,22 @@ class DataflowTarget(Target):
         return DataflowConfig(**knobs)
 
     def _fitting_reuse(self, graph: Graph, board: str) -> int:
-        """The smallest power-of-two reuse whose estimate fits ``board`` (else the largest
-        that changes anything, which :meth:`fit` then refuses with the figures)."""
-        reuse = 1
+        """The smallest power-of-two reuse whose multipliers all fit ``board``'s DSP blocks
+        and whose estimate fits the part (multipliers built from LUTs route poorly); else
+        the smallest whose estimate fits at all; else the largest that changes anything,
+        which :meth:`fit` then refuses with the figures."""
+        from accel.dse import devices
+
+        dsps, fallback, reuse = devices.get(board).dsps, None, 1
         while True:
             design = DataflowDesign(graph, DataflowConfig(reuse))
-            if not _overflow(design, board) or design.multipliers <= len(design.plan.stages):
+            fits = not _overflow(design, board)
+            if fits and design.multipliers <= dsps:
                 return reuse
+            if fits and fallback is None:
+                fallback = reuse
+            if design.multipliers <= len(design.plan.stages):
+                return fallback or reuse
             reuse *= 2
 
     def fit(self, design: Design, board: str, *, build: bool) -> None:
