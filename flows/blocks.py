@@ -62,9 +62,9 @@ _COMB = {"LUT4", "PFUMX", "L6MUX21", "CCU2C", "MULT18X18D", "TRELLIS_DPR16X4"}
 class Boundary(wiring.Component):
     """``make()``'s component between registers: inputs from a shift chain, outputs captured.
 
-    ``sin`` shifts into a chain of flip-flops that drives every input bit of
-    the block; every output bit is registered, and ``load`` copies those
-    registers into a second chain shifted out on ``sout``.
+    ``sin`` shifts into a chain of flip-flops whose copy (a register per bit)
+    drives every input bit of the block; every output bit is registered, and
+    ``load`` copies those registers into a second chain shifted out on ``sout``.
     """
 
     def __init__(self, make: Callable[[], wiring.Component]) -> None:
@@ -87,13 +87,19 @@ class Boundary(wiring.Component):
             (ins if flow == "in" else outs).append(Value.cast(value))
             self.ports[flow] += _fields(".".join(map(str, path)), value)
         n_in = max(1, sum(len(v) for v in ins))
-        chain = Signal(n_in + 1, name="block_in", reset_less=True)
+        chain = Signal(n_in + 1, name="block_chain", reset_less=True)
         sin, load = Signal(reset_less=True), Signal(reset_less=True)  # the pins, registered
         m.d.sync += [sin.eq(self.sin), load.eq(self.load)]
         m.d.sync += chain.eq(Cat(chain[1:], sin))
+        # the inputs: a copy of the chain, so a block's own input register is not the
+        # chain's next flip-flop (yosys merges flip-flops with one input: a pipeline
+        # of the block's input would become the chain, placed far from its loads);
+        # the other initial value keeps the copy from being merged with the chain
+        copy = Signal(n_in + 1, name="block_in", reset_less=True, init=(1 << (n_in + 1)) - 1)
+        m.d.sync += copy.eq(chain)
         at = 0
         for v in ins:
-            m.d.comb += v.eq(chain[at : at + len(v)])
+            m.d.comb += v.eq(copy[at : at + len(v)])
             at += len(v)
         captured = Signal(max(1, sum(len(v) for v in outs)), name="block_out", reset_less=True)
         shift = Signal.like(captured, reset_less=True)

@@ -262,9 +262,10 @@ class Sampler(wiring.Component):
         wide = step_layout(cfg)["base"].shape
 
         def reg(value, name: str):
+            """A stage register; only the valid flags take the reset (data need none)."""
             if not isinstance(value, data.View):
                 value = Value.cast(value)
-            r = Signal(value.shape(), name=name)
+            r = Signal(value.shape(), name=name, reset_less="valid" not in name)
             with m.If(self.en):
                 m.d.sync += r.eq(value)
             return r

@@ -15,7 +15,7 @@ from accel.engine.config import EngineConfig
 from accel.engine.isa import Target, instruction_layout, opcodes, word_width
 from accel.rtl.engine.address import AddressGenerator, Sampler, offset_word
 from accel.rtl.engine.drain import Drain, out_word
-from accel.rtl.engine.mac_array import MacArray
+from accel.rtl.engine.mac_array import MacArray, skewed
 from accel.rtl.engine.vector import VectorUnit
 
 
@@ -97,11 +97,8 @@ class Engine(wiring.Component):
 
         instr = Signal(ilayout)
         m.d.comb += drain.instr.eq(instr)
-        stall = Signal()
         m.d.comb += [
             drain.offer.eq(array.finishing),
-            stall.eq(array.finishing & ~drain.accept),
-            array.stall.eq(stall),
             array.select.eq(drain.select),
             drain.word.eq(array.word),
         ]
@@ -132,30 +129,44 @@ class Engine(wiring.Component):
         m.submodules.agen = agen = AddressGenerator(cfg)
         issue = Signal()
         decoding = Signal()
+        # Nothing behind the issue stage stalls: a tile's last step is issued only
+        # when the drain will have emptied the tile before it (tiles' last steps at
+        # least a tile's words apart: ``wait``) and, for the stream, when the drain's
+        # queue has room for the tile's words (reserved here).
+        tile_words = cfg.rows * (cfg.cols // cfg.group)
+        wait = Signal(range(tile_words))
+        ready = Signal()  # the current step may issue
+        fire = Signal()
+        m.d.comb += [
+            ready.eq(~agen.step.last | ((wait == 0) & (~instr.to_stream | drain.room))),
+            fire.eq(issue & ready),
+            drain.reserve.eq(fire & agen.step.last & instr.to_stream),
+        ]
+        with m.If(fire & agen.step.last):
+            m.d.sync += wait.eq(tile_words - 1)
+        with m.Elif(wait != 0):
+            m.d.sync += wait.eq(wait - 1)
         # the generator loads its loops while the instruction is decoded
         m.d.comb += [
             agen.instr.eq(Mux(decoding, i_rd.data, instr)),
             agen.init.eq(decoding),
-            agen.advance.eq(issue & ~stall),
+            agen.advance.eq(fire),
         ]
         # stage S: the step, and each row's offset word read in the issue stage
         valid_s = Signal()
         step = Signal.like(agen.step)
-        with m.If(~stall):
-            m.d.sync += [valid_s.eq(issue), step.eq(agen.step)]
+        m.d.sync += [valid_s.eq(fire), step.eq(agen.step)]
         m.submodules.sampler = sampler = Sampler(cfg)
         m.d.comb += [
             sampler.instr.eq(instr),
             sampler.step.eq(step),
             sampler.valid.eq(valid_s),
-            sampler.en.eq(~stall),
         ]
         step_o = sampler.step_o  # the step, beside its bank addresses
         for r, mem in enumerate(dmems):
             rd, wr = mem.read_port(), mem.write_port()
             m.d.comb += [
                 rd.addr.eq(agen.o_addr),
-                rd.en.eq(~stall),
                 sampler.offsets[r].eq(rd.data),
                 wr.addr.eq(drain.waddr),
                 wr.en.eq(drain.owe[r]),
@@ -193,17 +204,29 @@ class Engine(wiring.Component):
             m.d.comb += array.tselect.eq(drain.select)
             with m.If(instr.b_transpose):
                 m.d.comb += drain.word.eq(array.tword)
+        # systolic rows (``mac_array.skewed``): row r reads its bank r cycles after row 0
+        row_addr, row_zero, row_weight = [], [], []
+        for r in range(cfg.rows):
+            addr, zero, weight = sampler.a_addr[r], sampler.a_zero[r], sampler.weight[r]
+            for k in range(r if skewed(cfg) else 0):
+                late = (
+                    Signal.like(addr, name=f"a_addr{r}_{k}", reset_less=True),
+                    Signal(name=f"a_zero{r}_{k}", reset_less=True),
+                    Signal.like(weight, name=f"weight{r}_{k}", reset_less=True),
+                )
+                m.d.sync += [late[0].eq(addr), late[1].eq(zero), late[2].eq(weight)]
+                addr, zero, weight = late
+            row_addr.append(addr)
+            row_zero.append(zero)
+            row_weight.append(weight)
         for r, port in enumerate(a_rd):
             m.d.comb += [
-                port.addr.eq(Mux(vec_on, vec.a_addr, sampler.a_addr[r]) if cfg.vector
-                             else sampler.a_addr[r]),
-                port.en.eq(~stall),
+                port.addr.eq(Mux(vec_on, vec.a_addr, row_addr[r]) if cfg.vector
+                             else row_addr[r]),
             ]  # fmt: skip
         m.d.comb += [
             b_rd.addr.eq(step_o.b_addr),
-            b_rd.en.eq(~stall),
             c_rd.addr.eq(Mux(vec_on, vec.g_addr, step_o.c_addr) if cfg.vector else step_o.c_addr),
-            c_rd.en.eq(~stall),
         ]
         # stage 1: buffer outputs, with the step's flags
         valid1, first1, last1 = Signal(), Signal(), Signal()
@@ -214,18 +237,17 @@ class Engine(wiring.Component):
         # so the finishing tile's are there when the drain takes its sums
         biases = [c_rd.data]
         for k in range(MacArray.LATENCY):
-            biases.append(Signal(bias_word, name=f"bias_{k}"))
+            biases.append(Signal(bias_word, name=f"bias_{k}", reset_less=True))
         bias2 = biases[-1]
-        with m.If(~stall):
-            m.d.sync += [
-                valid1.eq(sampler.valid_o),
-                first1.eq(step_o.first),
-                last1.eq(step_o.last),
-                zero1.eq(sampler.a_zero),
-                weight1.eq(sampler.weight),
-                j1.eq(step_o.j),
-            ]
-            m.d.sync += [b.eq(a) for a, b in itertools.pairwise(biases)]
+        m.d.sync += [
+            valid1.eq(sampler.valid_o),
+            first1.eq(step_o.first),
+            last1.eq(step_o.last),
+            j1.eq(step_o.j),
+        ]
+        m.d.sync += [b.eq(a) for a, b in itertools.pairwise(biases)]
+        for r in range(cfg.rows):  # row r's padding flag and weight, r cycles late if skewed
+            m.d.sync += [zero1[r].eq(row_zero[r]), weight1[r].eq(row_weight[r])]
         b_data = data.View(b_entry(cfg), b_rd.data)
         m.d.comb += [
             array.valid.eq(valid1),
@@ -336,7 +358,7 @@ class Engine(wiring.Component):
                                 m.d.sync += l_addr.eq(l_addr + 1)
             with m.State("GEMM"):
                 m.d.comb += issue.eq(1)
-                with m.If(~stall & agen.done):
+                with m.If(fire & agen.done):
                     m.next = "FLUSH"
             with m.State("FLUSH"):
                 idle = ~valid_s & ~sampler.busy & ~valid1 & ~array.busy & ~drain.busy

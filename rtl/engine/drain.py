@@ -13,6 +13,22 @@ from accel.rtl.engine.requant import Requantizer
 from accel.rtl.fixed import select
 
 
+def queue_words(cfg: EngineConfig) -> int:
+    """Words of the drain's output queue, a power of two.
+
+    Enough that a free-flowing stream never holds the issue stage: a tile's
+    words are reserved from its last step's issue, and word ``w`` leaves
+    ``L + w`` cycles later (``L = ISSUE_TO_DRAIN + 1 + DRAIN_LATENCY``); tiles
+    are at least a tile's words apart, so at most ``L`` words of earlier tiles
+    are still held when a tile asks for its own.
+    """
+    from accel.engine.cycles import DRAIN_LATENCY, ISSUE_TO_DRAIN
+
+    tile = cfg.rows * (cfg.cols // cfg.group)
+    need = ISSUE_TO_DRAIN + 1 + DRAIN_LATENCY + tile
+    return 1 << (need - 1).bit_length()
+
+
 def out_word(cfg: EngineConfig) -> data.ArrayLayout:
     """An output-stream word: ``group`` results, each a signed accumulator-width value."""
     return data.ArrayLayout(signed(cfg.acc_bits), cfg.group)
@@ -28,15 +44,17 @@ class Drain(wiring.Component):
     A GEMM that computes offsets writes its words into the row's offset memory
     instead, at the same addresses.
 
-    The pipeline never stalls (no enable on its registers): a word for the
-    stream is picked only while it has a place in the output queue
-    (:data:`QUEUE` words, counted from the pick), so back-pressure holds the
-    pick, not the ``Requantizer.LATENCY`` registers behind it. A word leaves
-    the pipeline straight onto the stream when the queue is empty (no cycle
-    added) and waits in the queue otherwise.
+    The drain never stalls (no enable on its registers): it takes a finished
+    tile whenever the array offers one (the engine issues a tile's last step
+    only when the drain will have emptied the tile before), and reads a word
+    every cycle. Back-pressure on the stream is met by the output queue: the
+    engine reserves a tile's words in it (``reserve``) when it issues the
+    tile's last step, and only while ``room`` says they fit, so the queue
+    never overflows and back-pressure holds the issue stage, not the
+    ``Requantizer.LATENCY`` registers. A word leaves the pipeline straight
+    onto the stream when the queue is empty (no cycle added) and waits in the
+    queue otherwise.
     """
-
-    QUEUE = 16  # words of the output queue (one LUT-RAM of 16 deep)
 
     def __init__(self, cfg: EngineConfig) -> None:
         self.cfg = cfg
@@ -48,8 +66,9 @@ class Drain(wiring.Component):
                 "select": Out(range(cfg.rows * (cfg.cols // cfg.group))),  # the word to read
                 "word": In(data.ArrayLayout(signed(cfg.acc_bits), cfg.group)),
                 "bias": In(data.ArrayLayout(signed(cfg.acc_bits), cfg.cols)),
-                "offer": In(1),  # the array holds a finished tile this cycle
-                "accept": Out(1),  # ... and may hand it over
+                "offer": In(1),  # the array finishes a tile this cycle: take it
+                "reserve": In(1),  # a stream tile's last step is issued: keep its words
+                "room": Out(1),  # the queue has room for a tile's words
                 "busy": Out(1),
                 "o": Out(stream.Signature(out_word(cfg))),
                 "we": Out(cfg.rows),  # one write enable per activation bank
@@ -75,7 +94,7 @@ class Drain(wiring.Component):
         active = Signal()
         row = Signal(range(max(cfg.rows, 2)))
         word = Signal(range(max(words, 2)))
-        bias = Signal.like(self.bias)
+        bias = Signal.like(self.bias, reset_less=True)
         # tile position -> output address
         rb = Signal(unsigned(len(p.row_blocks)))
         row_addr = Signal.like(self.waddr)
@@ -83,23 +102,21 @@ class Drain(wiring.Component):
 
         # The pipeline: a word is picked (and its bias added) into stage 0, then
         # requantized (Requantizer.LATENCY registers); its writes and stream
-        # handshake travel beside it. It always moves; a stream word is picked
-        # only while the queue has a place for it (``full``: none left).
-        full = Signal()
+        # handshake travel beside it. It always moves.
         step = Signal()
         final = Signal()
         m.d.comb += [
-            step.eq(active & ~(p.to_stream & full)),
+            step.eq(active),
             final.eq(step & (row == cfg.rows - 1) & (word == words - 1)),
-            self.accept.eq(~active | final),
         ]
         pos = Signal(range(cfg.rows * words))  # row * words + word
         m.d.comb += self.select.eq(pos)
 
-        def reg(value, name: str) -> Signal:
+        def reg(value, name: str, flag: bool = False) -> Signal:
+            """A pipeline register; data take no reset (only the flags beside them)."""
             if not isinstance(value, data.View):
                 value = Value.cast(value)
-            r = Signal(value.shape(), name=name)
+            r = Signal(value.shape(), name=name, reset_less=not flag)
             m.d.sync += r.eq(value)
             return r
 
@@ -147,44 +164,61 @@ class Drain(wiring.Component):
                 m.d.sync += [b_row.eq(0), b_col.eq(0)]
         stages = [now]
         for k in range(1 + Requantizer.LATENCY):
-            stages.append(reg(stages[-1], f"ctl{k}"))
+            stages.append(reg(stages[-1], f"ctl{k}", True))
         out = stages[-1]
         result = Signal(out_word(cfg))
         for e, v in enumerate(lane):
             m.d.comb += [result[e].eq(v), self.wdata[e].eq(v)]
 
-        # the output queue: words the stream has not taken wait here, in order
-        n = self.QUEUE
-        m.submodules.queue = queue = Memory(shape=out_word(cfg), depth=n, init=[])
-        q_wr, q_rd = queue.write_port(), queue.read_port(domain="comb")
-        head, tail = Signal(range(n)), Signal(range(n))
-        held = Signal(range(n + 1))  # words in the queue
-        used = Signal(range(n + 1))  # places taken: picked stream words not yet handed over
+        # the output queue: words the stream has not taken wait here, in order. A
+        # block RAM with a registered read and an output register, as amaranth's
+        # SyncFIFOBuffered: ``n - 1`` words in the RAM, the head in its read register
+        # (as LUT RAM, whose read is asynchronous, the board flow's abc9 failed an
+        # assertion in ABC_OPS_REINTEGRATE)
+        n = queue_words(cfg)
+        m.submodules.queue = queue = Memory(
+            shape=out_word(cfg), depth=n - 1, init=[], attrs={"ram_style": "block"}
+        )
+        q_wr, q_rd = queue.write_port(), queue.read_port(domain="sync")
+        w_at, r_at = Signal(range(n - 1)), Signal(range(n - 1))
+        inner = Signal(range(n))  # words in the RAM
+        head = Signal()  # the RAM's read register holds the queue's head
+        held = Signal()  # words wait (in the RAM or the head)
+        free = Signal(range(n + 1), init=n)  # places not reserved
         arriving = Signal()
+        fetch = Signal()
         m.d.comb += [
             arriving.eq(out.valid & p.to_stream),
-            q_rd.addr.eq(head),
-            q_wr.addr.eq(tail),
-            q_wr.data.eq(result),
-            self.o.valid.eq(arriving | (held != 0)),
-            self.o.payload.eq(Mux(held != 0, q_rd.data, result)),
+            held.eq(head | (inner != 0)),
             # an arriving word waits if older words do or the stream does not take it
-            q_wr.en.eq(arriving & ((held != 0) | ~self.o.ready)),
+            q_wr.en.eq(arriving & (held | ~self.o.ready)),
+            q_wr.addr.eq(w_at),
+            q_wr.data.eq(result),
+            self.o.valid.eq(Mux(held, head, arriving)),
+            self.o.payload.eq(Mux(held, q_rd.data, result)),
+            fetch.eq((inner != 0) & (~head | self.o.ready)),
+            q_rd.addr.eq(r_at),
+            q_rd.en.eq(fetch),
         ]
-        pop = Signal()
-        m.d.comb += pop.eq((held != 0) & self.o.ready)
         with m.If(q_wr.en):
-            m.d.sync += tail.eq(tail + 1)
-        with m.If(pop):
-            m.d.sync += head.eq(head + 1)
-        m.d.sync += held.eq(held + q_wr.en - pop)
+            m.d.sync += w_at.eq(Mux(w_at == n - 2, 0, w_at + 1))
+        with m.If(fetch):
+            m.d.sync += r_at.eq(Mux(r_at == n - 2, 0, r_at + 1))
+        m.d.sync += inner.eq(inner + q_wr.en - fetch)
+        with m.If(fetch):
+            m.d.sync += head.eq(1)
+        with m.Elif(self.o.ready):
+            m.d.sync += head.eq(0)
         taken = self.o.valid & self.o.ready
-        used_next = Signal.like(used)
-        m.d.comb += used_next.eq(used + (step & p.to_stream) - taken)
-        m.d.sync += [used.eq(used_next), full.eq(used_next >= n)]
+        tile = cfg.rows * words
+        free_next = Signal.like(free)
+        m.d.comb += free_next.eq(free + taken - Mux(self.reserve, tile, 0))
+        room = Signal(init=1)
+        m.d.sync += [free.eq(free_next), room.eq(free_next >= tile)]
+        m.d.comb += self.room.eq(room)
 
         m.d.comb += [
-            self.busy.eq(active | Cat(s.valid for s in stages[1:]).any() | (held != 0)),
+            self.busy.eq(active | Cat(s.valid for s in stages[1:]).any() | held),
             self.we.eq(out.we),
             self.owe.eq(out.owe),
             self.waddr.eq(out.waddr),
@@ -202,7 +236,7 @@ class Drain(wiring.Component):
                 m.d.sync += [rb.eq(0), row_addr.eq(p.out_base), col_addr.eq(col_addr + words)]
             with m.Else():
                 m.d.sync += [rb.eq(rb + 1), row_addr.eq(row_addr + p.out_stride)]
-        with m.If(self.offer & self.accept):
+        with m.If(self.offer):
             m.d.sync += [active.eq(1), bias.eq(self.bias)]
         with m.If(self.start):
             m.d.sync += [rb.eq(0), row_addr.eq(p.out_base), col_addr.eq(0)]

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Signal, Value, signed, unsigned
+from amaranth.hdl import Cat, Module, Signal, Value, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from accel.engine.config import EngineConfig
 from accel.rtl.fixed import select
+
+
+def skewed(cfg: EngineConfig) -> bool:
+    """Whether row ``p`` runs ``p`` cycles behind row 0 (see :class:`MacArray`).
+
+    The vector engine reads finished tiles by column too (K^T), which needs
+    every row's sums at once, so its rows run in step.
+    """
+    return not cfg.vector
 
 
 class MacArray(wiring.Component):
@@ -27,9 +36,22 @@ class MacArray(wiring.Component):
     the DSP: the 72 wires of a row's group stay local, and each DSP sees 9);
     the products are registered, then accumulated. On a tile's last step the
     finished sums move to the drain registers, read out a word at a time
-    through ``select``/``word``, and the accumulators clear (a synchronous
-    reset, so accumulating needs no multiplexer) for the next tile, so tiles
-    run back to back. ``stall`` freezes every stage.
+    through ``select``/``word``, and the accumulators clear (a reset that wins
+    over the enable, so the flip-flops' LSR, no multiplexer) for the next
+    tile, so tiles run back to back.
+
+    Systolic rows (:func:`skewed`): row ``p`` runs ``p`` cycles behind row 0.
+    Its activations arrive ``p`` cycles late (the engine delays the row's bank
+    address), and the weights, their indices and the step's flags pass down
+    each column from PE to PE, a register per row; so every control signal
+    (the accumulators' enable and clear) is a register of the row's own,
+    driving 8 PEs instead of 64, and each weight register drives one DSP
+    block and the next row's register. Row ``p``'s sums are ready ``p`` cycles
+    after row 0's, and the drain reads the rows in order, a cycle (``cols /
+    group`` words) each, so it never waits for them.
+
+    The array never stalls: the engine issues a tile's last step only when the
+    drain will be free to take its sums (``finishing``).
     """
 
     # input, crossbar, PE and product registers; then the accumulators
@@ -40,13 +62,13 @@ class MacArray(wiring.Component):
         p, q, g = cfg.rows, cfg.cols, cfg.group
         super().__init__(
             {
+                # row p's activations (p cycles after row 0's when skewed)
                 "a": In(data.ArrayLayout(data.ArrayLayout(signed(cfg.pe_a_bits), g), p)),
                 "w": In(data.ArrayLayout(signed(cfg.b_bits), q)),
                 "idx": In(data.ArrayLayout(unsigned(cfg.idx_bits), q)),
                 "valid": In(1),
                 "first": In(1),
                 "last": In(1),
-                "stall": In(1),
                 # the finished tile, read out one word of ``group`` sums at a time
                 "select": In(range(p * (q // g))),  # row * (cols / group) + word
                 "word": Out(data.ArrayLayout(signed(cfg.acc_bits), g)),
@@ -59,40 +81,65 @@ class MacArray(wiring.Component):
                     else {}
                 ),
                 "busy": Out(1),  # a step is in flight
-                "finishing": Out(1),  # the accumulate stage holds a tile's last step
+                "finishing": Out(1),  # row 0's accumulators take a tile's last step
             }
         )
 
     def elaborate(self, platform) -> Module:
         m = Module()
         cfg = self.cfg
-        go = ~self.stall
 
-        def reg(value, name: str):
+        def reg(value, name: str, flag: bool = False):
+            """A pipeline register; only the step's flags take the reset (data need
+            none, and a reset fanned out to every register is a net the size of the
+            array)."""
             if not isinstance(value, data.View):
                 value = Value.cast(value)
-            r = Signal(value.shape(), name=name)
-            with m.If(go):
-                m.d.sync += r.eq(value)
+            r = Signal(value.shape(), name=name, reset_less=not flag)
+            m.d.sync += r.eq(value)
             return r
 
         # stage 1: the inputs; stage x: the crossbars' picks; stage a: each PE's
         # activation; stage 2: the products; then the accumulators
-        valid1, last1 = reg(self.valid, "valid1"), reg(self.last, "last1")
+        valid1, last1 = reg(self.valid, "valid1", True), reg(self.last, "last1", True)
         a1, w1, idx1 = reg(self.a, "a1"), reg(self.w, "w1"), reg(self.idx, "idx1")
-        valid_x, last_x, wx = reg(valid1, "valid_x"), reg(last1, "last_x"), reg(w1, "wx")
-        valid_a, last_a, w2 = reg(valid_x, "valid_a"), reg(last_x, "last_a"), reg(wx, "w2")
-        valid2, last2 = reg(valid_a, "valid2"), reg(last_a, "last2")
-        m.d.comb += [
-            self.busy.eq(valid1 | valid_x | valid_a | valid2),
-            self.finishing.eq(valid2 & last2),
-        ]
-        finish = Signal()
-        m.d.comb += finish.eq(go & valid2 & last2)
+        wx = reg(w1, "wx")
+        # per row: (valid, last, index) at stage 1 and the weights at stage a, passed
+        # down from the row above when skewed
+        rows = []
+        for p in range(cfg.rows):
+            if p == 0 or not skewed(cfg):
+                if p == 0:
+                    first_row = (valid1, last1, idx1, reg(wx, "w2"))
+                rows.append(first_row)
+                continue
+            v, la, ix, w2 = rows[-1]
+            rows.append(
+                (reg(v, f"valid1_r{p}", True), reg(la, f"last1_r{p}", True),
+                 reg(ix, f"idx1_r{p}"), reg(w2, f"w2_r{p}"))
+            )  # fmt: skip
+        busy = []
         words = cfg.cols // cfg.group
         cells: list[list[Signal]] = [[] for _ in range(cfg.group)]  # per lane, in select order
         finished: list[list[Signal]] = [[] for _ in range(cfg.rows)]  # [p][q]
+        flags = {}
         for p in range(cfg.rows):
+            v1, l1, ix1, w2 = rows[p]
+            key = id(v1)
+            if key not in flags:
+                vx, lx = reg(v1, f"valid_x{p}", True), reg(l1, f"last_x{p}", True)
+                va, la = reg(vx, f"valid_a{p}", True), reg(lx, f"last_a{p}", True)
+                # stage 2: the step's product is registered; its accumulators take it
+                v2, fin = reg(va, f"valid2_{p}", True), reg(va & la, f"finish{p}", True)
+                # the accumulators' clear: the tile's end, and the reset (so the
+                # accumulators need none of their own)
+                clr = Signal(name=f"clear{p}", init=1)
+                m.d.sync += clr.eq(va & la)
+                flags[key] = (v2, fin, clr)
+                busy += [v1, vx, va, v2]
+                if p == 0:
+                    m.d.comb += self.finishing.eq(fin)
+            v2, fin, clr = flags[key]
             # one signal per activation: a multiplexer over small signals, not a
             # variable shift of the whole (wide) group word
             group = [Signal(signed(cfg.pe_a_bits), name=f"g_{p}_{e}") for e in range(cfg.group)]
@@ -100,21 +147,24 @@ class MacArray(wiring.Component):
             for q in range(cfg.cols):
                 # the row's crossbar picks the PE's activation; a second register
                 # carries it to the DSP block
-                x = reg(select(group, idx1[q]), f"x_{p}_{q}")
+                x = reg(select(group, ix1[q]), f"x_{p}_{q}")
                 a = reg(x, f"a_{p}_{q}")
                 prod = reg(a * w2[q], f"prod_{p}_{q}")
-                acc = Signal(signed(cfg.acc_bits), name=f"acc_{p}_{q}")
+                acc = Signal(signed(cfg.acc_bits), name=f"acc_{p}_{q}", reset_less=True)
                 total = Signal(signed(cfg.acc_bits), name=f"sum_{p}_{q}")
-                done = Signal(signed(cfg.acc_bits), name=f"done_{p}_{q}")
+                done = Signal(signed(cfg.acc_bits), name=f"done_{p}_{q}", reset_less=True)
                 cells[q % cfg.group].append(done)
                 finished[p].append(done)
                 m.d.comb += total.eq((prod + acc)[: cfg.acc_bits].as_signed())
                 # the clear is written over the enable (a reset that wins over the
                 # enable), so yosys maps it to the flip-flops' LSR, not a LUT per bit
-                with m.If(finish):
-                    m.d.sync += [done.eq(total), acc.eq(0)]
-                with m.Elif(go & valid2):
+                with m.If(clr):
+                    m.d.sync += acc.eq(0)
+                with m.Elif(v2):
                     m.d.sync += acc.eq(total)
+                with m.If(fin):
+                    m.d.sync += done.eq(total)
+        m.d.comb += self.busy.eq(Cat(*busy).any())
         # cells[e] is ordered (p, q // group), which is the select order
         assert all(len(c) == cfg.rows * words for c in cells)
         for e, lane in enumerate(cells):

@@ -102,7 +102,7 @@ class Requantizer(wiring.Component):
 
         def stage(value: Value, name: str) -> Signal:
             value = Value.cast(value)
-            reg = Signal(value.shape(), name=name)
+            reg = Signal(value.shape(), name=name, reset_less=True)  # data: no reset
             with m.If(self.en):
                 m.d.sync += reg.eq(value)
             return reg
