@@ -14,15 +14,12 @@ valid, ``h`` = cycle the consumer takes the stage's output)::
     A[k+1][n] = w[k][n] + 1
 
 A multiplier-free stage (``accel.rtl.fabric``) is a pipeline of ``L``
-registers (the adder graph's, the sum, the output register) that all advance
-together unless the output register holds a sample nobody takes: it accepts a
-sample per cycle, and a sample accepted at ``f`` is written ``L - 1`` enabled
-cycles later. The register is blocked from the cycle after it is written until
-the cycle it is taken, ``(w[k][m], h[k][m])``, and disabled cycles are exactly
-those::
+registers that never stalls, then an output queue; it holds at most ``D = L +
+1`` samples (credits), so sample ``n`` is accepted once sample ``n - D`` has
+been taken, and is readable ``L`` cycles after its acceptance, in order::
 
-    f[k][n] = first enabled cycle >= max(A[k][n], f[k][n-1] + 1)
-    w[k][n] = the (L-1)-th enabled cycle after f[k][n]
+    f[k][n] = max(A[k][n], f[k][n-1] + 1, h[k][n-D] + 1)
+    A[k+1][n] = max(f[k][n] + L, h[k][n-1] + 1)
 
 With an always-valid source and an always-ready sink, latency is the sum of
 ``R + 1`` over multiplier stages and ``L`` over multiplier-free ones, and the
@@ -51,17 +48,6 @@ def _next_one(pattern: np.ndarray) -> np.ndarray:
     wrapped = nxt == len(ones)
     target = np.where(wrapped, ones[0] + n, ones[np.minimum(nxt, len(ones) - 1)])
     return target - pos
-
-
-def _enabled(t: int, blocked: list[tuple[int, int]]) -> int:
-    """The first cycle >= ``t`` outside every open interval ``(w, h)`` of ``blocked``."""
-    moved = True
-    while moved:
-        moved = False
-        for w, h in blocked:
-            if w < t < h:
-                t, moved = h, True
-    return t
 
 
 @dataclass(frozen=True)
@@ -104,8 +90,8 @@ class DataflowTiming:
         out = {k: np.zeros(n, np.int64) for k in ("present", "accept", "valid", "taken")}
         f_prev = [-1] * stages  # input handshake of each stage for the previous sample
         w_prev = [-1] * stages  # output-register write of each stage for the previous sample
-        # multiplier-free stages: the output register's blocked intervals (w, h), recent first
-        blocked: list[list[tuple[int, int]]] = [[] for _ in range(stages)]
+        # multiplier-free stages: when the consumer took each earlier sample (h[k][m])
+        took: list[list[int]] = [[] for _ in range(stages)]
         taken_prev = -1
         for i in range(n):
             c = f_prev[0] + 1
@@ -114,13 +100,12 @@ class DataflowTiming:
             for k, r in enumerate(self.reuse):
                 downstream = f_prev[k + 1] if k + 1 < stages else taken_prev
                 if self._pipe(k):
-                    if i:  # the previous sample's stay in the output register
-                        blocked[k] = [(w_prev[k], downstream), *blocked[k][: self._pipe(k)]]
-                    f_prev[k] = _enabled(max(a, f_prev[k] + 1), blocked[k])
-                    w = f_prev[k]
-                    for _ in range(self._pipe(k) - 1):
-                        w = _enabled(w + 1, blocked[k])
-                    w_prev[k] = w
+                    pipe = self._pipe(k)
+                    if i:
+                        took[k].append(downstream)
+                    credit = took[k][i - pipe - 1] + 1 if i > pipe else 0
+                    f_prev[k] = max(a, f_prev[k] + 1, credit)
+                    w_prev[k] = max(f_prev[k] + pipe, downstream + 1) - 1
                 else:
                     f_prev[k] = max(a, w_prev[k]) + r - 1
                     w_prev[k] = max(f_prev[k] + 1, downstream)

@@ -4,16 +4,24 @@ The stage's adder graph (:mod:`accel.compiler.cmvm`) is laid out as
 ``ceil(depth / k)`` pipeline stages of ``k`` adder levels (``k`` =
 ``DotStage.levels_per_stage``): each value is computed in the stage of its
 depth and carried in registers to the stages that read it. The outputs' terms
-are summed with the bias into a register, then ReLU and the requantizer feed
-the output register. Every register advances together unless the output
-register holds a sample nobody takes (one enable for the whole layer), so the
-layer accepts a sample every cycle and its latency is ``DotStage.pipeline``
-cycles, as :class:`accel.perf.DataflowTiming` models it.
+are summed with the bias into a register, then ReLU and the requantizer write
+the result into an output queue.
+
+The pipeline never stalls, as the detector's encoder (a sample every bunch
+crossing) needs: no enable reaches its thousands of flip-flops, and its data
+registers take no reset, so neither is a net the size of the layer. Back-pressure
+is met by credits instead: the layer accepts a sample while fewer than ``D =
+L + 1`` samples are inside it (in the pipeline or queued, ``L`` =
+``DotStage.pipeline``), and the queue holds ``D``, so nothing is ever dropped.
+A sample accepted at cycle ``f`` is readable at ``f + L``, as
+:class:`accel.perf.DataflowTiming` models it; with a sink that always takes, the
+layer accepts a sample every cycle.
 """
 
 from __future__ import annotations
 
 from amaranth.hdl import Const, Module, Mux, Signal, Value, signed
+from amaranth.lib.fifo import SyncFIFO
 
 from accel.compiler.cmvm import Term
 from accel.compiler.dataflow import DotStage
@@ -33,8 +41,16 @@ class FabricLayer(StageLayer):
         m = Module()
         st, g = self.stage, self.stage.adders
         k = st.levels_per_stage
-        en = Signal()
-        m.d.comb += [en.eq(~self.o.valid | self.o.ready), self.i.ready.eq(en)]
+        depth = st.pipeline + 1  # the samples the layer may hold: its credits
+        inside = Signal(range(depth + 1))  # accepted and not yet taken
+        accept = Signal()
+        take = Signal()
+        m.d.comb += [
+            self.i.ready.eq(inside < depth),
+            accept.eq(self.i.valid & self.i.ready),
+            take.eq(self.o.valid & self.o.ready),
+        ]
+        m.d.sync += inside.eq(inside + accept - take)
 
         def stage_of(i: int) -> int:
             return -(-g.depth_of(i) // k)
@@ -56,9 +72,8 @@ class FabricLayer(StageLayer):
             have = copies[i]
             if s not in have:
                 prev = at(i, s - 1)
-                reg = Signal(prev.shape(), name=f"v{i}_s{s}")
-                with m.If(en):
-                    m.d.sync += reg.eq(prev)
+                reg = Signal(prev.shape(), name=f"v{i}_s{s}", reset_less=True)
+                m.d.sync += reg.eq(prev)
                 have[s] = reg
             return have[s]
 
@@ -79,14 +94,13 @@ class FabricLayer(StageLayer):
             copies[i] = {s: v}
 
         # the outputs' terms, the bias, into the sum register; ReLU and the requantizer
-        # into the output register
+        # into the output queue
         sums = []
         for o, t in enumerate(g.outputs):
             bias = Const(int(st.bias[o]), shape_of(st.acc))
             total = bias if t is None else bias + term(t, n_stages, 0)
-            reg = Signal(shape_of(st.acc), name=f"sum{o}")
-            with m.If(en):
-                m.d.sync += reg.eq(total[: st.acc.width].as_signed())
+            reg = Signal(shape_of(st.acc), name=f"sum{o}", reset_less=True)
+            m.d.sync += reg.eq(total[: st.acc.width].as_signed())
             sums.append(reg)
         results = []
         for o, y in enumerate(sums):
@@ -95,9 +109,17 @@ class FabricLayer(StageLayer):
 
         # valid bits, one per register level: n_stages adder stages, then the sum register
         valid = [Signal(name=f"valid{s}") for s in range(n_stages + 1)]
-        with m.If(en):
-            m.d.sync += valid[0].eq(self.i.valid)
-            m.d.sync += [valid[s].eq(valid[s - 1]) for s in range(1, len(valid))]
-            m.d.sync += self.o.valid.eq(valid[-1])
-            m.d.sync += [self.o.payload[o].eq(y) for o, y in enumerate(results)]
+        m.d.sync += valid[0].eq(accept)
+        m.d.sync += [valid[s].eq(valid[s - 1]) for s in range(1, len(valid))]
+        # the output queue: written as the sum register's sample is requantized
+        out = Signal.like(self.o.payload, name="result")
+        m.d.comb += [out[o].eq(y) for o, y in enumerate(results)]
+        m.submodules.queue = queue = SyncFIFO(width=len(out.as_value()), depth=depth)
+        m.d.comb += [
+            queue.w_en.eq(valid[-1]),
+            queue.w_data.eq(out),
+            self.o.valid.eq(queue.r_rdy),
+            self.o.payload.eq(queue.r_data),
+            queue.r_en.eq(self.o.ready),
+        ]
         return m
