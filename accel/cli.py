@@ -423,6 +423,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     _applies(args, "--baud", args.baud, ("bitstream",))
     _applies(args, "--clock-mhz", args.clock_mhz, ("bitstream",))
     _applies(args, "--router", args.router, ("bitstream",))
+    _applies(args, "--placer-density", args.placer_density, ("bitstream",))
     _applies(args, "--backend", args.backend, ("hls4ml",))
     _applies(args, "--hls4ml-reuse", args.hls4ml_reuse, ("hls4ml",))
     board = None
@@ -461,6 +462,22 @@ def cmd_generate(args: argparse.Namespace) -> int:
 DEFAULT_BOARD = "ulx3s-85f"
 ROUTERS = ("router1", "router2")
 ROUTER_HELP = "nextpnr's router (default router1; router2 for large, congested designs)"
+DENSITY_HELP = (
+    "the placer's highest cell density, 0.3-1.0 (nextpnr's --placer-heap-beta, default "
+    "0.9); lower spreads a congested design so it routes"
+)
+
+
+def _density(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0.3 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text} is outside 0.3-1.0")
+    return value
+
+
 CLOCK_HELP = (
     "bitstream: the clock the design runs at, from the board's PLL (default: the "
     "design's own target, else the board's oscillator)"
@@ -494,6 +511,7 @@ def build_bitstream(design, model, board, work: Path, args: argparse.Namespace) 
             progress=update,
             multipliers=design.multipliers,
             router=args.router or ROUTERS[0],
+            density=args.placer_density,
         )
     report = impl.report(*_rate(design, model))
     report.update(
@@ -543,6 +561,7 @@ def cmd_report(args: argparse.Namespace) -> int:
                 multipliers=design.multipliers,
                 pnr_minutes=args.pnr_minutes,
                 router=args.router or ROUTERS[0],
+                density=args.placer_density,
                 progress=update,
             )
             designs["accel"] = impl.report(*rate)
@@ -771,6 +790,7 @@ def build_parser() -> argparse.ArgumentParser:
     ge.add_argument("--baud", type=_positive, help="bitstream: UART rate (default 1,000,000)")
     ge.add_argument("--clock-mhz", type=float, metavar="F", help=CLOCK_HELP)
     ge.add_argument("--router", choices=ROUTERS, help=ROUTER_HELP)
+    ge.add_argument("--placer-density", type=_density, metavar="D", help=DENSITY_HELP)
     ge.add_argument("--backend", choices=["Vitis", "Vivado"], help="hls4ml backend (Vitis)")
     ge.add_argument("--hls4ml-reuse", type=_positive, help="hls4ml's ReuseFactor (default 1)")
     ge.add_argument(
@@ -795,6 +815,7 @@ def build_parser() -> argparse.ArgumentParser:
     re_.add_argument("--board", default=DEFAULT_BOARD)
     re_.add_argument("--clock-mhz", type=float, metavar="F", help=CLOCK_HELP)
     re_.add_argument("--router", choices=ROUTERS, help=ROUTER_HELP)
+    re_.add_argument("--placer-density", type=_density, metavar="D", help=DENSITY_HELP)
     re_.add_argument("--seed", type=_seed, default=1, help="place-and-route seed")
     re_.add_argument("--no-da4ml", action="store_true", help="skip the da4ml comparison")
     re_.add_argument(

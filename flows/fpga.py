@@ -253,6 +253,7 @@ class Implementation:
     clock_source: str = "board oscillator"
     lut_mapper: str = "abc9"
     router: str = "router1"
+    placer_density: float | None = None  # nextpnr's --placer-heap-beta, if not its default
     critical_path: dict | None = None  # nextpnr's worst path after routing, named
 
     @property
@@ -281,6 +282,7 @@ class Implementation:
             "multipliers_in": self.dsp_mode,
             "lut_mapper": self.lut_mapper,
             "router": self.router,
+            "placer_density": self.placer_density,
             "critical_path": self.critical_path,
             "utilization": self.utilization,
             "tool_seconds": self.seconds,
@@ -339,6 +341,7 @@ def implement(
     lut_mapper: str = "abc9",
     pnr_minutes: float | None = None,
     router: str = "router1",
+    density: float | None = None,
     progress: Callable[[str], None] = lambda s: None,
 ) -> Implementation:
     """Synthesize, place, route and pack ``top`` for ``board`` inside ``work``.
@@ -347,6 +350,8 @@ def implement(
     ``lut_mapper`` "abc9" falls back to "abc" on yosys's abc9 assertion.
     ``pnr_minutes`` bounds nextpnr; past it :class:`PlaceRouteTimeout` is raised.
     ``router`` is nextpnr's (router2 often finishes congested designs sooner).
+    ``density`` is the placer's highest cell density (nextpnr's
+    ``--placer-heap-beta``, 0.9 by default): lower spreads a congested design.
 
     ``multipliers`` is how many the design has; past the device's DSP blocks
     they all go to LUTs (yosys has no DSP budget of its own).
@@ -357,16 +362,18 @@ def implement(
         raise AccelError(f"LUT mapper must be abc9 or abc, not {lut_mapper!r}")
     if router not in ("router1", "router2"):
         raise AccelError(f"router must be router1 or router2, not {router!r}")
+    if density is not None and not 0.3 <= density <= 1.0:
+        raise AccelError(f"placer density must be between 0.3 and 1.0, not {density}")
     mapper = lut_mapper
     try:
         seconds, logs = _run_plan(
-            platform, top, work, name, seed, nodsp, mapper, pnr_minutes, router, progress
+            platform, top, work, name, seed, nodsp, mapper, pnr_minutes, router, density, progress
         )
     except _Abc9Assertion:
         mapper = "abc (abc9 hit a yosys assertion)"
         progress("abc9 hit a yosys assertion; mapping LUTs with abc instead")
         seconds, logs = _run_plan(
-            platform, top, work, name, seed, nodsp, "abc", pnr_minutes, router, progress
+            platform, top, work, name, seed, nodsp, "abc", pnr_minutes, router, density, progress
         )
     stat = json.loads((work / f"{name}.stat.json").read_text())
     report = json.loads((work / f"{name}.report.json").read_text())
@@ -389,6 +396,7 @@ def implement(
         dsp_mode="LUTs only (-nodsp)" if nodsp else "DSP blocks",
         lut_mapper=mapper,
         router=router,
+        placer_density=density,
         critical_path=critical_path(report),
     )
 
@@ -439,7 +447,8 @@ def run_tool(
 
 def _run_plan(
     platform, top, work: Path, name: str, seed: int, nodsp: bool, mapper: str,
-    pnr_minutes: float | None, router: str, progress: Callable[[str], None],
+    pnr_minutes: float | None, router: str, density: float | None,
+    progress: Callable[[str], None],
 ) -> tuple[dict[str, float], list[str]]:  # fmt: skip
     """Extract the build plan into ``work`` and run its tools; seconds and logs per step."""
     stat = f"tee -q -o {name}.stat.json stat -json"
@@ -466,7 +475,9 @@ def _run_plan(
         synth_opts=" ".join(synth_opts),
         script_after_synth=after,
         nextpnr_opts=f"--seed {seed} --report {name}.report.json --detailed-timing-report "
-        "--timing-allow-fail" + ("" if router == "router1" else f" --router {router}"),
+        "--timing-allow-fail"
+        + ("" if router == "router1" else f" --router {router}")
+        + ("" if density is None else f" --placer-heap-beta {density}"),
     )
     plan.extract(work)
     commands = json.loads(plan.files[f"build_{name}.json"])["commands"]
@@ -530,12 +541,14 @@ def implement_cached(
     lut_mapper: str = "abc9",
     pnr_minutes: float | None = None,
     router: str = "router1",
+    density: float | None = None,
     progress: Callable[[str], None] = lambda s: None,
 ) -> Implementation:
     """:func:`implement`, remembered by a hash of the design, board, seed and tools."""
     il = _platform(board, extra_files).prepare(top, name=name).files[f"{name}.il"]
     what = [design_text(il), extra_files, board.name, seed, multipliers, tool_versions()]
     what += [x for x in (lut_mapper, router) if x not in ("abc9", "router1")]
+    what += [] if density is None else [f"density {density}"]
     key = hashlib.sha256(json.dumps(what).encode()).hexdigest()[:20]
     hit = cache / key / "implementation.json"
     if hit.is_file():
@@ -554,6 +567,7 @@ def implement_cached(
         lut_mapper=lut_mapper,
         pnr_minutes=pnr_minutes,
         router=router,
+        density=density,
         progress=progress,
     )
     (work / "implementation.json").write_text(json.dumps(dataclasses.asdict(impl), indent=1))
