@@ -581,6 +581,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         "board": board.name,
         "seed": args.seed,
         "designs": designs,
+        **({"hls4ml": _hls4ml_note(graph)} if design.target == "dataflow" else {}),
         "note": "every design behind the same UART bridge, same yosys/nextpnr script"
         + ("" if design.target == "dataflow" else "; for the engine, ii_cycles is the cycles "
            f"per sample of a batch of {design.config.rows * 8}"),
@@ -611,7 +612,26 @@ def cmd_report(args: argparse.Namespace) -> int:
     for name, d in designs.items():
         if not d["routed"]:
             console.print(f"{name}: {d['error']}", markup=False)
+    if "hls4ml" in doc:
+        console.print(f"hls4ml: {doc['hls4ml']['note']}", markup=False)
     return 0
+
+
+def _hls4ml_note(graph) -> dict:
+    """What an hls4ml user of the same network would need for a figure beside these."""
+    from accel.flows import hls4ml
+
+    try:
+        bound = sum(hls4ml.multiplier_count(graph, reuse=1).values())
+    except AccelError:
+        bound = None
+    allows = f"; its Latency strategy allows {bound:,} multipliers at ReuseFactor 1"
+    return {
+        "multiplier_bound_reuse_1": bound,
+        "note": "hls4ml has no ECP5 flow: its project (accel generate MODEL --target hls4ml) "
+        "gets resources, latency and Fmax only from Vitis HLS and Vivado on an AMD part, "
+        "neither of which is installed here" + (allows if bound else ""),
+    }
 
 
 # -- accel dse ----------------------------------------------------------------------

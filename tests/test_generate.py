@@ -224,6 +224,20 @@ def test_report_puts_da4ml_beside_ours(tiny_onnx):
         assert d["latency_ns"] == round(d["latency_cycles"] * 1e3 / d["fmax_mhz"], 2)
     assert ours["ii_cycles"] == 2 and theirs["ii_cycles"] == 1
     assert theirs["generator"].startswith("da4ml")
+    assert "Vivado" in doc["hls4ml"]["note"]
+
+
+def test_report_says_what_hls4ml_would_need():
+    """No ECP5 flow in hls4ml: the report names the tools and hls4ml's multiplier bound."""
+    from accel import zoo
+    from accel.cli import _hls4ml_note
+    from accel.flows import hls4ml
+
+    graph = zoo.get("autoencoder").build()
+    note = _hls4ml_note(graph)
+    bound = sum(hls4ml.multiplier_count(graph, reuse=1).values())
+    assert note["multiplier_bound_reuse_1"] == bound > 0
+    assert "Vitis HLS and Vivado" in note["note"] and f"{bound:,} multipliers" in note["note"]
 
 
 def test_da4ml_refusal_is_one_line():
