@@ -55,23 +55,32 @@ def two_layers() -> Graph:
 
 
 @pytest.mark.parametrize(
-    ("name", "mult", "levels", "budget"),
-    [("fabric-1", "fabric", 1, None), ("fabric-2", "fabric", 2, None), ("auto", "auto", 1, 20)],
+    ("name", "mult", "levels", "budget", "reuse"),
+    [
+        ("fabric-1", "fabric", 1, None, 1),
+        ("fabric-2", "fabric", 2, None, 1),
+        ("auto", "auto", 1, 20, 1),
+        ("auto-reuse-2", "auto", 2, 10, 2),
+    ],
 )
-def test_fabric_layers_bit_and_cycle_exact(name, mult, levels, budget):
+def test_fabric_layers_bit_and_cycle_exact(name, mult, levels, budget, reuse):
     g = two_layers()
-    plan = lower(g, 1, mult, budget)
+    plan = lower(g, reuse, mult, budget)
     for s in plan.stages:
         s.levels_per_stage = levels
-    if mult == "auto":  # 30 products fit a budget of 20 only in the second layer's 15
+    if mult == "auto":
+        # 30 products fit a budget of 20 only in the second layer's 15; at reuse 2, the
+        # first layer's 15 multipliers miss a budget of 10, so it runs multiplier-free at
+        # reuse 1, and the second's 8 take DSP blocks at reuse 2
         assert [s.fabric for s in plan.stages] == [True, False]
+        assert plan.reuse == [1, reuse] and plan.timing().ii == reuse
     x = np.concatenate([stimulus.edge_inputs(g), stimulus.random_inputs(g, 400, 7)])
     for pats in [(None, None), stimulus.backpressure(3)]:
         run = backends.run_rtl(g, x, 1, *pats, plan=plan)
         assert np.array_equal(run.outputs, reference.predict(g, x))
         for k, predicted in run.predicted.items():
             assert np.array_equal(run.measured[k], predicted), (name, k)
-    assert run.timing.latency == sum(s.pipeline if s.fabric else 2 for s in plan.stages)
+    assert run.timing.latency == sum(s.pipeline if s.fabric else s.reuse + 1 for s in plan.stages)
 
 
 def test_the_tiny_network_on_the_fabric_has_no_multipliers():

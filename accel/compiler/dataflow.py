@@ -192,7 +192,9 @@ def lower(
     ``mult``: ``dsp``, every product on a multiplier (DSP blocks, or LUTs past the
     part's); ``fabric``, every layer multiplier-free (constant weights as a shared adder
     graph, :mod:`accel.compiler.cmvm`; needs reuse 1); ``auto``, layer by layer, on
-    multipliers while they fit ``dsp_budget`` and multiplier-free (at reuse 1) past it.
+    multipliers at its reuse factor while they fit ``dsp_budget``, and multiplier-free
+    past it (at reuse 1: a constant adder graph takes a sample every cycle, so the
+    pipeline's initiation interval stays the largest reuse factor on the DSP blocks).
     """
     if mult not in MULT_STYLES:
         raise AccelError(f"multiplier style must be one of {', '.join(MULT_STYLES)}, got {mult!r}")
@@ -275,10 +277,11 @@ def _place_products(plan: DataflowPlan, mult: str, dsp_budget: int | None) -> No
         return
     left = dsp_budget
     for st in plan.stages:
-        fits = left is None or st.n_mult <= left
-        if mult == "auto" and (fits or st.reuse > 1):
-            left = None if left is None else left - st.n_mult
-            continue
+        if mult == "auto":
+            if left is None or st.n_mult <= left:
+                left = None if left is None else left - st.n_mult
+                continue
+            st.reuse = 1  # past the DSP blocks: multiplier-free, a sample every cycle
         if st.reuse != 1:
             raise AccelError(
                 f"layer {st.name}: a multiplier-free layer has constant weights, so it runs at "

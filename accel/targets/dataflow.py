@@ -31,8 +31,8 @@ class DataflowConfig:
     mult: str = knob(
         "dsp",
         "where products go: dsp, on multipliers (DSP blocks, LUTs past the part's); "
-        "fabric, multiplier-free shared adder graphs (reuse 1); auto, on the part's DSP "
-        "blocks while they last, then multiplier-free",
+        "fabric, multiplier-free shared adder graphs (reuse 1); auto, layer by layer on the "
+        "part's DSP blocks at --reuse while they last, past them multiplier-free at reuse 1",
         choices=MULT_STYLES,
     )
     levels: int = knob(
