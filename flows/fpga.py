@@ -372,6 +372,7 @@ def implement(
     except _Abc9Assertion:
         mapper = "abc (abc9 hit a yosys assertion)"
         progress("abc9 hit a yosys assertion; mapping LUTs with abc instead")
+        platform = _platform(board, extra_files)  # a platform prepares one design, once
         seconds, logs = _run_plan(
             platform, top, work, name, seed, nodsp, "abc", pnr_minutes, router, density, progress
         )

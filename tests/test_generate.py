@@ -378,3 +378,30 @@ def test_engine_verilog_target_for_every_family(tmp_path, model):
     assert len((out / "vectors" / "program.hex").read_text().split()) == doc["program_words"]
     assert f"localparam integer N_OUT = {n};" in (out / "tb_accel_engine.v").read_text()
     assert doc["engine"]["vector"] == (name == "moe_vit")
+
+
+def test_abc9_fallback_prepares_a_fresh_platform(monkeypatch, tmp_path):
+    """An Amaranth platform prepares one design once: the retry with abc needs its own."""
+    from test_uart import tiny_graph
+
+    from accel.compiler.dataflow import lower
+    from accel.flows import fpga
+    from accel.flows.boards import get as get_board
+
+    seen = []
+
+    class Stop(Exception):
+        pass
+
+    def fake_run_plan(platform, top, work, name, seed, nodsp, mapper, *rest):
+        seen.append((platform, mapper))
+        platform.prepare(top, name=name)  # what the real one does first
+        if len(seen) == 1:
+            raise fpga._Abc9Assertion()
+        raise Stop
+
+    monkeypatch.setattr(fpga, "_run_plan", fake_run_plan)
+    top = fpga.BoardTop.dataflow(lower(tiny_graph(), 2))
+    with pytest.raises(Stop):
+        fpga.implement(get_board("ulx3s-85f"), top, tmp_path)
+    assert [m for _, m in seen] == ["abc9", "abc"] and seen[0][0] is not seen[1][0]
