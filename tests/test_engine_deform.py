@@ -224,3 +224,131 @@ def test_cli_runs_the_bilinear_detector_and_refuses_bad_input(tmp_path):
     out = tmp_path / "y.npy"
     msg = last_line(["predict", "deform_det", "--inputs", str(wrong), "--out", str(out)])
     assert "expected shape (N, 32, 32, 1), got (2, 24, 24, 1)" in msg and not out.exists()
+
+
+# -- offset convs with their reduction split across the columns -------------------------
+BIL = EngineConfig(
+    rows=4, cols=8, group=8, a_depth=512, b_depth=4096, bias_depth=64, bilinear_frac=3
+)  # the bilinear test's engine
+
+
+def test_split_offset_conv_sums_to_the_conv_and_is_chosen_when_faster():
+    from accel import nm
+    from accel.engine.graph import reduce_offsets, spread_offsets
+
+    rng = np.random.default_rng(5)
+    w2, bias = rng.integers(-128, 128, (72, 18)), rng.integers(-1000, 1000, 18)
+    b, bb = spread_offsets(w2, bias, 8)
+    assert b.shape == (72, 18 * 8) and bb.shape == (18 * 8,)
+    nm.check(b, nm.NM(1, 8), 0, "spread")  # one weight of every group of 8 per column
+    a = rng.integers(-256, 256, (5, 72))
+    # the drain sums each output's 8 columns (a word); the bias rides on lane 0
+    np.testing.assert_array_equal((a @ b + bb).reshape(5, 18, 8).sum(-1), a @ w2 + bias)
+    assert reduce_offsets(BIL, 72, 1) and reduce_offsets(BIL, 72, 18)
+    # 1x1 over one group: 18 drain-bound tiles against 3 tiles of 8 steps
+    assert not reduce_offsets(BIL, 8, 18)
+    # 18 results a pixel need lane writes, which only a bilinear engine's memories take
+    assert not reduce_offsets(EngineConfig(rows=4, cols=8, group=8), 72, 18)
+
+
+def split_net(seed: int, channels: int, layers, h: int = 6, w: int = 7) -> Graph:
+    """A stem conv to ``channels``, deformable layers ``(name, mode, stride, R, offset
+    kernel, offset fraction bits, offset accumulator or None)`` with offset weights at
+    their type's extremes, and a pointwise conv that streams out."""
+    rng = np.random.default_rng(seed)
+    g = Graph(f"split{seed}")
+    x = g.add_input("x", (h, w, 1), Quant(FixedType(8, 8, False), Rounding.RND, Overflow.SAT))
+    x = g.add(
+        "conv2d", x, name="stem", padding="same",
+        params={"weight": Param(rng.integers(-128, 128, (3, 3, 1, channels)), W8),
+                "bias": Param(rng.integers(-128, 128, channels), W8)},
+    )  # fmt: skip
+    x = g.add("requantize", g.add("relu", x), quant=ACT)
+    for name, mode, stride, r, ok, frac, acc in layers:
+        n_off = 1 if mode == "square" else 18
+        scale = 1 << frac  # offsets in units of 2**-frac
+        params = {
+            "weight": Param(rng.integers(-8, 8, (3, 3, channels)), W4),
+            "bias": Param(rng.integers(-8, 8, channels), W4),
+            "offset_weight": Param(
+                rng.choice([OFF_W.min_int, 0, OFF_W.max_int], (ok, ok, channels, n_off)), OFF_W
+            ),
+            "offset_bias": Param(rng.integers(-2 * r * scale, 4 * r * scale + 1, n_off), OFF_B),
+        }
+        extra = {} if acc is None else {"offset_acc": acc}
+        x = g.add(
+            "deform_conv2d", x, name=name, mode=mode, stride=stride, max_offset=r,
+            offset_frac=frac, params=params, **extra,
+        )  # fmt: skip
+        x = g.add("requantize", g.add("relu", x), quant=ACT)
+    x = g.add(
+        "conv2d", x, name="pw",
+        params={"weight": Param(rng.integers(-128, 128, (1, 1, channels, 16)), W8),
+                "bias": Param(rng.integers(-128, 128, 16), W8)},
+    )  # fmt: skip
+    g.mark_output(x)
+    return g
+
+
+def _inputs(g: Graph, n: int) -> np.ndarray:
+    x = np.random.default_rng(7).integers(0, 256, (n, *g.tensors[g.inputs[0]].shape))
+    x[0], x[1] = 0, 255
+    x[2, ::2] = 255  # stripes: rows of 255 against rows of 0
+    x[2, 1::2] = 0
+    return x
+
+
+def _run_split(g: Graph, cfg: EngineConfig, n: int, split: set[str]):
+    """``g`` on the engine, bit-exact and cycle-exact; the offset convs in ``split`` (and
+    only those) run with their reduction across the columns."""
+    x = _inputs(g, n)
+    prog, _ = compile_graph(g, cfg, x)
+    assert {p.name for p in prog.gemms if p.reduce} == split
+    y, run = run_graph(g, cfg, x)
+    np.testing.assert_array_equal(y, reference.predict(g, x))
+    assert run.cycles_match
+    return reference.run(g, x), run
+
+
+def _offsets(g: Graph, values: dict, name: str) -> np.ndarray:
+    node = g.node(name)
+    return reference.deform_offsets(node, values[node.inputs[0]], g.tensors[node.inputs[0]])
+
+
+def test_split_offset_convs_wrap_and_clip_exactly(engine_cfg):
+    """Square and bilinear offset convs split across the columns, bit- and cycle-exact, with
+    weights at their extremes, accumulators that wrap (11 bits) and offsets at both bounds."""
+    wrap = FixedType(11, 7)  # input frac 4 + weight frac 3: sums wrap beyond +-8
+    for cfg, mode, r, frac, n in ((engine_cfg, "square", 7, 0, 12), (BIL, "bilinear", 3, 3, 8)):
+        layers = [("d1", mode, 1, r, 3, frac, wrap), ("d2", mode, 2, r, 3, frac, None)]
+        g = split_net(11, 8, layers)
+        values, run = _run_split(g, cfg, n, {"d1.offsets", "d2.offsets"})
+        util = {t.name: t.utilisation for t in reversed(run.model.gemms)}  # the full chunk
+        # every column busy (one offset on one column ran at 1/8, 18 on 24 at 3/4); short
+        # GEMMs pay the pipeline
+        assert util["d1.offsets"] > 0.85 and util["d2.offsets"] > 0.85, mode
+        lo, hi = (0, r) if mode == "square" else (-r * 8, r * 8)
+        for name in ("d1", "d2"):
+            off = _offsets(g, values, name)
+            assert off.min() == lo and off.max() == hi, (mode, name)
+            assert len(np.unique(off)) > 4, (mode, name)
+        # the wrap matters: in the derived (wide) accumulator many offsets differ
+        wide = split_net(11, 8, [(*layers[0][:-1], None), layers[1]])
+        x = _inputs(g, n)
+        d1 = [_offsets(h, reference.run(h, x), "d1") for h in (g, wide)]
+        assert (d1[0] != d1[1]).mean() > 0.1, mode
+
+
+def test_split_offset_convs_on_a_wide_array():
+    """16 columns (two words a row): the 18 bilinear offsets leave two a tile, the square
+    offset beside a padded result, each into its own lane."""
+    cfg = EngineConfig(
+        rows=2, cols=16, group=8, a_depth=512, b_depth=4096, bias_depth=64, bilinear_frac=3
+    )
+    g = split_net(
+        13, 16, [("s", "square", 1, 5, 3, 0, None), ("b", "bilinear", 2, 3, 3, 3, None)], h=5
+    )
+    values, _ = _run_split(g, cfg, 5, {"s.offsets", "b.offsets"})
+    assert {0, 5} <= set(np.unique(_offsets(g, values, "s")).tolist())
+    off = _offsets(g, values, "b")
+    assert off.min() == -3 * 8 and off.max() == 3 * 8

@@ -14,7 +14,9 @@ valid and the output always ready:
   registered, so the last tile's sums reach the drain ``ISSUE_TO_DRAIN`` cycles
   after its last step; a word the drain picks leaves its pipeline (bias,
   requantizer) ``DRAIN_LATENCY`` cycles later; the controller moves on when the
-  drain has emptied and the pipeline is idle.
+  drain has emptied and the pipeline is idle. A reducing GEMM (an offset conv
+  whose reduction is split across the columns) sums each word in the drain's
+  adder tree first: ``reduce_latency`` registers more.
 """
 
 from __future__ import annotations
@@ -33,6 +35,12 @@ ISSUE_TO_DRAIN = 1 + 3 + 1 + 4
 # ... and from the drain picking a word to the word on the stream or in a bank:
 # the biased word's register, then the requantizer's (``Requantizer.LATENCY``)
 DRAIN_LATENCY = 1 + 5
+
+
+def reduce_latency(cfg) -> int:
+    """Registers a reducing GEMM's words (``Gemm.reduce``) take beyond ``DRAIN_LATENCY``:
+    the drain's adder tree over a word's ``group`` sums, one register per level."""
+    return (cfg.group - 1).bit_length()
 
 
 @dataclass
@@ -96,6 +104,8 @@ def predict(program: Program) -> ProgramTiming:
             w = np.arange(drain)
             out_valid += [e + ISSUE_TO_DRAIN + 1 + DRAIN_LATENCY + w for e in last]
         t = last[-1] + ISSUE_TO_DRAIN + 2 + DRAIN_LATENCY + drain
+        if s.reduce:
+            t += reduce_latency(cfg)
         gemms.append(GemmTiming(s.name, fetch + 2, t - fetch, s.useful_macs, cfg.macs))
     if len(program.steps) in loops:
         t += 2  # the body ends the program: its last LOOP

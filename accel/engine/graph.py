@@ -95,6 +95,8 @@ class Placed:
     # first layer only: the host unfolds the input into patches (kh, kw, pads, stride)
     im2col: tuple[int, int, tuple[int, int, int, int], int] | None = None
     to_offsets: bool = False  # fills the offset memories; the next layer reads the same input
+    reduce: bool = False  # an offset conv's reduction split across the columns (see _deform)
+    out_stride: int | None = None  # words between row blocks of C (default: C's row)
 
 
 def _stored_weights(w: np.ndarray, stored: int) -> np.ndarray:
@@ -144,6 +146,42 @@ def _check_sampler(node: Node, cfg: EngineConfig, stored: int) -> None:
         )
 
 
+def spread_offsets(w2: np.ndarray, bias: np.ndarray | None, group: int):
+    """An offset conv's (K, n) B and bias, its reduction split across ``group`` columns.
+
+    Output ``o`` gets columns ``o * group + l`` (``l < group``), and column ``l``
+    keeps the taps ``k`` with ``k % group == l``: B is 1:group sparse, so every
+    column takes one activation of each group word and a group of taps costs one
+    step instead of ``group``. The drain sums the word (``Gemm.reduce``); the
+    bias rides on lane 0.
+    """
+    k, n = w2.shape
+    b = np.zeros((k, n, group), np.int64)
+    b[np.arange(k), :, np.arange(k) % group] = w2
+    out = None
+    if bias is not None:
+        out = np.zeros((n, group), np.int64)
+        out[:, 0] = bias
+        out = out.reshape(-1)
+    return b.reshape(k, n * group), out
+
+
+def reduce_offsets(cfg: EngineConfig, k: int, n_off: int) -> bool:
+    """Whether an offset conv with reduction ``k`` (a multiple of the group) and ``n_off``
+    outputs runs faster with its reduction split across the columns (cycles per row
+    block: column tiles x max(steps per tile, drain words per tile)).
+
+    Outputs go to the offset memories one lane at a time, so more than one needs an
+    engine whose offset memories take lane writes (the bilinear sampler's).
+    """
+    if n_off > 1 and not cfg.bilinear_frac:
+        return False
+    g, drain = cfg.group, cfg.rows * cfg.cols // cfg.group
+    plain = -(-n_off // cfg.cols) * max(k, drain)
+    split = -(-n_off * g // cfg.cols) * max(k // g, drain)
+    return split < plain
+
+
 def _deform(
     node: Node, relu: bool, quant: Quant | None, shape: tuple[int, ...], stored: int,
     cfg: EngineConfig,
@@ -166,16 +204,21 @@ def _deform(
         bias = None if ob is None else align_bias(ob.data, ob.type, acc)
         lo, hi = offset_bounds(mode, node.attrs["max_offset"], node.attrs["offset_frac"])
         q = Quant(FixedType.covering(lo, hi, node.attrs["offset_frac"]), Rounding.RND, Overflow.SAT)
+        w2, pattern = _stored_weights(wo, stored), None
+        words = ceil_to(n_off, cfg.cols) // cfg.group  # offset words per pixel
+        split = reduce_offsets(cfg, len(w2), n_off)
+        if split:
+            w2, bias = spread_offsets(w2, bias, cfg.group)
+            pattern = nm.NM(1, cfg.group)
         spec = GemmSpec(
-            f"{node.name}.offsets", np.zeros((0, k * k * stored), np.int64),
-            _stored_weights(wo, stored), DrainSpec(acc, False, q, clip=(lo, hi)), None, bias,
-            k * k * c,
+            f"{node.name}.offsets", np.zeros((0, k * k * stored), np.int64), w2,
+            DrainSpec(acc, False, q, clip=(lo, hi)), pattern, bias, k * k * c,
         )  # fmt: skip
         _, o_top, _ = conv_padding(h, k, s, "same")
         _, o_left, _ = conv_padding(w_, k, s, "same")
         geo = Geometry(h, w_, stored, k, k, s, o_top, o_left, oh, ow)
-        out.append(Placed(spec, geo, (oh, ow, n_off), to_offsets=True))
-        words = ceil_to(n_off, cfg.cols) // cfg.group
+        out.append(Placed(spec, geo, (oh, ow, n_off), to_offsets=True, reduce=split,
+                          out_stride=words))  # fmt: skip
     corners = 4 if mode == "bilinear" else 1
     spec = _spec(node, depthwise_b(node.params["weight"].data, cfg, corners), relu, quant)
     spec = replace(spec, pattern=nm.NM(1, cfg.group), k_real=9 * cfg.group)
@@ -296,8 +339,8 @@ def compile_graph(graph: Graph, cfg: EngineConfig, x: np.ndarray) -> tuple[Progr
         )
     for p in layers_:
         if p.to_offsets:  # a chunk's offsets must fit the offset memories
-            need = p.geometry.positions * p.spec.b.shape[1]
-            words = p.geometry.positions * ceil_to(p.spec.b.shape[1], cfg.cols) // cfg.group
+            need = p.geometry.positions * p.out_shape[-1]
+            words = p.geometry.positions * p.out_stride
             blocks = min(blocks, cfg.offset_depth // words)
             if blocks < 1:
                 raise AccelError(
@@ -329,6 +372,8 @@ def compile_graph(graph: Graph, cfg: EngineConfig, x: np.ndarray) -> tuple[Progr
                 out_base=0 if p.to_offsets else ((li + 1) % 2) * region,
                 to_stream=p is layers_[-1],
                 to_offsets=p.to_offsets,
+                reduce=p.reduce,
+                out_stride=p.out_stride,
             )
             li += not p.to_offsets
             check_a_region(cfg, g.a_words(cfg), g.name)

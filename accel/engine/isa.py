@@ -64,9 +64,15 @@ class Target(enum.IntEnum):
 
 
 class Deform(enum.IntEnum):
+    """A GEMM's part in a deformable convolution."""
+
     NONE = 0
     SQUARE = 1  # one integer offset per pixel spreads the 3x3 taps (CoDeNet)
     BILINEAR = 2  # two offsets per tap, four corners each
+    # the offset conv with its reduction split across the columns (with to_offsets): the
+    # drain sums each word of ``group`` columns into one offset; offset i of a row block
+    # goes to lane i % group of the pixel's offset word i // group. Its taps are plain.
+    OFFSETS = 3
 
 
 class Rounding(enum.IntEnum):
@@ -155,7 +161,7 @@ def fields(cfg: EngineConfig) -> dict[str, Field]:
             "chan_step": unsigned(b),  # depthwise: channel blocks between column tiles
             "deform": Deform,  # taps placed by each row's offsets (rtl.engine.address)
             "offset_words": unsigned(4),  # offset-memory words per output pixel
-            "to_offsets": unsigned(1),  # results (column 0) go to the offset memories
+            "to_offsets": unsigned(1),  # results go to the offset memories (see Deform)
             "row_words": unsigned(a + 1),  # in_w * cblocks
             "step_x": unsigned(a + 1),  # stride * cblocks
             "step_y": unsigned(a + 1),  # stride * row_words

@@ -177,7 +177,10 @@ class Gemm:
     drain: DrainSpec
     useful_macs: int  # rows x kept weights (all of them when dense)
     geometry: Geometry = field(default_factory=Geometry)
-    to_offsets: bool = False  # column 0 of C fills the offset memories (one per row)
+    to_offsets: bool = False  # C fills the offset memories (one per row)
+    # each word of ``group`` columns of C is summed into one result (``isa.Deform.OFFSETS``):
+    # an offset conv's reduction split across the columns, its B 1:group sparse
+    reduce: bool = False
     a_stride: int | None = None  # words between row blocks of A (default: a sample block's)
     out_stride: int | None = None  # words between row blocks of C (default: C's row)
     b_write: BWrite | None = None  # C goes to the weight buffer (vector engines)
@@ -214,6 +217,11 @@ class Gemm:
         return self.row_blocks(cfg) * self.cols // cfg.group
 
     def encode(self, cfg: EngineConfig) -> int:
+        geometry = self.geometry.fields(cfg)
+        if self.reduce:  # the split offset conv (``isa.Deform.OFFSETS``)
+            if not self.to_offsets or self.geometry.deform != Deform.NONE:
+                raise AssertionError(f"{self.name}: a reducing GEMM writes the offset memories")
+            geometry["deform"] = Deform.OFFSETS
         return encode(
             cfg,
             op=Opcode.GEMM,
@@ -231,7 +239,7 @@ class Gemm:
             out_base=self.out_base,
             out_stride=self.cols // cfg.group if self.out_stride is None else self.out_stride,
             **({} if self.b_write is None else self.b_write.fields()),
-            **self.geometry.fields(cfg),
+            **geometry,
             **self.drain.fields(cfg.acc_bits, self.name),
         )
 

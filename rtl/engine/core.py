@@ -163,16 +163,25 @@ class Engine(wiring.Component):
             sampler.valid.eq(valid_s),
         ]
         step_o = sampler.step_o  # the step, beside its bank addresses
+        # a reducing offset GEMM writes one lane of a word at a time, its result coming in
+        # lane 0: bilinear offsets (up to 18 a pixel) need lane enables; a square offset
+        # is lane 0 of its word, written whole (its other results, padding, are not)
+        lanes = 1 if cfg.bilinear_frac else None
         for r, mem in enumerate(dmems):
-            rd, wr = mem.read_port(), mem.write_port()
+            rd, wr = mem.read_port(), mem.write_port(granularity=lanes)
             m.d.comb += [
                 rd.addr.eq(agen.o_addr),
                 sampler.offsets[r].eq(rd.data),
                 wr.addr.eq(drain.waddr),
-                wr.en.eq(drain.owe[r]),
+                wr.en.eq(
+                    drain.owe[r].replicate(len(wr.en)) & (drain.olane if lanes else drain.olane[0])
+                ),
             ]
             for e in range(cfg.group):
-                m.d.comb += wr.data[e].eq(drain.o.payload[e][: cfg.offset_bits])
+                x = drain.o.payload[e]
+                if lanes:
+                    x = Mux(drain.reducing, drain.o.payload[0], x)
+                m.d.comb += wr.data[e].eq(x[: cfg.offset_bits])
         if cfg.vector:
             vec_on = Signal()  # the vector unit owns the banks' ports
             m.submodules.vec = vec = VectorUnit(cfg)

@@ -8,7 +8,8 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from accel.engine.config import EngineConfig
-from accel.engine.isa import instruction_layout
+from accel.engine.cycles import reduce_latency
+from accel.engine.isa import Deform, instruction_layout
 from accel.rtl.engine.requant import Requantizer
 from accel.rtl.fixed import select
 
@@ -44,6 +45,13 @@ class Drain(wiring.Component):
     A GEMM that computes offsets writes its words into the row's offset memory
     instead, at the same addresses.
 
+    A reducing GEMM (``isa.Deform.OFFSETS``: an offset conv whose reduction is
+    split across the columns) sums each word's ``group`` values in an adder tree,
+    one register per level (``cycles.reduce_latency``), into lane 0's
+    requantizer; result ``i`` of a row block (word ``w`` of column tile ``ct``,
+    ``i = ct * cols / group + w``) leaves in lane 0 for lane ``i % group``
+    (``olane``) of offset word ``i // group`` of the row's pixel.
+
     The drain never stalls (no enable on its registers): it takes a finished
     tile whenever the array offers one (the engine issues a tile's last step
     only when the drain will have emptied the tile before), and reads a word
@@ -75,6 +83,8 @@ class Drain(wiring.Component):
                 "waddr": Out(unsigned(a_addr)),
                 "wdata": Out(data.ArrayLayout(signed(cfg.a_bits), cfg.group)),
                 "owe": Out(cfg.rows),  # one write enable per offset memory
+                "olane": Out(cfg.group),  # ... and the lanes of its word written
+                "reducing": Out(1),  # a reducing GEMM: its results leave in lane 0
                 **(
                     {  # results into the weight buffer (attention's K^T and V)
                         "bwe": Out(1),
@@ -120,14 +130,39 @@ class Drain(wiring.Component):
             m.d.sync += r.eq(value)
             return r
 
-        lane = []
+        # a reducing GEMM (the split offset conv), decoded a cycle after the instruction
+        # (its first word comes many later)
+        reduce = Signal()
+        m.d.sync += reduce.eq(p.deform == Deform.OFFSETS)
+        m.d.comb += self.reducing.eq(reduce)
+        lane, biased = [], []
         for e in range(cfg.group):
             b = select([bias[k * cfg.group + e] for k in range(words)], word)
             if cfg.vector:  # a transposed tile leaves column ``row``: one bias for all lanes
                 b = Mux(p.b_transpose, select(list(bias), row), b)
+            biased.append(self.word[e] + b)
+        # reducing GEMMs: the word's sum, an adder tree registered at every level but
+        # the last, whose sum enters lane 0's register in place of the lane's value
+        vwidth = cfg.acc_bits + 1  # the requantizer keeps the low acc_bits bits: sums wrap
+
+        def add(terms):
+            return sum(terms[1:], terms[0])[:vwidth].as_signed()
+
+        extra = reduce_latency(cfg)
+        v = [None] + [reg(x, f"v{e}") for e, x in enumerate(biased) if e]
+        level = [reg(biased[0], "u0"), *v[1:]]  # lane 0's value again, for the tree
+        depth = 0
+        while len(level) > 2:
+            level = [
+                reg(add(level[i : i + 2]), f"tree{depth}_{i // 2}") for i in range(0, len(level), 2)
+            ]
+            depth += 1
+        assert depth + 1 == extra or cfg.group == 1
+        v[0] = reg(Mux(reduce, add(level), biased[0]) if cfg.group > 1 else biased[0], "v0")
+        for e in range(cfg.group):
             rq = Requantizer(cfg)
             m.submodules[f"lane{e}"] = rq
-            m.d.comb += [rq.instr.eq(p), rq.value.eq(reg(self.word[e] + b, f"v{e}"))]
+            m.d.comb += [rq.instr.eq(p), rq.value.eq(v[e])]
             lane.append(rq.result)
         # the word's destination, beside it
         to_banks = ~p.to_stream & ~p.to_offsets
@@ -138,16 +173,23 @@ class Drain(wiring.Component):
                 "valid": 1,
                 "we": len(self.we),
                 "owe": len(self.owe),
+                "olane": len(self.olane),
                 "waddr": len(self.waddr),
                 **({"bwe": 1, "baddr": len(self.baddr)} if cfg.vector else {}),
             }
         )
+        # a reducing GEMM's result: its lane and word in the pixel's offset words, at the
+        # column tile's first result (``t_``) plus the word in the row (``o_``)
+        lanes = range(max(cfg.group, 2))
+        t_lane, t_word = Signal(lanes), Signal.like(self.waddr)
+        o_lane, o_word = Signal(lanes), Signal.like(self.waddr)
         now = Signal(ctl)
         m.d.comb += [
             now.valid.eq(step),
-            now.waddr.eq(row_addr + col_addr + word),
+            now.waddr.eq(row_addr + Mux(reduce, o_word, col_addr + word)),
             now.we.eq(Mux(step & to_banks, 1 << row, 0)),
             now.owe.eq(Mux(step & p.to_offsets, 1 << row, 0)),
+            now.olane.eq(Mux(reduce, 1 << o_lane, (1 << cfg.group) - 1)),
         ]
         if cfg.vector:
             b_row, b_col = Signal.like(self.baddr), Signal.like(self.baddr)
@@ -162,13 +204,23 @@ class Drain(wiring.Component):
                     m.d.sync += b_row.eq(b_row + p.bw_rb)
             with m.If(self.start):
                 m.d.sync += [b_row.eq(0), b_col.eq(0)]
-        stages = [now]
-        for k in range(1 + Requantizer.LATENCY):
+        # a reducing GEMM's words take ``extra`` registers more (its valid flags are
+        # zero otherwise)
+        late = Signal(ctl)
+        m.d.comb += [late.eq(now), late.valid.eq(step & reduce)]
+        delayed = [late]
+        for k in range(extra):
+            delayed.append(reg(delayed[-1], f"ctl_reduce{k}", True))
+        picked = Signal(ctl)
+        m.d.comb += picked.eq(Mux(reduce, delayed[-1], now))
+        stages = [now, reg(picked, "ctl0", True)]
+        for k in range(1, 1 + Requantizer.LATENCY):
             stages.append(reg(stages[-1], f"ctl{k}", True))
-        out = stages[-1]
+        stages += delayed[1:]  # for ``busy``
+        out = stages[1 + Requantizer.LATENCY]
         result = Signal(out_word(cfg))
-        for e, v in enumerate(lane):
-            m.d.comb += [result[e].eq(v), self.wdata[e].eq(v)]
+        for e, x in enumerate(lane):
+            m.d.comb += [result[e].eq(x), self.wdata[e].eq(x)]
 
         # the output queue: words the stream has not taken wait here, in order. A
         # block RAM with a registered read and an output register, as amaranth's
@@ -221,23 +273,40 @@ class Drain(wiring.Component):
             self.busy.eq(active | Cat(s.valid for s in stages[1:]).any() | held),
             self.we.eq(out.we),
             self.owe.eq(out.owe),
+            self.olane.eq(out.olane),
             self.waddr.eq(out.waddr),
         ]
         if cfg.vector:
             m.d.comb += [self.bwe.eq(out.bwe), self.baddr.eq(out.baddr)]
 
+        def plus(lane_, word_, k: int):
+            """(lane, word) of the result ``k`` (a constant) after ``(lane_, word_)``."""
+            s_lane = lane_ + k % cfg.group
+            carry = s_lane >= cfg.group
+            return (
+                Mux(carry, s_lane - cfg.group, s_lane),
+                word_ + k // cfg.group + carry,
+            )
+
         with m.If(step):
             m.d.sync += [word.eq(word + 1), pos.eq(pos + 1)]
+            n_lane, n_word = plus(o_lane, o_word, 1)
+            m.d.sync += [o_lane.eq(n_lane), o_word.eq(n_word)]
             with m.If(word == words - 1):
-                m.d.sync += [word.eq(0), row.eq(row + 1)]
+                # the next row (or tile of this column tile) starts at the tile's first
+                m.d.sync += [word.eq(0), row.eq(row + 1), o_lane.eq(t_lane), o_word.eq(t_word)]
         with m.If(final):
             m.d.sync += [row.eq(0), pos.eq(0), active.eq(0)]
             with m.If(rb == p.row_blocks - 1):
                 m.d.sync += [rb.eq(0), row_addr.eq(p.out_base), col_addr.eq(col_addr + words)]
+                n_lane, n_word = plus(t_lane, t_word, words)
+                m.d.sync += [t_lane.eq(n_lane), t_word.eq(n_word)]
+                m.d.sync += [o_lane.eq(n_lane), o_word.eq(n_word)]
             with m.Else():
                 m.d.sync += [rb.eq(rb + 1), row_addr.eq(row_addr + p.out_stride)]
         with m.If(self.offer):
             m.d.sync += [active.eq(1), bias.eq(self.bias)]
         with m.If(self.start):
             m.d.sync += [rb.eq(0), row_addr.eq(p.out_base), col_addr.eq(0)]
+            m.d.sync += [t_lane.eq(0), t_word.eq(0), o_lane.eq(0), o_word.eq(0)]
         return m
