@@ -8,7 +8,8 @@
   regular conv and of CoDeNet's square-shape deformable conv for each offset
   range R (the offset conv's GEMM and the depthwise GEMM separately), with
   the line buffer a streaming design needs (2R + 1 input rows), once with a
-  1x1 offset conv, and the bilinear (general) form;
+  1x1 offset conv, and the bilinear (general) form; ``ideal_cycles``: useful
+  MACs / the array's MAC units, the cycles no mapping onto the array beats;
 * ``--detector``: the zoo's deform_det (each shipped variant the engine runs):
   cycles per frame, and frames/s at the clock given by ``--mhz``;
 * ``--synth``: the engine core's yosys cells with the sampler, 8x8 array.
@@ -69,6 +70,8 @@ def run_layer(cfg: EngineConfig, g: Graph, x: np.ndarray) -> dict:
         "gemms": cycles,
         "cycles": sum(cycles.values()),
         "utilisation": {k: round(ideal[k] / cycles[k], 3) for k in cycles},
+        # useful MACs / MAC units: the cycles no mapping onto this array beats
+        "ideal_cycles": round(sum(ideal.values())),
         "sim_cycles_per_s": round(run.cycles / run.wall_s),
     }
 
@@ -91,6 +94,7 @@ def sweep(cfg: EngineConfig, size: int, channels: int, batch: int, ranges: list[
                 "offset_kernel": ok,
                 **m,
                 "vs_regular": round(m["cycles"] / regular["cycles"], 3),
+                "ideal_vs_regular": round(m["ideal_cycles"] / regular["cycles"], 3),
                 "line_buffer_rows": lines,
                 "line_buffer_bytes": lines * size * channels,
             }
@@ -120,6 +124,7 @@ def detector(cfg: EngineConfig, mhz: float, n: int) -> list[dict]:
                 "frames": n,
                 **m,
                 "cycles_per_frame": round(per_frame, 1),
+                "ideal_cycles_per_frame": round(m["ideal_cycles"] / n, 1),
                 "clock_mhz": mhz,
                 "frames_per_s": round(mhz * 1e6 / per_frame, 1),
             }
