@@ -352,3 +352,21 @@ def test_split_offset_convs_on_a_wide_array():
     assert {0, 5} <= set(np.unique(_offsets(g, values, "s")).tolist())
     off = _offsets(g, values, "b")
     assert off.min() == -3 * 8 and off.max() == 3 * 8
+
+
+def test_offset_convs_stay_whole_when_only_that_fits_the_bias_buffer():
+    """Split, an 18-offset conv takes 18 bias words instead of 3: a graph that fits only
+    without the split compiles without it; one that fits neither way names the buffer."""
+    layers = [("d1", "bilinear", 1, 3, 3, 3, None), ("d2", "bilinear", 2, 3, 3, 3, None)]
+    g = split_net(12, 8, layers)
+    x = _inputs(g, 4)
+
+    def split(bias_depth: int) -> list[str]:
+        cfg = EngineConfig(**{**BIL.to_json(), "bias_depth": bias_depth})
+        prog, _ = compile_graph(g, cfg, x)
+        return [p.name for p in prog.gemms if p.reduce]
+
+    assert split(64) == ["d1.offsets", "d2.offsets"]  # 41 bias words
+    assert split(32) == []  # 11 bias words
+    with pytest.raises(AccelError, match=r"words of the bias buffer, which holds 8"):
+        split(8)

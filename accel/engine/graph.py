@@ -184,9 +184,13 @@ def reduce_offsets(cfg: EngineConfig, k: int, n_off: int) -> bool:
 
 def _deform(
     node: Node, relu: bool, quant: Quant | None, shape: tuple[int, ...], stored: int,
-    cfg: EngineConfig,
+    cfg: EngineConfig, split_ok: bool = True,
 ) -> list[Placed]:  # fmt: skip
-    """A deform_conv2d: its offset conv (into the offset memories), then the depthwise GEMM."""
+    """A deform_conv2d: its offset conv (into the offset memories), then the depthwise GEMM.
+
+    The offset conv's reduction is split across the columns when that is faster
+    (:func:`reduce_offsets`) and ``split_ok``.
+    """
     mode, s = node.attrs["mode"], node.attrs["stride"]
     if len(shape) != 3:
         raise AccelError(f"node {node.name}: deform_conv2d input must be (H, W, C)")
@@ -206,7 +210,7 @@ def _deform(
         q = Quant(FixedType.covering(lo, hi, node.attrs["offset_frac"]), Rounding.RND, Overflow.SAT)
         w2, pattern = _stored_weights(wo, stored), None
         words = ceil_to(n_off, cfg.cols) // cfg.group  # offset words per pixel
-        split = reduce_offsets(cfg, len(w2), n_off)
+        split = split_ok and reduce_offsets(cfg, len(w2), n_off)
         if split:
             w2, bias = spread_offsets(w2, bias, cfg.group)
             pattern = nm.NM(1, cfg.group)
@@ -237,8 +241,11 @@ def _storage_rows(shape: tuple[int, ...], pad_c: int) -> np.ndarray:
     return pix.ravel()
 
 
-def lower(graph: Graph, cfg: EngineConfig) -> list[Placed]:
-    """Every layer with its geometry; channels padded to the group (input) or columns."""
+def lower(graph: Graph, cfg: EngineConfig, split: bool = True) -> list[Placed]:
+    """Every layer with its geometry; channels padded to the group (input) or columns.
+
+    ``split``: offset convs may split their reduction across the columns.
+    """
     t = graph.tensors[graph.inputs[0]]
     shape = t.shape if len(t.shape) == 3 else (1, 1, t.size)
     stored = ceil_to(shape[2], cfg.group)  # channels as stored
@@ -246,7 +253,7 @@ def lower(graph: Graph, cfg: EngineConfig) -> list[Placed]:
     for node, relu, quant in _chains(graph):
         w = node.params["weight"].data
         if node.op == "deform_conv2d":
-            out += _deform(node, relu, quant, shape, stored, cfg)
+            out += _deform(node, relu, quant, shape, stored, cfg, split)
             shape = out[-1].out_shape
             continue
         if node.op == "conv2d":
@@ -315,8 +322,24 @@ def _pad_input(x: np.ndarray, shape: tuple[int, ...], first: Placed) -> np.ndarr
 
 
 def compile_graph(graph: Graph, cfg: EngineConfig, x: np.ndarray) -> tuple[Program, list[int]]:
-    """The program for raw inputs ``x`` (N, ...); returns it and the samples of each chunk."""
+    """The program for raw inputs ``x`` (N, ...); returns it and the samples of each chunk.
+
+    Offset convs split across the columns take ``group`` times the bias words (a
+    bilinear one 18 instead of 3): a graph that fits the buffers only without
+    the split compiles without it.
+    """
     layers_ = lower(graph, cfg)
+    try:
+        return _compile(graph, cfg, x, layers_)
+    except AccelError:
+        if not any(p.reduce for p in layers_):
+            raise
+    return _compile(graph, cfg, x, lower(graph, cfg, split=False))
+
+
+def _compile(
+    graph: Graph, cfg: EngineConfig, x: np.ndarray, layers_: list[Placed]
+) -> tuple[Program, list[int]]:
     t_in = graph.tensors[graph.inputs[0]]
     _check_operand(t_in.type, cfg.a_bits, "input")
     banked = [p for p in layers_ if not p.to_offsets]  # layers whose results the banks hold
