@@ -260,3 +260,33 @@ def test_many_chunks_run_as_a_loop(engine_cfg):
     y, run = run_graph(g, engine_cfg, x)
     np.testing.assert_array_equal(y, reference.predict(g, x))
     assert run.cycles_match
+
+
+def test_every_gemm_cycle_is_accounted_for():
+    """The cycle model's loss split (padding, drain waits, fill) adds up to each GEMM's
+    cycles beyond its ideal, and the mapping benchmark names the padding's cause."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parents[1] / "benchmarks" / "bench_mapping.py"
+    spec = importlib.util.spec_from_file_location("bench_mapping", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    from accel.engine.cycles import predict
+
+    model = zoo.get("nm_sparse@cnn_2-8_bdwp")
+    g = model.build()
+    cfg = EngineConfig(rows=8, cols=8, group=8, a_depth=2048, b_depth=4096)
+    x = reference.quantize_inputs(g, g.inputs[0], model.make_inputs(12, 0))  # a partial block
+    prog, _ = compile_graph(g, cfg, x)
+    for gt in predict(prog).gemms:
+        assert sum(gt.losses().values()) == pytest.approx(gt.cycles - gt.ideal, abs=1e-6)
+        assert min(gt.losses().values()) >= 0
+    row = bench.model_rows("nm_sparse@cnn_2-8_bdwp", 12, 0.9)
+    causes = {r["gemm"]: r.get("causes") for r in row["gemms"]}
+    assert causes["conv1"][0] == "reduction of 9 in 16 lanes (words of 8)"
+    assert "10 outputs on 16 columns (tiles of 8)" in causes["out"]
+    assert "12 samples in blocks of 8 rows" in causes["out"]
+    assert causes["conv2"] == ["12 samples in blocks of 8 rows"]  # 0.75 of the rows
+    full = bench.model_rows("nm_sparse@cnn_2-8_bdwp", 16, 0.9)
+    assert {r["gemm"]: r.get("causes") for r in full["gemms"]}["conv2"] is None

@@ -50,6 +50,9 @@ class GemmTiming:
     cycles: int  # fetch to the next instruction's fetch
     useful_macs: int
     macs: int  # MAC units of the array
+    tiles: int = 0
+    steps: int = 0  # issue steps per tile
+    period: int = 0  # cycles between tiles: max(steps, the drain's words per tile)
 
     @property
     def ideal(self) -> float:
@@ -59,6 +62,19 @@ class GemmTiming:
     @property
     def utilisation(self) -> float:
         return self.ideal / self.cycles
+
+    def losses(self) -> dict[str, float]:
+        """Where the cycles beyond the ideal go; the three sum to ``cycles - ideal``:
+        ``padding``, issued steps whose MACs are not useful (padded rows, columns,
+        reduction lanes, zero weights kept to fill an N:M group);
+        ``drain_wait``, tiles waiting for the previous tile's drain (``period -
+        steps`` each); ``fill``, the fetch, pipeline fill and the last tile's drain."""
+        issued = self.tiles * self.steps
+        return {
+            "padding": issued - self.ideal,
+            "drain_wait": self.tiles * (self.period - self.steps),
+            "fill": self.cycles - self.tiles * self.period,
+        }
 
 
 @dataclass
@@ -106,7 +122,11 @@ def predict(program: Program) -> ProgramTiming:
         t = last[-1] + ISSUE_TO_DRAIN + 2 + DRAIN_LATENCY + drain
         if s.reduce:
             t += reduce_latency(cfg)
-        gemms.append(GemmTiming(s.name, fetch + 2, t - fetch, s.useful_macs, cfg.macs))
+        gemms.append(
+            GemmTiming(
+                s.name, fetch + 2, t - fetch, s.useful_macs, cfg.macs, tiles, steps, period
+            )
+        )
     if len(program.steps) in loops:
         t += 2  # the body ends the program: its last LOOP
     if program.steps:
