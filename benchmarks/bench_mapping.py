@@ -142,7 +142,11 @@ def main() -> None:
         "below": args.below,
         "models": [model_rows(m, args.batch, args.below) for m in args.models],
     }
-    print(json.dumps(out, indent=1, default=lambda o: o.item() if isinstance(o, np.generic) else str(o)))
+    print(json.dumps(out, indent=1, default=_plain))
+
+
+def _plain(o: object) -> object:
+    return o.item() if isinstance(o, np.generic) else str(o)
 
 
 if __name__ == "__main__":

@@ -123,9 +123,7 @@ def predict(program: Program) -> ProgramTiming:
         if s.reduce:
             t += reduce_latency(cfg)
         gemms.append(
-            GemmTiming(
-                s.name, fetch + 2, t - fetch, s.useful_macs, cfg.macs, tiles, steps, period
-            )
+            GemmTiming(s.name, fetch + 2, t - fetch, s.useful_macs, cfg.macs, tiles, steps, period)
         )
     if len(program.steps) in loops:
         t += 2  # the body ends the program: its last LOOP
