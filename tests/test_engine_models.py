@@ -144,7 +144,8 @@ def test_cli_runs_the_zoo_model_on_the_engine():
     doc = json.loads(r.stdout)
     assert doc["mismatches"] == 0 and doc["cycles_match_model"] is True
     assert doc["last_output_cycle"]["measured"] == doc["last_output_cycle"]["model"]
-    assert [d["gemm"] for d in doc["layers"]] == ["fc1", "fc2", "out"]
+    # the classifier's outputs 9-10 run as a tail, their reduction across the columns
+    assert [d["gemm"] for d in doc["layers"]] == ["fc1", "fc2", "out", "out.tail"]
     bad = subprocess.run([*cmd, "--array", "8by8"], capture_output=True, text=True)
     assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1].startswith("accel: error:")
     assert "--array: an array size must look like 8x8, got '8by8'" in bad.stderr
@@ -233,7 +234,7 @@ def test_zoo_variants_from_the_command_line():
     assert r.returncode == 0, r.stderr
     doc = json.loads(r.stdout)
     assert doc["model"] == "nm_sparse_cnn_2_8_bdwp" and doc["mismatches"] == 0
-    assert [d["gemm"] for d in doc["layers"]] == ["conv1", "conv2", "conv3", "out"]
+    assert [d["gemm"] for d in doc["layers"]] == ["conv1", "conv2", "conv3", "out", "out.tail"]
     listed = json.loads(subprocess.run([*cli, "zoo", "list", "--json"], capture_output=True).stdout)
     variants = {m["name"]: m["variants"] for m in listed["models"]}
     assert "cnn_1-4_bdwp" in variants["nm_sparse"] and "mlp_2-8_bdwp_khot1" in variants["nm_sparse"]
@@ -256,7 +257,9 @@ def test_many_chunks_run_as_a_loop(engine_cfg):
     program, sizes = compile_graph(g, engine_cfg, x)
     assert len(sizes) > engine_cfg.imem_depth // 5 and sizes[-1] < sizes[0]  # a short tail
     assert program.repeat.times == len(sizes) - 1
-    assert len(program.instructions()) <= 2 * 4 + 5 + 1 + 5 + 1
+    # B and bias loads of 5 GEMMs (the classifier's tail too), a chunk's A load and its
+    # GEMMs twice (the loop body, the short last chunk), the LOOP and the HALT
+    assert len(program.instructions()) <= 2 * 5 + 6 + 1 + 6 + 1
     y, run = run_graph(g, engine_cfg, x)
     np.testing.assert_array_equal(y, reference.predict(g, x))
     assert run.cycles_match
@@ -285,8 +288,56 @@ def test_every_gemm_cycle_is_accounted_for():
     row = bench.model_rows("nm_sparse@cnn_2-8_bdwp", 12, 0.9)
     causes = {r["gemm"]: r.get("causes") for r in row["gemms"]}
     assert causes["conv1"][0] == "reduction of 9 in 16 lanes (words of 8)"
-    assert "10 outputs on 16 columns (tiles of 8)" in causes["out"]
-    assert "12 samples in blocks of 8 rows" in causes["out"]
+    # the classifier's last 2 of 10 outputs run as a tail (reduction across the columns)
+    assert causes["out"] == ["12 samples in blocks of 8 rows"]
+    assert "out.tail" in causes
     assert causes["conv2"] == ["12 samples in blocks of 8 rows"]  # 0.75 of the rows
     full = bench.model_rows("nm_sparse@cnn_2-8_bdwp", 16, 0.9)
     assert {r["gemm"]: r.get("causes") for r in full["gemms"]}["conv2"] is None
+
+
+@pytest.mark.parametrize("n_out", [3, 13, 18])
+def test_a_classifier_tail_splits_its_reduction_exactly(engine_cfg, n_out):
+    """The last layer's outputs past its last full column tile run as a tail GEMM whose
+    reduction is split across the columns (summed in the drain's adder tree): bit-exact
+    and cycle-exact with accumulators that wrap, weights at both extremes, all-zero and
+    saturating inputs, a stalled output stream; and faster than the padded column tile."""
+    from accel.engine.cycles import predict
+    from accel.engine.graph import _compile, lower, output_values, split_tail
+    from accel.sim.engine import run_program
+
+    rng = np.random.default_rng(n_out)
+    w = rng.choice([-128, 127, 0, 1], (128, n_out), p=[0.3, 0.3, 0.2, 0.2])
+    bias = rng.integers(-128, 128, n_out)
+
+    def net(acc: FixedType | None) -> Graph:
+        g = Graph("tail")
+        x = g.add_input("x", (128,), Quant(FixedType(8, 8, False), Rounding.RND, Overflow.SAT))
+        wt = FixedType(8, 6)
+        params = {"weight": Param(w, wt), "bias": Param(bias, wt)}
+        y = g.add("dense", x, name="out", params=params, **({"acc": acc} if acc else {}))
+        g.mark_output(g.add("requantize", y, quant=Quant(FixedType(6, 4), Rounding.RND,
+                                                         Overflow.SAT)))  # fmt: skip
+        return g
+
+    g = net(FixedType(16, 14))  # sums beyond +-2 wrap
+    xs = rng.integers(0, 256, (21, 128))
+    xs[0], xs[1] = 0, 255
+    want = reference.predict(g, xs)
+    assert not np.array_equal(want, reference.predict(net(None), xs))  # the wrap matters
+    assert (want == 31).any() and (want == -32).any()  # so does saturation
+    t = n_out % engine_cfg.cols
+    assert split_tail(engine_cfg, 128, n_out) == t
+    placed = lower(g, engine_cfg)
+    assert [p.spec.name for p in placed] == (["out"] if n_out > t else []) + ["out.tail"]
+    assert placed[-1].spec.b.shape == (128, t * engine_cfg.group)
+    prog, sizes = compile_graph(g, engine_cfg, xs)
+    for sink in (None, rng.random(512) < 0.3):
+        run = run_program(prog, sink_ready=sink)
+        got = output_values(prog, sizes, g, run.outputs).reshape(want.shape)
+        np.testing.assert_array_equal(got, want)
+        assert run.cycles_match or sink is not None
+    plain, _ = _compile(g, engine_cfg, xs, lower(g, engine_cfg, split=False))
+    assert [s.name for s in plain.gemms][:1] == ["out"] and predict(prog).total < predict(
+        plain
+    ).total

@@ -116,12 +116,11 @@ def predict(program: Program) -> ProgramTiming:
         period = max(steps, drain)
         tiles = s.tiles(cfg)
         last = [t + steps - 1 + i * period for i in range(tiles)]  # each tile's last step
+        extra = reduce_latency(cfg) if s.reduce else 0
         if s.to_stream:
             w = np.arange(drain)
-            out_valid += [e + ISSUE_TO_DRAIN + 1 + DRAIN_LATENCY + w for e in last]
-        t = last[-1] + ISSUE_TO_DRAIN + 2 + DRAIN_LATENCY + drain
-        if s.reduce:
-            t += reduce_latency(cfg)
+            out_valid += [e + ISSUE_TO_DRAIN + 1 + DRAIN_LATENCY + extra + w for e in last]
+        t = last[-1] + ISSUE_TO_DRAIN + 2 + DRAIN_LATENCY + drain + extra
         gemms.append(
             GemmTiming(s.name, fetch + 2, t - fetch, s.useful_macs, cfg.macs, tiles, steps, period)
         )

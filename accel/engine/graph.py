@@ -97,6 +97,10 @@ class Placed:
     to_offsets: bool = False  # fills the offset memories; the next layer reads the same input
     reduce: bool = False  # an offset conv's reduction split across the columns (see _deform)
     out_stride: int | None = None  # words between row blocks of C (default: C's row)
+    final: bool = False  # the last layer (both its parts when it has a tail): streams out
+    # the last layer's outputs past its last full column tile, their reduction split
+    # across the columns (see split_tail); reads the same input as the part before it
+    tail: bool = False
 
 
 def _stored_weights(w: np.ndarray, stored: int) -> np.ndarray:
@@ -182,6 +186,54 @@ def reduce_offsets(cfg: EngineConfig, k: int, n_off: int) -> bool:
     return split < plain
 
 
+def split_tail(cfg: EngineConfig, k: int, n_out: int) -> int:
+    """How many of a dense last layer's ``n_out`` outputs (reduction ``k``, a multiple of
+    the group) run as a tail GEMM whose reduction is split across the columns: the
+    outputs past its last full column tile, when that is faster (0: none).
+
+    The plain GEMM spends a whole column tile (``max(k, drain)`` cycles per row
+    block) on them; the tail spends ``max(k / group, drain)`` per ``cols / group``
+    of them, plus a second GEMM's fill once per chunk (counted as if every
+    chunk had one row block).
+    """
+    from accel.engine.cycles import DRAIN_LATENCY, ISSUE_TO_DRAIN, reduce_latency
+
+    t = n_out % cfg.cols
+    if not t or cfg.group == 1:
+        return 0
+    drain = cfg.rows * cfg.cols // cfg.group
+    tiles = -(-t * cfg.group // cfg.cols)
+    fill = 2 + ISSUE_TO_DRAIN + 2 + DRAIN_LATENCY + drain + reduce_latency(cfg)
+    split = tiles * max(k // cfg.group, drain) + fill
+    return t if split < max(k, drain) else 0
+
+
+def _tail(p: Placed, cfg: EngineConfig) -> list[Placed]:
+    """The last layer ``p`` as a plain GEMM on its full column tiles and a tail GEMM for
+    the rest (:func:`split_tail`), or as it is."""
+    spec = p.spec
+    n_out = spec.b.shape[1]
+    t = 0
+    if spec.pattern is None and p.geometry.positions == 1 and p.im2col is None:
+        t = split_tail(cfg, spec.b.shape[0], n_out)
+    if not t:
+        return [replace(p, final=True)]
+    main = n_out - t
+    bias = spec.bias
+    b, tb = spread_offsets(spec.b[:, main:], None if bias is None else bias[main:], cfg.group)
+    tail = replace(
+        spec, name=f"{spec.name}.tail", b=b, bias=tb, pattern=nm.NM(1, cfg.group),
+        k_real=spec.k_real,
+    )  # fmt: skip
+    out = []
+    if main:
+        head = replace(spec, b=spec.b[:, :main], bias=None if bias is None else bias[:main])
+        out.append(replace(p, spec=head, out_shape=(*p.out_shape[:-1], main), final=True))
+    out.append(replace(p, spec=tail, out_shape=(*p.out_shape[:-1], t), final=True, tail=True,
+                       reduce=True))  # fmt: skip
+    return out
+
+
 def _deform(
     node: Node, relu: bool, quant: Quant | None, shape: tuple[int, ...], stored: int,
     cfg: EngineConfig, split_ok: bool = True,
@@ -244,7 +296,8 @@ def _storage_rows(shape: tuple[int, ...], pad_c: int) -> np.ndarray:
 def lower(graph: Graph, cfg: EngineConfig, split: bool = True) -> list[Placed]:
     """Every layer with its geometry; channels padded to the group (input) or columns.
 
-    ``split``: offset convs may split their reduction across the columns.
+    ``split``: offset convs, and the last layer's outputs past its last full column
+    tile (:func:`split_tail`), may split their reduction across the columns.
     """
     t = graph.tensors[graph.inputs[0]]
     shape = t.shape if len(t.shape) == 3 else (1, 1, t.size)
@@ -299,7 +352,7 @@ def lower(graph: Graph, cfg: EngineConfig, split: bool = True) -> list[Placed]:
         stored = ceil_to(shape[2], cfg.cols)
     if not out:
         raise AccelError(f"graph {graph.name} has no dense or conv2d layer for the engine")
-    return out
+    return out[:-1] + (_tail(out[-1], cfg) if split else [replace(out[-1], final=True)])
 
 
 def _check_operand(t, bits: int, what: str) -> None:
@@ -342,7 +395,8 @@ def _compile(
 ) -> tuple[Program, list[int]]:
     t_in = graph.tensors[graph.inputs[0]]
     _check_operand(t_in.type, cfg.a_bits, "input")
-    banked = [p for p in layers_ if not p.to_offsets]  # layers whose results the banks hold
+    # layers whose results the banks hold (a tail reads the part before it's input)
+    banked = [p for p in layers_ if not p.to_offsets and not p.tail]
     for a, b in itertools.pairwise(banked):
         t = a.spec.drain.quant.type if a.spec.drain.quant else a.spec.drain.acc
         _check_operand(t, cfg.a_bits, f"{b.spec.name} input")
@@ -393,12 +447,12 @@ def _compile(
                 useful_macs=gemm.useful_macs // chunk * len(part),  # placed for a full chunk
                 a_base=(li % 2) * region,
                 out_base=0 if p.to_offsets else ((li + 1) % 2) * region,
-                to_stream=p is layers_[-1],
+                to_stream=p.final,
                 to_offsets=p.to_offsets,
                 reduce=p.reduce,
                 out_stride=p.out_stride,
             )
-            li += not p.to_offsets
+            li += not (p.to_offsets or p.final)
             check_a_region(cfg, g.a_words(cfg), g.name)
             prog.steps.append(g)
     full = sum(1 for n in sizes if n == chunk)
@@ -420,5 +474,15 @@ def output_values(
     shape = graph.tensors[graph.outputs[0]].shape
     c = shape[-1]
     pos = int(np.prod(shape[:-1], dtype=np.int64))
-    parts = [m[:n].reshape(n, pos, -1)[:, :, :c] for m, n in zip(mats, sizes, strict=True)]
+    group = program.cfg.group
+    streams = [g for g in program.gemms if g.to_stream]
+    per_chunk = len(streams) // max(len(sizes), 1)  # one GEMM, or a layer and its tail
+    parts = []
+    for i, n in enumerate(sizes):
+        cs = []
+        for g, m in zip(streams[i * per_chunk : (i + 1) * per_chunk],
+                        mats[i * per_chunk : (i + 1) * per_chunk], strict=True):  # fmt: skip
+            v = m[:n].reshape(n, pos, -1)
+            cs.append(v.reshape(n, pos, -1, group)[..., 0] if g.reduce else v)  # lane 0: sums
+        parts.append(np.concatenate(cs, axis=-1)[:, :, :c])
     return np.concatenate(parts).reshape(-1, *shape)

@@ -218,9 +218,11 @@ class Gemm:
 
     def encode(self, cfg: EngineConfig) -> int:
         geometry = self.geometry.fields(cfg)
-        if self.reduce:  # the split offset conv (``isa.Deform.OFFSETS``)
-            if not self.to_offsets or self.geometry.deform != Deform.NONE:
-                raise AssertionError(f"{self.name}: a reducing GEMM writes the offset memories")
+        if self.reduce:  # a split reduction (``isa.Deform.OFFSETS``)
+            if not (self.to_offsets or self.to_stream) or self.geometry.deform != Deform.NONE:
+                raise AssertionError(
+                    f"{self.name}: a reducing GEMM writes the offset memories or the stream"
+                )
             geometry["deform"] = Deform.OFFSETS
         return encode(
             cfg,
