@@ -68,6 +68,10 @@ def causes(gemm, node, cfg) -> list[str]:
         k_true, c_true = int(np.prod(w.data.shape[:-1])), int(w.data.shape[-1])
         if gemm.dense and k_true < gemm.k:
             out.append(f"reduction of {k_true} in {gemm.k} lanes (words of {cfg.group})")
+        elif not gemm.dense and node.attrs.get("nm") is None and k_true < gemm.k:
+            words = gemm.k // cfg.group  # a thin first layer's patch, packed N:M
+            if k_true < words * gemm.n:
+                out.append(f"a patch of {k_true} taps as {words} words of {gemm.n} lanes")
         if c_true < gemm.cols:
             out.append(f"{c_true} outputs on {gemm.cols} columns (tiles of {cfg.cols})")
     if gemm.rows % cfg.rows:
@@ -95,6 +99,7 @@ def model_rows(name: str, batch: int, below: float) -> dict:
         r = rows.setdefault(
             gt.name,
             {"gemm": gt.name, "runs": 0, "cycles": 0, "ideal": 0.0,
+             "steps_per_tile": gt.steps, "tile_period": gt.period,
              **dict.fromkeys(loss, 0.0), "causes": causes(spec, nodes.get(gt.name), cfg)},
         )  # fmt: skip
         r["runs"] += 1

@@ -287,7 +287,10 @@ def test_every_gemm_cycle_is_accounted_for():
         assert min(gt.losses().values()) >= 0
     row = bench.model_rows("nm_sparse@cnn_2-8_bdwp", 12, 0.9)
     causes = {r["gemm"]: r.get("causes") for r in row["gemms"]}
-    assert causes["conv1"][0] == "reduction of 9 in 16 lanes (words of 8)"
+    # a 3x3 patch of one channel: 9 taps as 2 words of 5 lanes (5:8), 10 steps, not 16
+    assert causes["conv1"][0] == "a patch of 9 taps as 2 words of 5 lanes"
+    conv1 = next(r for r in row["gemms"] if r["gemm"] == "conv1")
+    assert conv1["steps_per_tile"] == 10
     # the classifier's last 2 of 10 outputs run as a tail (reduction across the columns)
     assert causes["out"] == ["12 samples in blocks of 8 rows"]
     assert "out.tail" in causes

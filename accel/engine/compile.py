@@ -58,6 +58,9 @@ class GemmSpec:
     pattern: nm.NM | None = None
     bias: np.ndarray | None = None  # aligned to the accumulator
     k_real: int | None = None  # reduction length before storage padding (for MAC counts)
+    # ``pattern`` only packs the lanes (a thin first layer's patch): every one of the
+    # ``k_real`` weights is useful
+    packed: bool = False
 
 
 def _fits(x: np.ndarray, bits: int, what: str) -> None:
@@ -143,7 +146,9 @@ def place(
         out_base=out_base,
         to_stream=to_stream,
         drain=spec.drain,
-        useful_macs=_useful_macs(rows, (spec.k_real or b.shape[0], b.shape[1]), spec.pattern)
+        useful_macs=_useful_macs(
+            rows, (spec.k_real or b.shape[0], b.shape[1]), None if spec.packed else spec.pattern
+        )
         * (geometry or Geometry()).positions,
         geometry=geometry or Geometry.rows(k),
     )

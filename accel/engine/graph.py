@@ -92,8 +92,9 @@ class Placed:
     spec: GemmSpec
     geometry: Geometry
     out_shape: tuple[int, ...]  # the graph's (H, W, C) or (C,)
-    # first layer only: the host unfolds the input into patches (kh, kw, pads, stride)
-    im2col: tuple[int, int, tuple[int, int, int, int], int] | None = None
+    # first layer only: the host unfolds the input into patches (kh, kw, pads, stride,
+    # taps per word: see patch_lanes)
+    im2col: tuple[int, int, tuple[int, int, int, int], int, int] | None = None
     to_offsets: bool = False  # fills the offset memories; the next layer reads the same input
     reduce: bool = False  # an offset conv's reduction split across the columns (see _deform)
     out_stride: int | None = None  # words between row blocks of C (default: C's row)
@@ -101,6 +102,12 @@ class Placed:
     # the last layer's outputs past its last full column tile, their reduction split
     # across the columns (see split_tail); reads the same input as the part before it
     tail: bool = False
+
+
+def patch_lanes(taps: int, per: int, group: int) -> np.ndarray:
+    """The lane (row of B) of each of a patch's ``taps``: ``per`` to a word of ``group``."""
+    t = np.arange(taps)
+    return t // per * group + t % per
 
 
 def _stored_weights(w: np.ndarray, stored: int) -> np.ndarray:
@@ -325,16 +332,23 @@ def lower(graph: Graph, cfg: EngineConfig, split: bool = True) -> list[Placed]:
             unfold = None
             if not out and cin != stored:
                 # a thin first layer (an image's few channels): the host loads patches,
-                # a 1x1 conv over them wastes no MACs on padded channels
-                k = ceil_to(kh * kw * cin, cfg.group)
+                # a 1x1 conv over them wastes no MACs on padded channels; the taps are
+                # spread evenly over the words, so a word keeps ``per`` lanes (N:M) and
+                # a patch costs ceil(taps / per) * per steps, not its padded length
+                taps = kh * kw * cin
+                k = ceil_to(taps, cfg.group)
+                per = -(-taps // (k // cfg.group))
+                lanes = patch_lanes(taps, per, cfg.group)
                 w2 = np.zeros((k, cout), np.int64)
-                w2[: kh * kw * cin] = w.reshape(-1, cout)
+                w2[lanes] = w.reshape(-1, cout)
                 geo = Geometry(oh, ow, k, out_h=oh, out_w=ow)
-                unfold = (kh, kw, (top, bottom, left, right), s)
+                unfold = (kh, kw, (top, bottom, left, right), s, per)
             else:
                 w2 = _stored_weights(w, stored)
                 geo = Geometry(shape[0], shape[1], stored, kh, kw, s, top, left, oh, ow)
             spec = _spec(node, w2, relu, quant, kh * kw * cin)
+            if unfold is not None and unfold[-1] < cfg.group:
+                spec = replace(spec, pattern=nm.NM(unfold[-1], cfg.group), packed=True)
             out.append(Placed(spec, geo, (oh, ow, cout), unfold))
             shape = (oh, ow, cout)
             stored = ceil_to(cout, cfg.cols)
@@ -361,13 +375,16 @@ def _check_operand(t, bits: int, what: str) -> None:
         raise AccelError(f"{what}: {t} needs {need}-bit signed operands, the engine has {bits}")
 
 
-def _pad_input(x: np.ndarray, shape: tuple[int, ...], first: Placed) -> np.ndarray:
+def _pad_input(x: np.ndarray, shape: tuple[int, ...], first: Placed, group: int) -> np.ndarray:
     """Raw inputs (N, *shape) as stored rows: NHWC pixels (or patches), channels padded."""
     x = np.asarray(x, dtype=np.int64)
     if first.im2col is not None:
-        kh, kw, pads, stride = first.im2col
+        kh, kw, pads, stride, per = first.im2col
         cols, (n, oh, ow) = im2col(x.reshape(len(x), *shape), kh, kw, pads, stride)
-        x, shape = cols.reshape(n, oh * ow, -1), (oh, ow, cols.shape[1])
+        k = first.geometry.channels
+        packed = np.zeros((n * oh * ow, k), np.int64)
+        packed[:, patch_lanes(cols.shape[1], per, group)] = cols
+        x, shape = packed.reshape(n, oh * ow, k), (oh, ow, k)
     h, w, c = shape if len(shape) == 3 else (1, 1, shape[-1])
     out = np.zeros((len(x), h * w, first.geometry.channels), np.int64)
     out[:, :, :c] = x.reshape(len(x), h * w, c)
@@ -400,7 +417,7 @@ def _compile(
     for a, b in itertools.pairwise(banked):
         t = a.spec.drain.quant.type if a.spec.drain.quant else a.spec.drain.acc
         _check_operand(t, cfg.a_bits, f"{b.spec.name} input")
-    rows = _pad_input(x, t_in.shape, layers_[0])
+    rows = _pad_input(x, t_in.shape, layers_[0], cfg.group)
     # words per sample block of every tensor the banks hold
     words = [rows.shape[1] // cfg.group]
     words += [
