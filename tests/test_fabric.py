@@ -23,13 +23,15 @@ from accel.sim import stimulus
     bits=st.integers(2, 7),
     signed=st.booleans(),
     seed=st.integers(0, 2**16),
+    share=st.integers(0, 4),
 )
-def test_adder_graph_is_the_matrix_product(shape, bits, signed, seed):
+def test_adder_graph_is_the_matrix_product(shape, bits, signed, seed, share):
+    """Whole or solved in groups of ``share`` outputs (merged into one graph)."""
     rng = np.random.default_rng(seed)
     w = rng.integers(-(1 << (bits - 1)), 1 << (bits - 1), shape)
     w[rng.random(shape) < 0.3] = 0
     t = FixedType(8, 3, signed)
-    g = cmvm.solve(w, t)  # also checks itself on the type's corners
+    g = cmvm.solve(w, t, share)  # also checks itself on the type's corners
     x = np.concatenate([np.full((1, shape[0]), t.min_int), np.full((1, shape[0]), t.max_int),
                         rng.integers(t.min_int, t.max_int + 1, (50, shape[0]))])  # fmt: skip
     assert np.array_equal(g.evaluate(x), x @ w)
@@ -55,17 +57,18 @@ def two_layers() -> Graph:
 
 
 @pytest.mark.parametrize(
-    ("name", "mult", "levels", "budget", "reuse"),
+    ("name", "mult", "levels", "budget", "reuse", "share"),
     [
-        ("fabric-1", "fabric", 1, None, 1),
-        ("fabric-2", "fabric", 2, None, 1),
-        ("auto", "auto", 1, 20, 1),
-        ("auto-reuse-2", "auto", 2, 10, 2),
+        ("fabric-1", "fabric", 1, None, 1, 0),
+        ("fabric-2", "fabric", 2, None, 1, 0),
+        ("fabric-share-2", "fabric", 2, None, 1, 2),
+        ("auto", "auto", 1, 20, 1, 0),
+        ("auto-reuse-2", "auto", 2, 10, 2, 0),
     ],
 )
-def test_fabric_layers_bit_and_cycle_exact(name, mult, levels, budget, reuse):
+def test_fabric_layers_bit_and_cycle_exact(name, mult, levels, budget, reuse, share):
     g = two_layers()
-    plan = lower(g, reuse, mult, budget)
+    plan = lower(g, reuse, mult, budget, share)
     for s in plan.stages:
         s.levels_per_stage = levels
     if mult == "auto":

@@ -17,7 +17,7 @@ only, so the hardware adds integers and never carries bits known to be zero.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from math import ceil, log2
 
 import numpy as np
@@ -132,9 +132,42 @@ def _frac(step: float) -> int:
     return max(0, -round(log2(step))) if 0 < step < float("inf") else 0
 
 
-def solve(w: np.ndarray, in_type: FixedType) -> AdderGraph:
+def solve(w: np.ndarray, in_type: FixedType, share: int = 0) -> AdderGraph:
     """The adder graph of ``x @ w`` for raw integer inputs of ``in_type`` and integer
-    weights ``w`` (n_in, n_out), checked exactly against the product."""
+    weights ``w`` (n_in, n_out), checked exactly against the product.
+
+    ``share``: outputs per solved group (consecutive columns; 0, all of them).
+    Subexpressions are shared only inside a group: more adders, but each one's
+    operands come from its own group's outputs, which a placer can keep together.
+    """
+    w = np.asarray(w, dtype=np.int64)
+    if share and share < w.shape[1]:
+        parts = [_solve(w[:, j : j + share], in_type) for j in range(0, w.shape[1], share)]
+        graph = merge(parts)
+        _check(graph, w, in_type)
+        return graph
+    return _solve(w, in_type)
+
+
+def merge(parts: list[AdderGraph]) -> AdderGraph:
+    """Adder graphs over the same inputs as one: their adders in turn, outputs concatenated."""
+    n_in = parts[0].n_in
+    adds: list[Add] = []
+    outputs: list[Term | None] = []
+    for g in parts:
+        base = len(adds)
+
+        def moved(t: Term | None, base: int = base) -> Term | None:
+            if t is None or t.index < n_in:
+                return t
+            return Term(t.index + base, t.shift, t.neg)
+
+        adds += [replace(a, a=moved(a.a), b=moved(a.b)) for a in g.adds]
+        outputs += [moved(t) for t in g.outputs]
+    return AdderGraph(n_in, parts[0].in_lo, parts[0].in_hi, tuple(adds), tuple(outputs))
+
+
+def _solve(w: np.ndarray, in_type: FixedType) -> AdderGraph:
     try:
         import da4ml.cmvm as cmvm
     except ImportError:

@@ -186,6 +186,7 @@ def lower(
     reuse: int | dict[str, int] = 1,
     mult: str = "dsp",
     dsp_budget: int | None = None,
+    share: int = 0,
 ) -> DataflowPlan:
     """Lower a chain-shaped graph; ``reuse`` is one factor or one per layer name.
 
@@ -195,6 +196,7 @@ def lower(
     multipliers at its reuse factor while they fit ``dsp_budget``, and multiplier-free
     past it (at reuse 1: a constant adder graph takes a sample every cycle, so the
     pipeline's initiation interval stays the largest reuse factor on the DSP blocks).
+    ``share``: a multiplier-free layer's outputs per shared adder graph (0: all).
     """
     if mult not in MULT_STYLES:
         raise AccelError(f"multiplier style must be one of {', '.join(MULT_STYLES)}, got {mult!r}")
@@ -267,11 +269,11 @@ def lower(
         unknown = set(reuse) - {s.name for s in plan.stages}
         if unknown:
             raise AccelError(f"reuse given for unknown layer(s): {', '.join(sorted(unknown))}")
-    _place_products(plan, mult, dsp_budget)
+    _place_products(plan, mult, dsp_budget, share)
     return plan
 
 
-def _place_products(plan: DataflowPlan, mult: str, dsp_budget: int | None) -> None:
+def _place_products(plan: DataflowPlan, mult: str, dsp_budget: int | None, share: int) -> None:
     """Each stage's products on multipliers or in the fabric, as ``mult`` says."""
     if mult == "dsp":
         return
@@ -287,7 +289,7 @@ def _place_products(plan: DataflowPlan, mult: str, dsp_budget: int | None) -> No
                 f"layer {st.name}: a multiplier-free layer has constant weights, so it runs at "
                 f"reuse 1, not {st.reuse}"
             )
-        st.adders = cmvm.solve(st.matrix(), st.in_type)
+        st.adders = cmvm.solve(st.matrix(), st.in_type, share)
 
 
 def evaluate(plan: DataflowPlan, x: np.ndarray) -> np.ndarray:

@@ -38,6 +38,13 @@ class DataflowConfig:
     levels: int = knob(
         3, "multiplier-free layers: adder levels between pipeline registers", lo=1, hi=64
     )
+    share: int = knob(
+        0,
+        "multiplier-free layers: outputs per shared adder graph (0: the whole layer "
+        "shares subexpressions; smaller groups cost adders and keep wires local)",
+        lo=0,
+        hi=1 << 16,
+    )
     # DSP blocks ``mult=auto`` may fill (the board's; set by the target, not a knob)
     dsp_budget: int | None = None
 
@@ -47,7 +54,7 @@ class DataflowDesign(Design):
 
     def __init__(self, graph: Graph, config: DataflowConfig) -> None:
         self.graph, self.config = graph, config
-        self.plan = lower(graph, config.reuse, config.mult, config.dsp_budget)
+        self.plan = lower(graph, config.reuse, config.mult, config.dsp_budget, config.share)
         for st in self.plan.stages:
             st.levels_per_stage = config.levels
         self.model = self.plan.timing()
