@@ -92,7 +92,8 @@ class Allocator:
         self.used[buffer] += words
         if self.used[buffer] > depth:
             raise AccelError(
-                f"{what}: {buffer}s need {self.used[buffer]} words of the {buffer} buffer, "
+                f"{what}: {'biases' if buffer == 'bias' else 'weights'} need "
+                f"{self.used[buffer]} words of the {buffer} buffer, "
                 f"which holds {depth}"
             )
         return base
