@@ -146,6 +146,10 @@ def test_bad_programs_name_the_problem():
         AccelError, match="big: weights need 64 words of the weight buffer, which holds 32"
     ):
         compile_gemms(small, [GemmSpec("big", a, rng.integers(-8, 8, (16, 32)), DrainSpec(ACC))])
+    tight = EngineConfig(rows=4, cols=8, group=8, a_depth=4, b_depth=64, bias_depth=2)
+    with pytest.raises(AccelError, match="wide: biases need 4 words of the bias buffer, which"):
+        b = rng.integers(-8, 8, (16, 32))
+        compile_gemms(tight, [GemmSpec("wide", a, b, DrainSpec(ACC), bias=np.ones(32, int))])
     with pytest.raises(AccelError, match="rows: activations need 8 words per bank"):
         compile_gemms(
             small, [GemmSpec("rows", rng.integers(-8, 8, (16, 16)), dense_b, DrainSpec(ACC))]
