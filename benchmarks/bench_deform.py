@@ -1,7 +1,7 @@
 """Deformable vs regular depthwise convolution on the engine; prints JSON.
 
     python benchmarks/bench_deform.py [--size 16] [--channels 32] [--batch 32]
-        [--ranges 1 2 3 5 7] [--detector] [--synth]
+        [--ranges 1 2 3 5 7] [--detector] [--no-layer] [--synth]
 
 * one depthwise 3x3 layer at a fixed shape, run under Verilator (bit-exact
   with numpy and cycle-exact with the model, both asserted): cycles of the
@@ -10,8 +10,9 @@
   the line buffer a streaming design needs (2R + 1 input rows), once with a
   1x1 offset conv, and the bilinear (general) form; ``ideal_cycles``: useful
   MACs / the array's MAC units, the cycles no mapping onto the array beats;
-* ``--detector``: the zoo's deform_det (each shipped variant the engine runs):
-  cycles per frame, and frames/s at the clock given by ``--mhz``;
+* ``--detector``: the zoo's deform_det (each shipped variant: regular, square,
+  square1x1 with 1x1 offset convs, bilinear): cycles per frame, and frames/s at
+  the clock given by ``--mhz``;
 * ``--synth``: the engine core's yosys cells with the sampler, 8x8 array.
 """
 
@@ -109,9 +110,11 @@ def sweep(cfg: EngineConfig, size: int, channels: int, batch: int, ranges: list[
 
 def detector(cfg: EngineConfig, mhz: float, n: int) -> list[dict]:
     from accel.zoo import get as get_model
+    from accel.zoo.deform_det.model import available
 
     out = []
-    for variant in ("regular", "square", "bilinear"):
+    shipped = available()
+    for variant in [v for v in ("regular", "square", "square1x1", "bilinear") if v in shipped]:
         model = get_model(f"deform_det@{variant}")
         g = model.build()
         x = reference.quantize_inputs(g, g.inputs[0], model.make_inputs(n, 0))
@@ -139,15 +142,15 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--ranges", type=int, nargs="*", default=[1, 2, 3, 5, 7])
     ap.add_argument("--detector", action="store_true")
+    ap.add_argument("--no-layer", action="store_true", help="skip the one-layer sweep")
     ap.add_argument("--frames", type=int, default=64)
     ap.add_argument("--mhz", type=float, default=25.0, help="clock for frames/s (default 25)")
     ap.add_argument("--synth", action="store_true")
     args = ap.parse_args()
     cfg = EngineConfig(rows=8, cols=8, group=8, a_depth=2048, b_depth=4096, bilinear_frac=FRAC)
-    result = {
-        "config": cfg.to_json(),
-        "layer": sweep(cfg, args.size, args.channels, args.batch, args.ranges),
-    }
+    result = {"config": cfg.to_json()}
+    if not args.no_layer:
+        result["layer"] = sweep(cfg, args.size, args.channels, args.batch, args.ranges)
     if args.detector:
         result["detector"] = detector(cfg, args.mhz, args.frames)
     if args.synth:

@@ -111,7 +111,7 @@ def test_peaks_are_3x3_maxima():
 def test_shipped_graph_runs_through_the_reference(variant):
     g = zoo.get(f"deform_det@{variant}").build()
     dws = [n for n in g.nodes if n.op == "deform_conv2d"]
-    assert [n.attrs["mode"] for n in dws] == [variant] * 3
+    assert [n.attrs["mode"] for n in dws] == [zm.get_variant(variant).mode] * 3
     assert all(len(list(g.consumers(t))) <= 1 for t in g.tensors)  # a chain
     x = data.make_inputs(6, 11)
     out = reference.predict(g, reference.quantize_inputs(g, g.inputs[0], x))
@@ -143,6 +143,54 @@ def test_torch_mirror_equals_the_integer_graph():
         np.testing.assert_array_equal(got, dd.graph_outputs(zm.graph(v, weights, fracs), x))
 
 
+def test_square1x1_has_1x1_offset_convs_and_reproduces_its_graph():
+    """square1x1: the square sampler with 1x1 offset convs; files without ``offset_k``
+    (written before it) load as 3x3; its float64 copy reproduces the integer Graph."""
+    torch = pytest.importorskip("torch")
+    from accel.training import deform_det as dd
+
+    v = zm.get_variant("square1x1")
+    assert (v.mode, v.max_offset, v.offset_frac, v.offset_k) == ("square", zm.SQUARE_R, 0, 1)
+    assert "square1x1" in zoo.get("deform_det").variants()
+    g = zoo.get("deform_det@square1x1").build()
+    for n in (n for n in g.nodes if n.op == "deform_conv2d"):
+        assert n.attrs["mode"] == "square"
+        assert n.params["offset_weight"].data.shape == (1, 1, n.params["weight"].data.shape[2], 1)
+    v, weights, fracs = zm.load_weights(zm.WEIGHTS_DIR / "square1x1.npz")
+    assert v == zm.get_variant("square1x1")
+    x = data.make_inputs(8, 12)
+    det = dd.Detector.from_int(v, weights, fracs)
+    with torch.no_grad():
+        got = det(torch.from_numpy(x)).numpy()
+    np.testing.assert_array_equal(got, dd.graph_outputs(zm.graph(v, weights, fracs), x))
+    old, _, _ = zm.load_weights(zm.WEIGHTS_DIR / "square.npz")
+    assert old.offset_k == 3
+    with pytest.raises(AccelError, match="offset weight shape"):
+        zm.graph(old, weights, fracs)  # 1x1 offset weights for a 3x3 variant
+
+
+@pytest.mark.parametrize("variant", ["square", "square1x1"])
+def test_dilation_share_counts_the_integer_graphs_dilations(variant):
+    """The trainer's dilation share (its float64 copy) counts exactly the integer Graph's
+    dilations above 1, as ``accel.reference`` computes them."""
+    pytest.importorskip("torch")
+    from accel.training import deform_det as dd
+
+    v, weights, fracs = zm.load_weights(zm.WEIGHTS_DIR / f"{variant}.npz")
+    x = data.make_inputs(250, 13)
+    share = dd.dilation_share(dd.Detector.from_int(v, weights, fracs), x)
+    g = zm.graph(v, weights, fracs)
+    values = reference.run(g, reference.quantize_inputs(g, g.inputs[0], x))
+    want = {}
+    for name in ("a_dw", "b_dw", "c_dw"):
+        node = g.node(name)
+        t = node.inputs[0]
+        off = reference.deform_offsets(node, values[t], g.tensors[t])
+        assert off.min() >= 0 and off.max() <= zm.SQUARE_R
+        want[name] = round(int((off > 1).sum()) / off.size, 5)
+    assert share == want
+
+
 def test_stored_quantized_ap50_is_the_reference_run():
     """The default variant's quantized AP50 is its integer Graph's, on the held-out set."""
     g = zm.build()
@@ -156,14 +204,16 @@ def test_stored_quantized_ap50_is_the_reference_run():
 # -- training -------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("variant", ["bilinear", "square"])
+@pytest.mark.parametrize("variant", ["bilinear", "square", "square1x1"])
 def test_a_tiny_training_run_exports_an_exact_graph(variant):
     torch = pytest.importorskip("torch")
     from accel.training import deform_det as dd
 
     test = data.make_images(16, 5)
+    # square1x1's offsets learn from the first (float) epoch on
+    frozen = 0 if variant == "square1x1" else None
     row, weights, fracs = dd.train_variant(
-        variant, 1, 1, train_data=dd.training_set(64, seed=1), test=test
+        variant, 1, 1, train_data=dd.training_set(64, seed=1), test=test, frozen_float=frozen
     )
     assert row["variant"] == variant and 0 <= row["quantized_ap50"] <= 1
     v = zm.get_variant(variant)

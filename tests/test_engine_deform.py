@@ -119,17 +119,18 @@ def test_engine_refuses_offsets_beyond_its_range_and_bilinear(engine_cfg):
         compile_graph(deform_net(1), tiny, x)
 
 
-@pytest.mark.parametrize("variant", ["square", "regular"])
+@pytest.mark.parametrize("variant", ["square", "regular", "square1x1"])
 def test_zoo_detector_on_the_engine_with_extreme_offsets(variant):
-    """deform_det's heatmaps and boxes, bit-exact and cycle-exact; for the square variant one
-    layer's offsets are forced to 0 everywhere and another's to R (7) everywhere."""
+    """deform_det's heatmaps and boxes, bit-exact and cycle-exact; for the square variants
+    (3x3 and 1x1 offset convs) one layer's offsets are forced to 0 everywhere and another's
+    to R (7) everywhere."""
     from accel.zoo import get
 
     model = get(f"deform_det@{variant}")
     g = model.build()
     x = reference.quantize_inputs(g, g.inputs[0], model.make_inputs(10, 11))
     x[0], x[1] = 0, 255
-    if variant == "square":
+    if variant.startswith("square"):
         for name, low in (("b_dw", True), ("c_dw", False)):
             for p in ("offset_weight", "offset_bias"):  # ReLU'd inputs: the sum follows
                 t = g.node(name).params[p]
@@ -138,12 +139,17 @@ def test_zoo_detector_on_the_engine_with_extreme_offsets(variant):
     y, run = run_graph(g, cfg, x)
     np.testing.assert_array_equal(y, reference.predict(g, x))
     assert run.cycles_match
-    if variant == "square":
+    if variant.startswith("square"):
         values = reference.run(g, x)
         for name, want in (("b_dw", {0}), ("c_dw", {7})):
             node = g.node(name)
             t = node.inputs[0]
             off = reference.deform_offsets(node, values[t], g.tensors[t])
+            if variant == "square1x1" and name == "c_dw":
+                # a 1x1 offset conv sees one pixel: a faint one gives the bias (whose type
+                # stops short of 7) and little more, so only some pixels reach R
+                assert off.max() == 7 and off.min() >= 5, name
+                continue
             assert set(np.unique(off).tolist()) == want, name
 
 

@@ -65,7 +65,7 @@ BATCH, LR, QAT_LR = 32, 1e-2, 2e-3
 OFFSET_LR = 0.1  # the offset convolutions learn 10x slower (as deformable ConvNets do)
 # Square dilations stay at d = 1 (the regular conv) through float training and are
 # learned in QAT only: learning them from the start cost AP (see the README).
-FROZEN_FLOAT = {"regular": False, "bilinear": False, "square": True}
+FROZEN_FLOAT = {"regular": False, "bilinear": False, "square": True, "square1x1": True}
 ZERO_OFFSET_FRAC = 10  # offset weights still all zero at calibration: steps of 2^-10
 CALIB = 256
 SIZE_WEIGHT, OFFSET_WEIGHT = 1.0, 1.0
@@ -188,7 +188,8 @@ class QDeform(nn.Module):
         nn.init.kaiming_normal_(self.weight, nonlinearity="relu")
         self.bias = nn.Parameter(torch.zeros(c))
         if v.n_offsets:
-            self.offset_weight = nn.Parameter(torch.zeros(v.n_offsets, c, 3, 3))
+            k = v.offset_k
+            self.offset_weight = nn.Parameter(torch.zeros(v.n_offsets, c, k, k))
             start = 1.0 if v.mode == "square" else 0.0  # square: d = 1, the regular conv
             self.offset_bias = nn.Parameter(torch.full((v.n_offsets,), start))
 
@@ -203,7 +204,7 @@ class QDeform(nn.Module):
         """(N, K, OH, OW): clipped, and rounded to F fraction bits (always for square)."""
         ow, ob = self.offset_params(fracs)
         s = self.layer.stride
-        acc = F.conv2d(pad_same(x, 3, s), ow, ob, s)
+        acc = F.conv2d(pad_same(x, self.v.offset_k, s), ow, ob, s)
         r = self.v.max_offset
         if self.v.mode == "square":
             return round_half_up(acc.clamp(0, r))
@@ -340,6 +341,33 @@ class Detector(nn.Module):
         return det
 
 
+def dilation_share(det: Detector, images: np.ndarray) -> dict[str, float]:
+    """Per square deformable layer, the share of its output pixels (all images) whose
+    dilation d is above 1; on the integer grid when ``det`` is quantized (e.g.
+    :meth:`Detector.from_int`: the integer Graph's dilations)."""
+    if det.v.mode != "square":
+        return {}
+    above: dict[str, list[int]] = {}
+
+    def hook(mod, args, _out):
+        d = mod.offsets(*args)
+        n = above.setdefault(mod.layer.name, [0, 0])
+        n[0] += int((d > 1).sum())
+        n[1] += d.numel()
+
+    dt = next(det.parameters()).dtype
+    handles = [m.register_forward_hook(hook) for m in det.layers.values()
+               if isinstance(m, QDeform)]  # fmt: skip
+    try:
+        with torch.no_grad():
+            for x in np.array_split(images, max(1, len(images) // 125)):
+                det(torch.from_numpy(x).to(dt))
+    finally:
+        for h in handles:
+            h.remove()
+    return {k: round(n / total, 5) for k, (n, total) in above.items()}
+
+
 # -- loss, data, evaluation ---------------------------------------------------------
 
 
@@ -394,12 +422,13 @@ def graph_ap50(g, d: dict[str, np.ndarray]) -> dict:
 # -- training -------------------------------------------------------------------------
 
 
-def _epochs(det, x, tgt, epochs, lr, seed, tag, progress, frozen=0):
-    """Adam with cosine decay over ``epochs``; the offset convs stay fixed for ``frozen``."""
+def _epochs(det, x, tgt, epochs, lr, seed, tag, progress, frozen=0, offset_lr=OFFSET_LR):
+    """Adam with cosine decay over ``epochs``; the offset convs (at ``offset_lr`` times
+    ``lr``) stay fixed for the first ``frozen``."""
     steps = epochs * -(-len(x) // BATCH)
     offsets = [p for name, p in det.named_parameters() if ".offset_" in name]
     rest = [p for name, p in det.named_parameters() if ".offset_" not in name]
-    groups = [{"params": rest}, {"params": offsets, "lr": lr * OFFSET_LR}] if offsets else rest
+    groups = [{"params": rest}, {"params": offsets, "lr": lr * offset_lr}] if offsets else rest
     opt = torch.optim.Adam(groups, lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(steps, 1))
     order = torch.Generator().manual_seed(seed)
@@ -429,8 +458,16 @@ def train_variant(
     progress: bool = False,
     train_data: tuple[torch.Tensor, dict] | None = None,
     test: dict[str, np.ndarray] | None = None,
+    frozen_float: int | None = None,
+    offset_lr: float = OFFSET_LR,
 ) -> tuple[dict, dict[str, np.ndarray], dict]:
-    """Float training, calibration, QAT, export; (metrics row, raw weights, fracs)."""
+    """Float training, calibration, QAT, export; (metrics row, raw weights, fracs).
+
+    ``frozen_float``: the float epochs the offset convs stay fixed (a square layer at
+    d = 1) before they learn; by default all of them for square variants
+    (``FROZEN_FLOAT``), none otherwise. ``offset_lr``: the offset convs' learning rate
+    relative to the rest's, in both phases.
+    """
     v = zm.get_variant(variant)
     start = time.perf_counter()
     x, tgt = train_data if train_data is not None else training_set(n_train)
@@ -438,19 +475,26 @@ def train_variant(
     with single_thread():
         torch.manual_seed(seed)
         det = Detector(v)
-        frozen = float_epochs if FROZEN_FLOAT[v.name] else 0
+        if frozen_float is None:
+            frozen = float_epochs if FROZEN_FLOAT[v.name] else 0
+        else:
+            frozen = min(max(frozen_float, 0), float_epochs)
         float_loss = _epochs(
-            det, x, tgt, float_epochs, LR, seed, f"{v.name} float", progress, frozen
+            det, x, tgt, float_epochs, LR, seed, f"{v.name} float", progress, frozen, offset_lr
         )
         float_ap = torch_ap50(det, test)
         if progress:
             print(f"  {v.name} float AP50 {float_ap['mAP50']:.4f}", file=sys.stderr)
         fracs = det.calibrate(x[:CALIB])
-        qat_loss = _epochs(det, x, tgt, qat_epochs, QAT_LR, seed + 1, f"{v.name} QAT", progress)
+        qat_loss = _epochs(
+            det, x, tgt, qat_epochs, QAT_LR, seed + 1, f"{v.name} QAT", progress, 0, offset_lr
+        )
         weights = det.export_int()
     train_seconds = time.perf_counter() - start
     g = zm.graph(v, weights, fracs)
     q_ap = graph_ap50(g, test)
+    # the integer Graph's dilations (its float64 copy reproduces it bit for bit)
+    shares = dilation_share(Detector.from_int(v, weights, fracs), test["images"])
     if progress:
         print(f"  {v.name} quantized AP50 {q_ap['mAP50']:.4f}", file=sys.stderr)
     row = {
@@ -467,6 +511,9 @@ def train_variant(
         "final_qat_loss": round(qat_loss, 4),
         "float_epochs": float_epochs,
         "offsets_frozen_epochs": frozen if v.n_offsets else None,
+        "offset_kernel": v.offset_k if v.n_offsets else None,
+        "offset_lr": offset_lr if v.n_offsets else None,
+        "dilation_above_1": shares or None,
         "qat_epochs": qat_epochs,
         "n_train": len(x),
         "seed": seed,
@@ -535,7 +582,7 @@ def train_all(out_dir: Path = zm.WEIGHTS_DIR, seed: int = 0, progress: bool = Tr
     out_dir.mkdir(parents=True, exist_ok=True)
     train_data, test = training_set(N_TRAIN), test_set()
     rows = []
-    for name in ("regular", "bilinear", "square"):
+    for name in ("regular", "bilinear", "square", "square1x1"):
         row, weights, fracs = train_variant(
             name, seed=seed, progress=progress, train_data=train_data, test=test
         )

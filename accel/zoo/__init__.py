@@ -109,7 +109,8 @@ def _deform_det_graph() -> Graph:
 
 
 def _deform_det_variant(name: str) -> ZooModel:
-    """``regular``, ``bilinear``, ``square``: the depthwise layers' sampling."""
+    """``regular``, ``bilinear``, ``square``, ``square1x1``: the depthwise layers' sampling
+    (square1x1: square with 1x1 offset convs)."""
     from accel.zoo.deform_det.model import build
 
     return _variant(
@@ -196,7 +197,8 @@ MODELS: dict[str, ZooModel] = {
             description=(
                 "32x32 grey image -> 8x8 CenterNet output (4 class heatmaps, box size, offset); "
                 "W4A8, three deformable depthwise 3x3 layers, square shape (one integer dilation "
-                "per pixel) by default; deform_det@regular, deform_det@bilinear"
+                "per pixel) by default; deform_det@regular, deform_det@bilinear, "
+                "deform_det@square1x1 (square with 1x1 offset convs)"
             ),
             build=_deform_det_graph,
             make_inputs=_deform_det_inputs,
@@ -205,7 +207,10 @@ MODELS: dict[str, ZooModel] = {
             variant=_deform_det_variant,
             # three 32x32 feature maps in two regions of each bank
             targets={"engine": {"a_depth": 2048}},
-            train_options={"variant": "square (default), bilinear or regular depthwise sampling"},
+            train_options={
+                "variant": "square (default), square1x1 (1x1 offset convs), bilinear or regular "
+                "depthwise sampling"
+            },
         ),
         ZooModel(
             name="moe_vit",

@@ -13,7 +13,9 @@ All convolutions use TensorFlow 'same' padding. The three depthwise layers are
 ``deform_conv2d`` nodes whose ``mode`` is the variant: ``regular`` (no
 offsets), ``bilinear`` (two offsets per tap, ``BILINEAR_FRAC`` fraction bits,
 within +-``BILINEAR_R`` pixels, bilinear sampling) or ``square`` (CoDeNet's
-square shape: one integer dilation 0..``SQUARE_R`` per output pixel).
+square shape: one integer dilation 0..``SQUARE_R`` per output pixel);
+``square1x1`` is ``square`` with 1x1 offset convolutions (a ninth of the 3x3
+ones' MACs) instead of 3x3 ones.
 
 Numerics (W4A8): every conv and depthwise weight is 4-bit signed, the offset
 convolutions' weights 8-bit signed, all biases 16-bit signed, every ReLU
@@ -26,7 +28,8 @@ A weights file ``weights/{variant}.npz`` holds raw integers ``{layer}_w``,
 layouts (conv (KH, KW, Cin, Cout), depthwise (3, 3, C)), the JSON string
 ``fracs`` (per layer the fraction bits of ``w``, ``b``, ``ow``, ``ob`` and
 of its ReLU output ``act``) and the strings ``variant``, ``mode``, plus the
-ints ``max_offset`` and ``offset_frac``.
+ints ``max_offset``, ``offset_frac`` and ``offset_k`` (the offset conv's
+kernel; absent, 3).
 """
 
 from __future__ import annotations
@@ -46,7 +49,8 @@ INPUT = Quant(FixedType(8, 8, signed=False), Rounding.RND, Overflow.SAT)
 OUTPUT = Quant(FixedType(16, 8), Rounding.RND, Overflow.SAT)
 W_BITS, OFFSET_W_BITS, BIAS_BITS, ACT_BITS = 4, 8, 16, 8
 N_OUT = N_CLASSES + 4
-VARIANTS = ("square", "bilinear", "regular")
+# every variant get_variant knows; each shipped, with a row in weights/metrics.json
+VARIANTS = ("square", "bilinear", "regular", "square1x1")
 DEFAULT_VARIANT = "square"
 SQUARE_R = 7
 BILINEAR_R, BILINEAR_FRAC = 4, 4
@@ -82,6 +86,7 @@ class Variant:
     mode: str
     max_offset: int
     offset_frac: int
+    offset_k: int = 3  # the offset convolution's kernel: 3x3 or 1x1
 
     @property
     def n_offsets(self) -> int:
@@ -89,14 +94,17 @@ class Variant:
 
 
 def get_variant(name: str) -> Variant:
-    """The settings of variant ``name``: regular, bilinear or square."""
+    """The settings of variant ``name``: regular, bilinear, square or square1x1."""
     if name == "regular":
         return Variant(name, "regular", 0, 0)
     if name == "square":
         return Variant(name, "square", SQUARE_R, 0)
     if name == "bilinear":
         return Variant(name, "bilinear", BILINEAR_R, BILINEAR_FRAC)
-    raise AccelError(f"deform_det has no variant {name!r} (choose from {', '.join(VARIANTS)})")
+    if name == "square1x1":
+        return Variant(name, "square", SQUARE_R, 0, offset_k=1)
+    names = ", ".join(VARIANTS)
+    raise AccelError(f"deform_det has no variant {name!r} (choose from {names})")
 
 
 def weight_type(bits: int, frac: int) -> FixedType:
@@ -137,9 +145,14 @@ def graph(v: Variant, weights: dict[str, np.ndarray], fracs: dict[str, dict[str,
                 "offset_frac": v.offset_frac,
             }
             if v.n_offsets:
-                params["offset_weight"] = Param(
-                    np.asarray(weights[f"{layer.name}_ow"]), weight_type(OFFSET_W_BITS, f["ow"])
-                )
+                ow = np.asarray(weights[f"{layer.name}_ow"])
+                k = v.offset_k
+                if ow.shape != (k, k, layer.cin, v.n_offsets):
+                    raise AccelError(
+                        f"deform_det layer {layer.name}: offset weight shape {ow.shape}, "
+                        f"not {(k, k, layer.cin, v.n_offsets)}"
+                    )
+                params["offset_weight"] = Param(ow, weight_type(OFFSET_W_BITS, f["ow"]))
                 params["offset_bias"] = Param(
                     np.asarray(weights[f"{layer.name}_ob"]), weight_type(BIAS_BITS, f["ob"])
                 )
@@ -171,6 +184,7 @@ def save_weights(path: Path, v: Variant, weights: dict, fracs: dict) -> None:
         mode=np.array(v.mode),
         max_offset=np.array(v.max_offset),
         offset_frac=np.array(v.offset_frac),
+        offset_k=np.array(v.offset_k),
     )
 
 
@@ -181,8 +195,10 @@ def load_weights(path: Path) -> tuple[Variant, dict[str, np.ndarray], dict]:
         raise AccelError(f"deform_det weights {path} not found; run 'accel train deform_det'")
     try:
         with np.load(path, allow_pickle=False) as f:
+            # files from before 1x1 offset convs have no offset_k: 3x3
+            k = int(f["offset_k"]) if "offset_k" in f.files else 3
             v = Variant(
-                str(f["variant"]), str(f["mode"]), int(f["max_offset"]), int(f["offset_frac"])
+                str(f["variant"]), str(f["mode"]), int(f["max_offset"]), int(f["offset_frac"]), k
             )
             fracs = json.loads(str(f["fracs"]))
             weights = {
