@@ -172,3 +172,41 @@ def test_cycle_model_closed_form():
     tiles, steps, drain = 2 * 2, 8 * 2, 4
     latency = ISSUE_TO_DRAIN + 1 + DRAIN_LATENCY  # pipeline registers after the last step
     assert t.cycles == 2 + steps + (tiles - 1) * max(steps, drain) + drain + latency
+
+
+def test_odd_reductions_and_column_tails_are_exact():
+    """A reduction that is not a multiple of the group runs with its padding spread over
+    its words (K = 10: 2 words of 5 lanes, 10 steps per tile, not 16; K = 13: 2 of 7);
+    columns past the last full tile run as a tail whose reduction is split across the
+    columns. Max-negative operands, wrapping and saturating drains, bias, ReLU, stalls."""
+    from accel.engine.compile import spread_reduction
+
+    rng = np.random.default_rng(9)
+    wrap = FixedType(14, 0)
+    sat = Quant(FixedType(8, 0), Rounding.RND, Overflow.SAT)
+    specs = []
+    for name, k, c, drain in [
+        ("k10", 10, 16, DrainSpec(ACC)),
+        ("k13", 13, 8, DrainSpec(wrap, True, sat)),
+        ("tail", 64, 10, DrainSpec(wrap)),
+        ("tail_only", 64, 3, DrainSpec(ACC, True, sat)),
+        ("k10_c10", 10, 10, DrainSpec(ACC)),
+    ]:
+        a = rng.integers(-256, 256, (21, k))
+        a[0], a[1] = -256, 0
+        b = rng.integers(-256, 256, (k, c))
+        b[:, 0] = -256
+        bias = rng.integers(-1000, 1000, c)
+        specs.append(GemmSpec(name, a, b, drain, None, bias))
+    assert spread_reduction(CFG, specs[0]).pattern == nm.NM(5, 8)
+    assert spread_reduction(CFG, specs[1]).pattern == nm.NM(7, 8)
+    prog = compile_gemms(CFG, specs)
+    names = [g.name for g in prog.gemms]
+    assert names == ["k10", "k13", "tail", "tail.tail", "tail_only.tail", "k10_c10"]
+    steps = {g.name: g.steps_per_tile(CFG) for g in prog.gemms}
+    assert steps["k10"] == 10 and steps["k13"] == 14 and steps["tail.tail"] == 8
+    wrapped = [s for s in specs if s.drain.acc == wrap]
+    assert any(np.abs(s.a @ s.b).max() >= 1 << 13 for s in wrapped)  # the wrap matters
+    run = check(specs)
+    assert run.cycles_match
+    check(specs, src_valid=rng.random(64) < 0.5, sink_ready=rng.random(64) < 0.3)

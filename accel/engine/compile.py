@@ -10,12 +10,13 @@ stream words that carry them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from accel import nm
 from accel.engine.config import EngineConfig
+from accel.engine.cycles import DRAIN_LATENCY, ISSUE_TO_DRAIN, reduce_latency
 from accel.engine.isa import Target
 from accel.engine.program import (
     DrainSpec,
@@ -45,6 +46,21 @@ def kept_per_group(cfg: EngineConfig, pattern: nm.NM | None) -> int:
     if pattern.m % g == 0:
         return min(pattern.n, g)
     return g
+
+
+def lanes_per_word(k: int, group: int) -> int:
+    """Lanes a reduction of ``k`` keeps per word when spread evenly over its
+    ``ceil(k / group)`` words (a word of ``group`` lanes)."""
+    words = -(-k // group)
+    return -(-k // words)
+
+
+def patch_lanes(k: int, per: int, group: int) -> np.ndarray:
+    """The lane (row of B, column of A) of each of a reduction's ``k`` terms, ``per`` to a
+    word of ``group``: the padding spread over the words, so the reduction runs as
+    ``per``:``group`` (:func:`spread_reduction`)."""
+    t = np.arange(k)
+    return t // per * group + t % per
 
 
 @dataclass
@@ -160,8 +176,74 @@ def place(
     return gemm, [Load(Target.B, gemm.b_base, words), Load(Target.BIAS, gemm.bias_base, biases)]
 
 
+def spread_offsets(w2: np.ndarray, bias: np.ndarray | None, group: int):
+    """A (K, n) B and bias with each output's reduction split across ``group`` columns
+    (an offset conv, a layer's tail).
+
+    Output ``o`` gets columns ``o * group + l`` (``l < group``), and column ``l``
+    keeps the taps ``k`` with ``k % group == l``: B is 1:group sparse, so every
+    column takes one activation of each group word and a group of taps costs one
+    step instead of ``group``. The drain sums the word (``Gemm.reduce``); the
+    bias rides on lane 0.
+    """
+    k, n = w2.shape
+    b = np.zeros((k, n, group), np.int64)
+    b[np.arange(k), :, np.arange(k) % group] = w2
+    out = None
+    if bias is not None:
+        out = np.zeros((n, group), np.int64)
+        out[:, 0] = bias
+        out = out.reshape(-1)
+    return b.reshape(k, n * group), out
+
+
+def split_tail(cfg: EngineConfig, k: int, n_out: int) -> int:
+    """How many of a dense last layer's ``n_out`` outputs (reduction ``k``, a multiple of
+    the group) run as a tail GEMM whose reduction is split across the columns: the
+    outputs past its last full column tile, when that is faster (0: none).
+
+    The plain GEMM spends a whole column tile (``max(k, drain)`` cycles per row
+    block) on them; the tail spends ``max(k / group, drain)`` per ``cols / group``
+    of them, plus a second GEMM's fill once per chunk (counted as if every
+    chunk had one row block).
+    """
+    t = n_out % cfg.cols
+    if not t or cfg.group == 1:
+        return 0
+    drain = cfg.rows * cfg.cols // cfg.group
+    tiles = -(-t * cfg.group // cfg.cols)
+    fill = 2 + ISSUE_TO_DRAIN + 2 + DRAIN_LATENCY + drain + reduce_latency(cfg)
+    split = tiles * max(k // cfg.group, drain) + fill
+    return t if split < max(k, drain) else 0
+
+
+def spread_reduction(cfg: EngineConfig, spec: GemmSpec) -> GemmSpec:
+    """A dense GEMM whose reduction is not a multiple of the group, with its padding spread
+    over the words (K = 10: 2 words of 5 lanes) and run as N:M with the sparse mode's
+    indices: ``ceil(K / per) * per`` steps per tile instead of ``ceil(K / group) *
+    group``. Other GEMMs as they are."""
+    k = np.shape(spec.b)[0]
+    per = lanes_per_word(k, cfg.group)
+    if spec.pattern is not None or per == cfg.group or k % cfg.group == 0:
+        return spec
+    lanes = patch_lanes(k, per, cfg.group)
+    size = -(-k // cfg.group) * cfg.group
+    a = np.zeros((len(spec.a), size), np.int64)
+    a[:, lanes] = spec.a
+    b = np.zeros((size, np.shape(spec.b)[1]), np.int64)
+    b[lanes] = spec.b
+    return replace(
+        spec, a=a, b=b, pattern=nm.NM(per, cfg.group), packed=True, k_real=spec.k_real or k
+    )
+
+
 def compile_gemms(cfg: EngineConfig, specs: list[GemmSpec]) -> Program:
-    """Independent GEMMs, each loading its operands (over the previous ones) and streaming C."""
+    """Independent GEMMs, each loading its operands (over the previous ones) and streaming C.
+
+    A reduction that is not a multiple of the group runs with its padding spread over
+    its words (:func:`spread_reduction`); a dense GEMM's columns past its last full
+    column tile run as a tail with the reduction split across the columns
+    (:func:`split_tail`), whose results :meth:`Program.split_values` appends to C."""
     prog = Program(cfg)
     for spec in specs:
         alloc = Allocator(cfg)
@@ -169,7 +251,27 @@ def compile_gemms(cfg: EngineConfig, specs: list[GemmSpec]) -> Program:
         if a.ndim != 2 or np.asarray(spec.b).ndim != 2 or a.shape[1] != spec.b.shape[0]:
             raise AccelError(f"{spec.name}: A {a.shape} and B {np.shape(spec.b)} do not multiply")
         _fits(a, cfg.a_bits, f"{spec.name}: A")
-        gemm, loads = place(cfg, spec, alloc, len(a), 0, 0, True)
-        check_a_region(cfg, gemm.a_words(cfg), spec.name)
-        prog.steps += [*loads, Load(Target.A, 0, a_words(cfg, a, gemm.k)), gemm]
+        spec = spread_reduction(cfg, replace(spec, a=a))
+        a = spec.a
+        k, c = spec.b.shape
+        t = split_tail(cfg, k, c) if spec.pattern is None else 0
+        parts = [(spec, False)]
+        if t:
+            bias = spec.bias
+            main = replace(spec, b=spec.b[:, : c - t], bias=None if bias is None else bias[: c - t])
+            b, tb = spread_offsets(
+                spec.b[:, c - t :], None if bias is None else bias[c - t :], cfg.group
+            )
+            tail = replace(
+                spec, name=f"{spec.name}.tail", b=b, bias=tb, pattern=nm.NM(1, cfg.group)
+            )
+            parts = ([(main, False)] if c > t else []) + [(tail, True)]
+        gemms, loads = [], []
+        for part, is_tail in parts:
+            gemm, more = place(cfg, part, alloc, len(a), 0, 0, True)
+            gemm.reduce, gemm.tail = is_tail, is_tail and c > t
+            check_a_region(cfg, gemm.a_words(cfg), spec.name)
+            gemms.append(gemm)
+            loads += more
+        prog.steps += [*loads, Load(Target.A, 0, a_words(cfg, a, gemms[0].k)), *gemms]
     return prog

@@ -23,7 +23,16 @@ import numpy as np
 
 from accel import nm
 from accel.deform import offset_bounds
-from accel.engine.compile import Allocator, GemmSpec, check_a_region, place
+from accel.engine.compile import (
+    Allocator,
+    GemmSpec,
+    check_a_region,
+    lanes_per_word,
+    patch_lanes,
+    place,
+    split_tail,
+    spread_offsets,
+)
 from accel.engine.config import EngineConfig
 from accel.engine.isa import Deform, Target
 from accel.engine.program import DrainSpec, Geometry, Load, Program, Repeat, a_words, ceil_to
@@ -104,12 +113,6 @@ class Placed:
     tail: bool = False
 
 
-def patch_lanes(taps: int, per: int, group: int) -> np.ndarray:
-    """The lane (row of B) of each of a patch's ``taps``: ``per`` to a word of ``group``."""
-    t = np.arange(taps)
-    return t // per * group + t % per
-
-
 def _stored_weights(w: np.ndarray, stored: int) -> np.ndarray:
     """A (KH, KW, Cin, Cout) conv weight as B rows in storage order: channels padded."""
     kh, kw, cin, cout = w.shape
@@ -157,26 +160,6 @@ def _check_sampler(node: Node, cfg: EngineConfig, stored: int) -> None:
         )
 
 
-def spread_offsets(w2: np.ndarray, bias: np.ndarray | None, group: int):
-    """An offset conv's (K, n) B and bias, its reduction split across ``group`` columns.
-
-    Output ``o`` gets columns ``o * group + l`` (``l < group``), and column ``l``
-    keeps the taps ``k`` with ``k % group == l``: B is 1:group sparse, so every
-    column takes one activation of each group word and a group of taps costs one
-    step instead of ``group``. The drain sums the word (``Gemm.reduce``); the
-    bias rides on lane 0.
-    """
-    k, n = w2.shape
-    b = np.zeros((k, n, group), np.int64)
-    b[np.arange(k), :, np.arange(k) % group] = w2
-    out = None
-    if bias is not None:
-        out = np.zeros((n, group), np.int64)
-        out[:, 0] = bias
-        out = out.reshape(-1)
-    return b.reshape(k, n * group), out
-
-
 def reduce_offsets(cfg: EngineConfig, k: int, n_off: int) -> bool:
     """Whether an offset conv with reduction ``k`` (a multiple of the group) and ``n_off``
     outputs runs faster with its reduction split across the columns (cycles per row
@@ -191,28 +174,6 @@ def reduce_offsets(cfg: EngineConfig, k: int, n_off: int) -> bool:
     plain = -(-n_off // cfg.cols) * max(k, drain)
     split = -(-n_off * g // cfg.cols) * max(k // g, drain)
     return split < plain
-
-
-def split_tail(cfg: EngineConfig, k: int, n_out: int) -> int:
-    """How many of a dense last layer's ``n_out`` outputs (reduction ``k``, a multiple of
-    the group) run as a tail GEMM whose reduction is split across the columns: the
-    outputs past its last full column tile, when that is faster (0: none).
-
-    The plain GEMM spends a whole column tile (``max(k, drain)`` cycles per row
-    block) on them; the tail spends ``max(k / group, drain)`` per ``cols / group``
-    of them, plus a second GEMM's fill once per chunk (counted as if every
-    chunk had one row block).
-    """
-    from accel.engine.cycles import DRAIN_LATENCY, ISSUE_TO_DRAIN, reduce_latency
-
-    t = n_out % cfg.cols
-    if not t or cfg.group == 1:
-        return 0
-    drain = cfg.rows * cfg.cols // cfg.group
-    tiles = -(-t * cfg.group // cfg.cols)
-    fill = 2 + ISSUE_TO_DRAIN + 2 + DRAIN_LATENCY + drain + reduce_latency(cfg)
-    split = tiles * max(k // cfg.group, drain) + fill
-    return t if split < max(k, drain) else 0
 
 
 def _tail(p: Placed, cfg: EngineConfig) -> list[Placed]:
@@ -337,7 +298,7 @@ def lower(graph: Graph, cfg: EngineConfig, split: bool = True) -> list[Placed]:
                 # a patch costs ceil(taps / per) * per steps, not its padded length
                 taps = kh * kw * cin
                 k = ceil_to(taps, cfg.group)
-                per = -(-taps // (k // cfg.group))
+                per = lanes_per_word(taps, cfg.group)
                 lanes = patch_lanes(taps, per, cfg.group)
                 w2 = np.zeros((k, cout), np.int64)
                 w2[lanes] = w.reshape(-1, cout)
@@ -467,6 +428,7 @@ def _compile(
                 to_stream=p.final,
                 to_offsets=p.to_offsets,
                 reduce=p.reduce,
+                tail=p.tail and len(layers_) > 1 and layers_[-2].final,
                 out_stride=p.out_stride,
             )
             li += not (p.to_offsets or p.final)
@@ -491,15 +453,5 @@ def output_values(
     shape = graph.tensors[graph.outputs[0]].shape
     c = shape[-1]
     pos = int(np.prod(shape[:-1], dtype=np.int64))
-    group = program.cfg.group
-    streams = [g for g in program.gemms if g.to_stream]
-    per_chunk = len(streams) // max(len(sizes), 1)  # one GEMM, or a layer and its tail
-    parts = []
-    for i, n in enumerate(sizes):
-        cs = []
-        for g, m in zip(streams[i * per_chunk : (i + 1) * per_chunk],
-                        mats[i * per_chunk : (i + 1) * per_chunk], strict=True):  # fmt: skip
-            v = m[:n].reshape(n, pos, -1)
-            cs.append(v.reshape(n, pos, -1, group)[..., 0] if g.reduce else v)  # lane 0: sums
-        parts.append(np.concatenate(cs, axis=-1)[:, :, :c])
+    parts = [m[:n].reshape(n, pos, -1)[:, :, :c] for m, n in zip(mats, sizes, strict=True)]
     return np.concatenate(parts).reshape(-1, *shape)

@@ -184,6 +184,9 @@ class Gemm:
     a_stride: int | None = None  # words between row blocks of A (default: a sample block's)
     out_stride: int | None = None  # words between row blocks of C (default: C's row)
     b_write: BWrite | None = None  # C goes to the weight buffer (vector engines)
+    # a reducing GEMM whose results are the last columns of the streamed GEMM before it
+    # (a layer's outputs past its last full column tile: ``accel.engine.graph.split_tail``)
+    tail: bool = False
 
     def sample_blocks(self, cfg: EngineConfig) -> int:
         return -(-self.rows // cfg.rows)
@@ -322,9 +325,13 @@ class Program:
 
     def split_values(self, vals: np.ndarray) -> list[np.ndarray]:
         """:meth:`split_outputs` of the words' lane values, (words, ``group``): passing lane
-        positions instead of values tells where each result leaves the engine."""
+        positions instead of values tells where each result leaves the engine.
+
+        A reducing GEMM's result is lane 0 of each word; a tail's results are appended
+        to the columns of the streamed GEMM before it (one C for both)."""
         cfg = self.cfg
-        out, at = [], 0
+        out: list[np.ndarray] = []
+        at = 0
         for g in self.gemms:
             if not g.to_stream:
                 continue
@@ -332,8 +339,14 @@ class Program:
             n = sb * pos * ct * cfg.rows * (cfg.cols // cfg.group)
             block = vals[at : at + n].reshape(ct, sb, pos, cfg.rows, cfg.cols)
             c = block.transpose(1, 3, 2, 0, 4).reshape(sb * cfg.rows, pos * ct * cfg.cols)
-            out.append(c)
             at += n
+            if g.reduce:
+                c = c.reshape(len(c), -1, cfg.group)[:, :, 0]
+            if g.tail:
+                if pos != 1 or out[-1].shape[0] != len(c):
+                    raise AssertionError(f"{g.name}: a tail continues a 1x1 GEMM's rows")
+                c = np.concatenate([out.pop(), c], axis=1)
+            out.append(c)
         return out
 
 
