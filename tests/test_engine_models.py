@@ -344,3 +344,25 @@ def test_a_classifier_tail_splits_its_reduction_exactly(engine_cfg, n_out):
     assert [s.name for s in plain.gemms][:1] == ["out"] and predict(prog).total < predict(
         plain
     ).total
+
+
+def test_a_first_dense_layer_spreads_its_padding(engine_cfg):
+    """10 input features (not a multiple of the group) load as 2 words of 5 lanes and the
+    first layer runs 5:8 (10 steps per tile, not 16); bit- and cycle-exact, with all-zero
+    and saturating inputs and a 3-way tail after it."""
+    from accel.engine.graph import lower
+
+    g = mlp(7, None, dims=(10, 16, 3))
+    placed = lower(g, engine_cfg)
+    assert placed[0].spec.pattern == nm.NM(5, 8) and placed[0].lanes.tolist() == [
+        0, 1, 2, 3, 4, 8, 9, 10, 11, 12
+    ]  # fmt: skip
+    x = np.random.default_rng(8).integers(0, 256, (30, 10))
+    x[0], x[1] = 0, 255
+    y, run = run_graph(g, engine_cfg, x)
+    np.testing.assert_array_equal(y, reference.predict(g, x))
+    assert run.cycles_match
+    steps = {
+        gm.name: gm.steps_per_tile(engine_cfg) for gm in compile_graph(g, engine_cfg, x)[0].gemms
+    }
+    assert steps["fc0"] == 10

@@ -101,9 +101,11 @@ class Placed:
     spec: GemmSpec
     geometry: Geometry
     out_shape: tuple[int, ...]  # the graph's (H, W, C) or (C,)
-    # first layer only: the host unfolds the input into patches (kh, kw, pads, stride,
-    # taps per word: see patch_lanes)
-    im2col: tuple[int, int, tuple[int, int, int, int], int, int] | None = None
+    # first layer only: the host unfolds the input into patches (kh, kw, pads, stride)
+    im2col: tuple[int, int, tuple[int, int, int, int], int] | None = None
+    # first layer only: the lane of each of a pixel's (or patch's) values in its stored
+    # words, when the padding is spread over them (see patch_lanes; default: in order)
+    lanes: np.ndarray | None = None
     to_offsets: bool = False  # fills the offset memories; the next layer reads the same input
     reduce: bool = False  # an offset conv's reduction split across the columns (see _deform)
     out_stride: int | None = None  # words between row blocks of C (default: C's row)
@@ -303,14 +305,16 @@ def lower(graph: Graph, cfg: EngineConfig, split: bool = True) -> list[Placed]:
                 w2 = np.zeros((k, cout), np.int64)
                 w2[lanes] = w.reshape(-1, cout)
                 geo = Geometry(oh, ow, k, out_h=oh, out_w=ow)
-                unfold = (kh, kw, (top, bottom, left, right), s, per)
+                unfold = (kh, kw, (top, bottom, left, right), s)
             else:
                 w2 = _stored_weights(w, stored)
                 geo = Geometry(shape[0], shape[1], stored, kh, kw, s, top, left, oh, ow)
             spec = _spec(node, w2, relu, quant, kh * kw * cin)
-            if unfold is not None and unfold[-1] < cfg.group:
-                spec = replace(spec, pattern=nm.NM(unfold[-1], cfg.group), packed=True)
-            out.append(Placed(spec, geo, (oh, ow, cout), unfold))
+            spread = None
+            if unfold is not None and per < cfg.group:
+                spec = replace(spec, pattern=nm.NM(per, cfg.group), packed=True)
+                spread = lanes
+            out.append(Placed(spec, geo, (oh, ow, cout), unfold, spread))
             shape = (oh, ow, cout)
             stored = ceil_to(cout, cfg.cols)
             continue
@@ -319,11 +323,20 @@ def lower(graph: Graph, cfg: EngineConfig, split: bool = True) -> list[Placed]:
             if len(rows) != w.shape[0]:
                 raise AccelError(f"node {node.name}: dense input does not match {shape}")
             wp = np.zeros((shape[0] * shape[1] * stored, w.shape[1]), np.int64)
+            spread = None
+            per = lanes_per_word(len(rows), cfg.group)
+            if not out and shape[:2] == (1, 1) and per < cfg.group:
+                # a first dense layer of K features, not a multiple of the group: the
+                # host spreads the padding over the words and the layer runs N:M
+                spread = patch_lanes(len(rows), per, cfg.group)
+                rows = spread
             wp[rows] = w
             geo = Geometry.rows(len(wp))
             spec = _spec(node, wp, relu, quant, w.shape[0])
+            if spread is not None:
+                spec = replace(spec, pattern=nm.NM(per, cfg.group), packed=True)
             shape = (1, 1, w.shape[1])
-        out.append(Placed(spec, geo, shape))
+        out.append(Placed(spec, geo, shape, lanes=spread))
         stored = ceil_to(shape[2], cfg.cols)
     if not out:
         raise AccelError(f"graph {graph.name} has no dense or conv2d layer for the engine")
@@ -336,19 +349,17 @@ def _check_operand(t, bits: int, what: str) -> None:
         raise AccelError(f"{what}: {t} needs {need}-bit signed operands, the engine has {bits}")
 
 
-def _pad_input(x: np.ndarray, shape: tuple[int, ...], first: Placed, group: int) -> np.ndarray:
+def _pad_input(x: np.ndarray, shape: tuple[int, ...], first: Placed) -> np.ndarray:
     """Raw inputs (N, *shape) as stored rows: NHWC pixels (or patches), channels padded."""
     x = np.asarray(x, dtype=np.int64)
     if first.im2col is not None:
-        kh, kw, pads, stride, per = first.im2col
+        kh, kw, pads, stride = first.im2col
         cols, (n, oh, ow) = im2col(x.reshape(len(x), *shape), kh, kw, pads, stride)
-        k = first.geometry.channels
-        packed = np.zeros((n * oh * ow, k), np.int64)
-        packed[:, patch_lanes(cols.shape[1], per, group)] = cols
-        x, shape = packed.reshape(n, oh * ow, k), (oh, ow, k)
+        x, shape = cols.reshape(n, oh * ow, -1), (oh, ow, cols.shape[1])
     h, w, c = shape if len(shape) == 3 else (1, 1, shape[-1])
     out = np.zeros((len(x), h * w, first.geometry.channels), np.int64)
-    out[:, :, :c] = x.reshape(len(x), h * w, c)
+    lanes = np.arange(c) if first.lanes is None else first.lanes
+    out[:, :, lanes] = x.reshape(len(x), h * w, c)
     return out.reshape(len(x), -1)
 
 
@@ -378,7 +389,7 @@ def _compile(
     for a, b in itertools.pairwise(banked):
         t = a.spec.drain.quant.type if a.spec.drain.quant else a.spec.drain.acc
         _check_operand(t, cfg.a_bits, f"{b.spec.name} input")
-    rows = _pad_input(x, t_in.shape, layers_[0], cfg.group)
+    rows = _pad_input(x, t_in.shape, layers_[0])
     # words per sample block of every tensor the banks hold
     words = [rows.shape[1] // cfg.group]
     words += [
