@@ -217,6 +217,19 @@ def split_tail(cfg: EngineConfig, k: int, n_out: int) -> int:
     return t if split < max(k, drain) else 0
 
 
+def split_columns(cfg: EngineConfig, spec: GemmSpec, t: int) -> list[tuple[GemmSpec, bool]]:
+    """``spec`` as a GEMM on all but its last ``t`` columns (none when that is all of
+    them) and a tail GEMM for those, its reduction split across the columns
+    (:func:`spread_offsets`); each with whether it is the tail."""
+    c, bias = spec.b.shape[1], spec.bias
+    b, tb = spread_offsets(spec.b[:, c - t :], None if bias is None else bias[c - t :], cfg.group)
+    tail = replace(spec, name=f"{spec.name}.tail", b=b, bias=tb, pattern=nm.NM(1, cfg.group))
+    if c == t:
+        return [(tail, True)]
+    main = replace(spec, b=spec.b[:, : c - t], bias=None if bias is None else bias[: c - t])
+    return [(main, False), (tail, True)]
+
+
 def spread_reduction(cfg: EngineConfig, spec: GemmSpec) -> GemmSpec:
     """A dense GEMM whose reduction is not a multiple of the group, with its padding spread
     over the words (K = 10: 2 words of 5 lanes) and run as N:M with the sparse mode's
@@ -255,17 +268,7 @@ def compile_gemms(cfg: EngineConfig, specs: list[GemmSpec]) -> Program:
         a = spec.a
         k, c = spec.b.shape
         t = split_tail(cfg, k, c) if spec.pattern is None else 0
-        parts = [(spec, False)]
-        if t:
-            bias = spec.bias
-            main = replace(spec, b=spec.b[:, : c - t], bias=None if bias is None else bias[: c - t])
-            b, tb = spread_offsets(
-                spec.b[:, c - t :], None if bias is None else bias[c - t :], cfg.group
-            )
-            tail = replace(
-                spec, name=f"{spec.name}.tail", b=b, bias=tb, pattern=nm.NM(1, cfg.group)
-            )
-            parts = ([(main, False)] if c > t else []) + [(tail, True)]
+        parts = split_columns(cfg, spec, t) if t else [(spec, False)]
         gemms, loads = [], []
         for part, is_tail in parts:
             gemm, more = place(cfg, part, alloc, len(a), 0, 0, True)

@@ -30,6 +30,7 @@ from accel.engine.compile import (
     lanes_per_word,
     patch_lanes,
     place,
+    split_columns,
     split_tail,
     spread_offsets,
 )
@@ -188,20 +189,11 @@ def _tail(p: Placed, cfg: EngineConfig) -> list[Placed]:
         t = split_tail(cfg, spec.b.shape[0], n_out)
     if not t:
         return [replace(p, final=True)]
-    main = n_out - t
-    bias = spec.bias
-    b, tb = spread_offsets(spec.b[:, main:], None if bias is None else bias[main:], cfg.group)
-    tail = replace(
-        spec, name=f"{spec.name}.tail", b=b, bias=tb, pattern=nm.NM(1, cfg.group),
-        k_real=spec.k_real,
-    )  # fmt: skip
-    out = []
-    if main:
-        head = replace(spec, b=spec.b[:, :main], bias=None if bias is None else bias[:main])
-        out.append(replace(p, spec=head, out_shape=(*p.out_shape[:-1], main), final=True))
-    out.append(replace(p, spec=tail, out_shape=(*p.out_shape[:-1], t), final=True, tail=True,
-                       reduce=True))  # fmt: skip
-    return out
+    return [
+        replace(p, spec=part, out_shape=(*p.out_shape[:-1], part.b.shape[1] // (
+            cfg.group if tail else 1)), final=True, tail=tail, reduce=tail)
+        for part, tail in split_columns(cfg, spec, t)
+    ]  # fmt: skip
 
 
 def _deform(
