@@ -376,7 +376,7 @@ def _compile(
 ) -> tuple[Program, list[int]]:
     t_in = graph.tensors[graph.inputs[0]]
     _check_operand(t_in.type, cfg.a_bits, "input")
-    # layers whose results the banks hold (a tail reads the part before it's input)
+    # layers whose results the banks hold (a tail reads the input of the part before it)
     banked = [p for p in layers_ if not p.to_offsets and not p.tail]
     for a, b in itertools.pairwise(banked):
         t = a.spec.drain.quant.type if a.spec.drain.quant else a.spec.drain.acc
