@@ -79,7 +79,8 @@ class Requantizer(wiring.Component):
     The stages: wrap and ReLU | shift, half bit, sticky bit | round |
     saturation tests and the output wrap | the mode's pick (registered).
     Every register moves when ``en`` is high; the instruction must not change
-    while values are in flight.
+    while values are in flight, nor in the cycle before the first one arrives (the
+    lane reads its own registered copy).
     """
 
     LATENCY = 5
@@ -107,7 +108,13 @@ class Requantizer(wiring.Component):
                 m.d.sync += reg.eq(value)
             return reg
 
-        out = requantize(m, self.value, self.instr, self.cfg.acc_bits, "lane", stage)
+        # the lane's own copy of the instruction, a cycle late: the fields fan out to
+        # every bit of the lane, and one shared register placed far from the eight
+        # lanes was the drain's critical path. The instruction changes only when the
+        # drain is idle, and a GEMM's first word reaches the drain cycles after it.
+        instr = Signal.like(self.instr, reset_less=True)
+        m.d.sync += instr.eq(self.instr)
+        out = requantize(m, self.value, instr, self.cfg.acc_bits, "lane", stage)
         with m.If(self.en):
             m.d.sync += self.result.eq(out)
         return m
