@@ -49,16 +49,18 @@ def kept_per_group(cfg: EngineConfig, pattern: nm.NM | None) -> int:
 
 
 def lanes_per_word(k: int, group: int) -> int:
-    """Lanes a reduction of ``k`` keeps per word when spread evenly over its
-    ``ceil(k / group)`` words (a word of ``group`` lanes)."""
-    words = -(-k // group)
-    return -(-k // words)
+    """Lanes a reduction of ``k`` keeps per word, spread evenly over ``ceil(k / group)``."""
+    return -(-k // -(-k // group))
 
 
-def patch_lanes(k: int, per: int, group: int) -> np.ndarray:
-    """The lane (row of B, column of A) of each of a reduction's ``k`` terms, ``per`` to a
-    word of ``group``: the padding spread over the words, so the reduction runs as
-    ``per``:``group`` (:func:`spread_reduction`)."""
+def spread_lanes(k: int, group: int) -> np.ndarray | None:
+    """The lane (row of B, column of A) of each of a reduction's ``k`` terms with the
+    padding spread evenly over its ``ceil(k / group)`` words (``per`` lanes to a word,
+    K = 10: 0-4 and 8-12), so it runs as ``per``:``group``; ``None`` when no word
+    would keep fewer than ``group`` (:func:`spread_reduction`)."""
+    per = lanes_per_word(k, group)
+    if per == group:
+        return None
     t = np.arange(k)
     return t // per * group + t % per
 
@@ -232,22 +234,20 @@ def split_columns(cfg: EngineConfig, spec: GemmSpec, t: int) -> list[tuple[GemmS
 
 def spread_reduction(cfg: EngineConfig, spec: GemmSpec) -> GemmSpec:
     """A dense GEMM whose reduction is not a multiple of the group, with its padding spread
-    over the words (K = 10: 2 words of 5 lanes) and run as N:M with the sparse mode's
+    over the words (:func:`spread_lanes`) and run as N:M with the sparse mode's
     indices: ``ceil(K / per) * per`` steps per tile instead of ``ceil(K / group) *
     group``. Other GEMMs as they are."""
     k = np.shape(spec.b)[0]
-    per = lanes_per_word(k, cfg.group)
-    if spec.pattern is not None or per == cfg.group or k % cfg.group == 0:
+    lanes = spread_lanes(k, cfg.group) if spec.pattern is None else None
+    if lanes is None:
         return spec
-    lanes = patch_lanes(k, per, cfg.group)
     size = -(-k // cfg.group) * cfg.group
     a = np.zeros((len(spec.a), size), np.int64)
     a[:, lanes] = spec.a
     b = np.zeros((size, np.shape(spec.b)[1]), np.int64)
     b[lanes] = spec.b
-    return replace(
-        spec, a=a, b=b, pattern=nm.NM(per, cfg.group), packed=True, k_real=spec.k_real or k
-    )
+    pattern = nm.NM(lanes_per_word(k, cfg.group), cfg.group)
+    return replace(spec, a=a, b=b, pattern=pattern, packed=True, k_real=spec.k_real or k)
 
 
 def compile_gemms(cfg: EngineConfig, specs: list[GemmSpec]) -> Program:

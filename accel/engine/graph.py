@@ -27,12 +27,12 @@ from accel.engine.compile import (
     Allocator,
     GemmSpec,
     check_a_region,
-    lanes_per_word,
-    patch_lanes,
     place,
     split_columns,
     split_tail,
+    spread_lanes,
     spread_offsets,
+    spread_reduction,
 )
 from accel.engine.config import EngineConfig
 from accel.engine.isa import Deform, Target
@@ -105,7 +105,7 @@ class Placed:
     # first layer only: the host unfolds the input into patches (kh, kw, pads, stride)
     im2col: tuple[int, int, tuple[int, int, int, int], int] | None = None
     # first layer only: the lane of each of a pixel's (or patch's) values in its stored
-    # words, when the padding is spread over them (see patch_lanes; default: in order)
+    # words, when the padding is spread over them (see spread_lanes; default: in order)
     lanes: np.ndarray | None = None
     to_offsets: bool = False  # fills the offset memories; the next layer reads the same input
     reduce: bool = False  # an offset conv's reduction split across the columns (see _deform)
@@ -290,22 +290,16 @@ def lower(graph: Graph, cfg: EngineConfig, split: bool = True) -> list[Placed]:
                 # a 1x1 conv over them wastes no MACs on padded channels; the taps are
                 # spread evenly over the words, so a word keeps ``per`` lanes (N:M) and
                 # a patch costs ceil(taps / per) * per steps, not its padded length
-                taps = kh * kw * cin
-                k = ceil_to(taps, cfg.group)
-                per = lanes_per_word(taps, cfg.group)
-                lanes = patch_lanes(taps, per, cfg.group)
-                w2 = np.zeros((k, cout), np.int64)
-                w2[lanes] = w.reshape(-1, cout)
-                geo = Geometry(oh, ow, k, out_h=oh, out_w=ow)
+                w2 = w.reshape(-1, cout)  # spread_reduction pads it
+                geo = Geometry(oh, ow, ceil_to(len(w2), cfg.group), out_h=oh, out_w=ow)
                 unfold = (kh, kw, (top, bottom, left, right), s)
             else:
                 w2 = _stored_weights(w, stored)
                 geo = Geometry(shape[0], shape[1], stored, kh, kw, s, top, left, oh, ow)
             spec = _spec(node, w2, relu, quant, kh * kw * cin)
             spread = None
-            if unfold is not None and per < cfg.group:
-                spec = replace(spec, pattern=nm.NM(per, cfg.group), packed=True)
-                spread = lanes
+            if unfold is not None:
+                spec, spread = spread_reduction(cfg, spec), spread_lanes(len(w2), cfg.group)
             out.append(Placed(spec, geo, (oh, ow, cout), unfold, spread))
             shape = (oh, ow, cout)
             stored = ceil_to(cout, cfg.cols)
@@ -315,18 +309,17 @@ def lower(graph: Graph, cfg: EngineConfig, split: bool = True) -> list[Placed]:
             if len(rows) != w.shape[0]:
                 raise AccelError(f"node {node.name}: dense input does not match {shape}")
             wp = np.zeros((shape[0] * shape[1] * stored, w.shape[1]), np.int64)
-            spread = None
-            per = lanes_per_word(len(rows), cfg.group)
-            if not out and shape[:2] == (1, 1) and per < cfg.group:
-                # a first dense layer of K features, not a multiple of the group: the
-                # host spreads the padding over the words and the layer runs N:M
-                spread = patch_lanes(len(rows), per, cfg.group)
-                rows = spread
             wp[rows] = w
             geo = Geometry.rows(len(wp))
-            spec = _spec(node, wp, relu, quant, w.shape[0])
+            spread = None
+            if not out and shape[:2] == (1, 1) and node.attrs.get("nm") is None:
+                # a first dense layer of K features, not a multiple of the group: the
+                # host spreads the padding over the words and the layer runs N:M
+                spread = spread_lanes(len(w), cfg.group)
             if spread is not None:
-                spec = replace(spec, pattern=nm.NM(per, cfg.group), packed=True)
+                spec = spread_reduction(cfg, _spec(node, w, relu, quant))
+            else:
+                spec = _spec(node, wp, relu, quant, w.shape[0])
             shape = (1, 1, w.shape[1])
         out.append(Placed(spec, geo, shape, lanes=spread))
         stored = ceil_to(shape[2], cfg.cols)
