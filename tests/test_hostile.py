@@ -242,11 +242,16 @@ def test_interrupt_during_start_up_is_one_line():
     p = subprocess.Popen(
         [sys.executable, "-m", "accel", "zoo", "list"], stderr=subprocess.PIPE, text=True
     )
-    time.sleep(0.3)  # inside the imports
+    time.sleep(0.15)  # inside the imports (the whole command takes about 0.35 s here)
     p.send_signal(signal.SIGINT)
     _, err = p.communicate(timeout=60)
     assert "Traceback" not in err
-    assert p.returncode in (0, 130), err  # 0 only if it had already finished
+    # 0 only if it had already finished; -SIGINT when the interrupt landed inside a C
+    # extension's own import code: CPython then marks it unhandled even though accel
+    # caught it and printed its line, and ends by re-raising SIGINT (the status a shell
+    # shows as 130 either way)
+    assert p.returncode in (0, 130, -signal.SIGINT), err
+    assert p.returncode == 0 or err.strip().splitlines() == ["accel: interrupted"], err
 
 
 @pytest.mark.parametrize(
