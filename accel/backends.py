@@ -20,25 +20,43 @@ from accel.perf import DataflowTiming
 ENGINES = ("reference", "rtl", "amaranth", "hls4ml")
 
 
-def dataflow_verilog(plan: DataflowPlan) -> tuple[str, str]:
-    """(top module name, Verilog) of the dataflow design for ``plan``.
-
-    Cached on disk by the plan and the generator's source (:mod:`accel.cache`):
-    only the first run of a design elaborates and converts it.
-    """
+def dataflow_rtlil(plan: DataflowPlan) -> tuple[str, str]:
+    """(top module name, RTLIL) of the dataflow design for ``plan`` (Amaranth's
+    elaboration), cached on disk by the plan and the generator's source."""
     from accel.cache import cached_text
 
     def convert() -> str:
-        from accel.rtl.dataflow import to_verilog
+        from accel.rtl.convert import to_rtlil
+        from accel.rtl.dataflow import DataflowAccelerator
 
-        return to_verilog(plan, top)
+        return to_rtlil(DataflowAccelerator(plan), top)
 
     top = f"accel_{plan.name}"
+    text = cached_text(
+        "rtlil",
+        key=("dataflow", plan, top),
+        produce=convert,
+        sources=["accel.rtl.dataflow", "accel.rtl.convert"],
+        what=f"the dataflow design {top} to RTLIL (elaborating it)",
+    )
+    return top, text
+
+
+def dataflow_verilog(plan: DataflowPlan) -> tuple[str, str]:
+    """(top module name, Verilog) of the dataflow design for ``plan``.
+
+    Amaranth's Verilog of :func:`dataflow_rtlil`, cached on disk by the plan and the
+    generator's source (:mod:`accel.cache`): only the first run elaborates and converts it.
+    """
+    from accel.cache import cached_text
+    from accel.rtl.convert import verilog_of
+
+    top, text = dataflow_rtlil(plan)
     verilog = cached_text(
         "verilog",
         key=("dataflow", plan, top),
-        produce=convert,
-        sources=["accel.rtl.dataflow"],
+        produce=lambda: verilog_of(text),
+        sources=["accel.rtl.dataflow", "accel.rtl.convert"],
         what=f"the dataflow design {top} to Verilog",
     )
     return top, verilog
@@ -49,7 +67,12 @@ def stream_sim(plan: DataflowPlan, n_max: int):
 
     top, verilog = dataflow_verilog(plan)
     return StreamSim(
-        verilog, top, plan.n_in * plan.in_type.width, plan.n_out * plan.out_type.width, n_max
+        verilog,
+        top,
+        plan.n_in * plan.in_type.width,
+        plan.n_out * plan.out_type.width,
+        n_max,
+        rtlil=dataflow_rtlil(plan)[1],
     )
 
 

@@ -22,8 +22,9 @@ bilinear sampler, as ``accel sim nm_sparse --arch engine`` builds it;
 (``accel sim moe_vit --arch engine``);
 ``dataflow``, the autoencoder at reuse 1 (one cycle per sample). Every run's
 outputs are checked against the reference (asserted), so a speed-up cannot
-come from a broken model. ``--verilator-args`` / ``--make-vars`` try other
-build options (a separate cached build).
+come from a broken model. ``--verilator-args`` / ``--make-vars`` / ``--passes``
+(the yosys passes before Verilator) try other build options (a separate cached
+build).
 """
 
 from __future__ import annotations
@@ -73,9 +74,9 @@ def vector_case(n: int):
     return cfg, tp.program, check, f"moe_vit, {n} images, 8x8 engine with the vector unit"
 
 
-def engine_sim(cfg, program, build_args, make_vars):
+def engine_sim(cfg, program, build_args, make_vars, passes=None):
     from accel.engine.isa import word_width
-    from accel.sim.engine import TOP, engine_verilog
+    from accel.sim.engine import SIM_PASSES, TOP, engine_rtlil, engine_verilog
     from accel.sim.verilator import StreamSim
 
     words, n_out = program.words(), program.n_out_words()
@@ -87,12 +88,14 @@ def engine_sim(cfg, program, build_args, make_vars):
         max(len(words), n_out),
         build_args,
         make_vars,
+        ("" if cfg.vector else SIM_PASSES) if passes is None else passes,
+        engine_rtlil(cfg),
     )
     return sim, words, {"n_out": n_out}
 
 
-def dataflow_sim(n: int, build_args, make_vars):
-    from accel.backends import dataflow_verilog
+def dataflow_sim(n: int, build_args, make_vars, passes=None):
+    from accel.backends import dataflow_rtlil, dataflow_verilog
     from accel.compiler.dataflow import lower
     from accel.sim.harness import pack_hex, unpack_hex
     from accel.sim.verilator import StreamSim
@@ -103,7 +106,9 @@ def dataflow_sim(n: int, build_args, make_vars):
     plan = lower(graph, 1)
     top, verilog = dataflow_verilog(plan)
     w_in, w_out = plan.n_in * plan.in_type.width, plan.n_out * plan.out_type.width
-    sim = StreamSim(verilog, top, w_in, w_out, n, build_args, make_vars)
+    sim = StreamSim(
+        verilog, top, w_in, w_out, n, build_args, make_vars, passes, dataflow_rtlil(plan)[1]
+    )
     t = plan.out_type
 
     def check(lines):
@@ -147,6 +152,7 @@ def measure(name, sim, words, kw, check, what, repeat: int) -> dict:
         "design": name,
         "workload": what,
         "cycles": cycles,
+        "yosys_passes": sim.passes,
         "build_s": round(build_s, 1),
         "build_with_plain_s": round(build_total, 1),
         "cocotb_cycles_per_s": best_c,
@@ -175,6 +181,7 @@ def main(argv=None) -> int:
     ap.add_argument("--dataflow-samples", type=int, default=60000)
     ap.add_argument("--verilator-args", help="replaces the build's Verilator options")
     ap.add_argument("--make-vars", help="replaces the build's make variables")
+    ap.add_argument("--passes", help="replaces the yosys passes before Verilator ('' for none)")
     args = ap.parse_args(argv)
     build_args = args.verilator_args.split() if args.verilator_args else None
     out = {
@@ -186,14 +193,14 @@ def main(argv=None) -> int:
     for name in args.designs:
         print(f"bench_sim: {name}", file=sys.stderr, flush=True)
         if name == "dataflow":
-            case = dataflow_sim(args.dataflow_samples, build_args, args.make_vars)
+            case = dataflow_sim(args.dataflow_samples, build_args, args.make_vars, args.passes)
         else:
             if name == "vector":
                 cfg, program, check, what = vector_case(args.vector_images)
             else:
                 frac = 4 if name == "engine_bilinear" else 0
                 cfg, program, check, what = engine_case(args.engine_samples, frac)
-            sim, words, kw = engine_sim(cfg, program, build_args, args.make_vars)
+            sim, words, kw = engine_sim(cfg, program, build_args, args.make_vars, args.passes)
             case = (sim, words, kw, check, what)
         out["designs"].append(measure(name, *case, repeat=args.repeat))
     out["load_average_after"] = os.getloadavg()
