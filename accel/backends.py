@@ -20,26 +20,28 @@ from accel.perf import DataflowTiming
 ENGINES = ("reference", "rtl", "amaranth", "hls4ml")
 
 
+def _design(plan: DataflowPlan) -> dict:
+    def make():
+        from accel.rtl.dataflow import DataflowAccelerator
+
+        return DataflowAccelerator(plan)
+
+    top = f"accel_{plan.name}"
+    return {
+        "key": ("dataflow", plan, top),
+        "make": make,
+        "sources": ["accel.rtl.dataflow"],
+        "what": f"the dataflow design {top}",
+    }
+
+
 def dataflow_rtlil(plan: DataflowPlan) -> tuple[str, str]:
     """(top module name, RTLIL) of the dataflow design for ``plan`` (Amaranth's
     elaboration), cached on disk by the plan and the generator's source."""
-    from accel.cache import cached_text
+    from accel.cache import cached_rtlil
 
-    def convert() -> str:
-        from accel.rtl.convert import to_rtlil
-        from accel.rtl.dataflow import DataflowAccelerator
-
-        return to_rtlil(DataflowAccelerator(plan), top)
-
-    top = f"accel_{plan.name}"
-    text = cached_text(
-        "rtlil",
-        key=("dataflow", plan, top),
-        produce=convert,
-        sources=["accel.rtl.dataflow", "accel.rtl.convert"],
-        what=f"the dataflow design {top} to RTLIL (elaborating it)",
-    )
-    return top, text
+    design = _design(plan)
+    return design["key"][-1], cached_rtlil(**design)
 
 
 def dataflow_verilog(plan: DataflowPlan) -> tuple[str, str]:
@@ -48,18 +50,10 @@ def dataflow_verilog(plan: DataflowPlan) -> tuple[str, str]:
     Amaranth's Verilog of :func:`dataflow_rtlil`, cached on disk by the plan and the
     generator's source (:mod:`accel.cache`): only the first run elaborates and converts it.
     """
-    from accel.cache import cached_text
-    from accel.rtl.convert import verilog_of
+    from accel.cache import cached_verilog
 
-    top, text = dataflow_rtlil(plan)
-    verilog = cached_text(
-        "verilog",
-        key=("dataflow", plan, top),
-        produce=lambda: verilog_of(text),
-        sources=["accel.rtl.dataflow", "accel.rtl.convert"],
-        what=f"the dataflow design {top} to Verilog",
-    )
-    return top, verilog
+    design = _design(plan)
+    return design["key"][-1], cached_verilog(**design)
 
 
 def stream_sim(plan: DataflowPlan, n_max: int):

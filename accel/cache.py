@@ -301,3 +301,39 @@ def _produce(produce: Callable[[], str], what: str) -> str:
     text = produce()
     progress(f"converted {what} in {time.perf_counter() - t0:.1f} s")
     return text
+
+
+def cached_rtlil(key: tuple, make: Callable[[], object], sources: list[str], what: str) -> str:
+    """The RTLIL of the Amaranth component ``make()`` with top module ``key[-1]``
+    (:mod:`accel.rtl.convert`), cached by ``key`` and the generator's ``sources``:
+    elaborated once for both the simulator and :func:`cached_verilog`."""
+
+    def produce() -> str:
+        from accel.rtl.convert import to_rtlil
+
+        return to_rtlil(make(), key[-1])
+
+    return cached_text(
+        "rtlil",
+        key=key,
+        produce=produce,
+        sources=[*sources, "accel.rtl.convert"],
+        what=f"{what} to RTLIL (elaborating it)",
+    )
+
+
+def cached_verilog(key: tuple, make: Callable[[], object], sources: list[str], what: str) -> str:
+    """Amaranth's Verilog of :func:`cached_rtlil`'s design, cached the same way."""
+
+    def produce() -> str:
+        from accel.rtl.convert import verilog_of
+
+        return verilog_of(cached_rtlil(key, make, sources, what))
+
+    return cached_text(
+        "verilog",
+        key=key,
+        produce=produce,
+        sources=[*sources, "accel.rtl.convert"],
+        what=f"{what} to Verilog",
+    )

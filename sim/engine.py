@@ -20,46 +20,40 @@ def _what(cfg: EngineConfig) -> str:
     return f"the {cfg.rows}x{cfg.cols} engine{' with the vector unit' if cfg.vector else ''}"
 
 
+def _design(cfg: EngineConfig, top: str) -> dict:
+    def make():
+        from accel.rtl.engine.core import Engine
+
+        return Engine(cfg)
+
+    return {
+        "key": ("engine", cfg, top),
+        "make": make,
+        "sources": ["accel.rtl.engine.core"],
+        "what": _what(cfg),
+    }
+
+
 def engine_rtlil(cfg: EngineConfig, top: str = TOP) -> str:
     """The engine's RTLIL for ``cfg`` (Amaranth's elaboration), cached on disk by the
     configuration and the generator's source (:mod:`accel.cache`)."""
-    from accel.cache import cached_text
+    from accel.cache import cached_rtlil
 
-    def convert() -> str:
-        from accel.rtl.convert import to_rtlil
-        from accel.rtl.engine.core import Engine
-
-        return to_rtlil(Engine(cfg), top)
-
-    return cached_text(
-        "rtlil",
-        key=("engine", cfg, top),
-        produce=convert,
-        sources=["accel.rtl.engine.core", "accel.rtl.convert"],
-        what=f"{_what(cfg)} to RTLIL (elaborating it)",
-    )
+    return cached_rtlil(**_design(cfg, top))
 
 
 def engine_verilog(cfg: EngineConfig, top: str = TOP) -> str:
     """The engine's Verilog for ``cfg`` (Amaranth's, from :func:`engine_rtlil`), cached
     the same way: only the first run elaborates and converts it."""
-    from accel.cache import cached_text
-    from accel.rtl.convert import verilog_of
+    from accel.cache import cached_verilog
 
-    return cached_text(
-        "verilog",
-        key=("engine", cfg, top),
-        produce=lambda: verilog_of(engine_rtlil(cfg, top)),
-        sources=["accel.rtl.engine.core", "accel.rtl.convert"],
-        what=f"{_what(cfg)} to Verilog",
-    )
+    return cached_verilog(**_design(cfg, top))
 
 
 # Before Verilator: accel.sim.verilator's passes with opt_expr's fine-grained rewrites
-# (-fine, -mux_bool, -mux_undef), 1.07x the 8x8 engine's cycles/s; on the autoencoder's
-# adder trees they cost a third of its speed, so they are the engine's alone. The vector
-# engine takes none: flattened, its model gained about 12 % and took 3x as long to
-# compile (251 s against 76 s).
+# (-fine, -mux_bool, -mux_undef): 1.07x the 8x8 engine's cycles/s (one run each); on the
+# autoencoder they halved its speed (0.073 against 0.153 M cycles/s), so they are the
+# engine's alone. The vector engine takes none (see README, Simulation speed).
 SIM_PASSES = "proc; flatten; opt -mux_undef -mux_bool -fine; wreduce; opt_clean"
 
 

