@@ -24,17 +24,47 @@ from accel.sim import stimulus
     signed=st.booleans(),
     seed=st.integers(0, 2**16),
     share=st.integers(0, 4),
+    block=st.integers(0, 5),
 )
-def test_adder_graph_is_the_matrix_product(shape, bits, signed, seed, share):
-    """Whole or solved in groups of ``share`` outputs (merged into one graph)."""
+def test_adder_graph_is_the_matrix_product(shape, bits, signed, seed, share, block):
+    """Whole, or solved in tiles of ``block`` inputs by ``share`` outputs (merged into one
+    graph, each output's partial sums added by a tree)."""
     rng = np.random.default_rng(seed)
     w = rng.integers(-(1 << (bits - 1)), 1 << (bits - 1), shape)
     w[rng.random(shape) < 0.3] = 0
     t = FixedType(8, 3, signed)
-    g = cmvm.solve(w, t, share)  # also checks itself on the type's corners
+    g = cmvm.solve(w, t, share, block)  # also checks itself on the type's corners
+    if 0 < block < shape[0]:
+        assert all(a.lo <= a.hi for a in g.adds)
     x = np.concatenate([np.full((1, shape[0]), t.min_int), np.full((1, shape[0]), t.max_int),
                         rng.integers(t.min_int, t.max_int + 1, (50, shape[0]))])  # fmt: skip
     assert np.array_equal(g.evaluate(x), x @ w)
+
+
+def test_adder_graph_of_a_column_selection():
+    """da4ml reads its matrix as row-major: an F-ordered selection of columns (as a tile's
+    nonzero outputs are taken) gave another matrix's graph before it was made C-ordered."""
+    w = np.array([[16, -1, 0, 0, 16, 16, 0, 0], [8, 0, 0, 0, 16, -1, 0, 0]]).T
+    wide = np.concatenate([np.zeros((8, 3), np.int64), w], axis=1)
+    sel = wide[:, [3, 4]]
+    assert sel.flags.f_contiguous and not sel.flags.c_contiguous
+    t = FixedType(10, 6)
+    x = np.random.default_rng(1).integers(t.min_int, t.max_int + 1, (64, 8))
+    assert np.array_equal(cmvm.solve(sel, t).evaluate(x), x @ w)
+
+
+def test_blocked_adder_graph_ranges_are_exact():
+    """A tile's partial sums cover disjoint inputs, so the tree's ranges are attained."""
+    rng = np.random.default_rng(3)
+    w = rng.integers(-16, 16, (12, 3))
+    t = FixedType(6, 2)
+    g = cmvm.solve(w, t, 0, 4)
+    top = [g.outputs[o].index - g.n_in for o in range(3)]
+    for o, k in enumerate(top):
+        lo = sum(min(c * t.min_int, c * t.max_int) for c in w[:, o])
+        hi = sum(max(c * t.min_int, c * t.max_int) for c in w[:, o])
+        a = g.adds[k]
+        assert (a.lo, a.hi) == (lo << a.frac, hi << a.frac)
 
 
 def two_layers() -> Graph:
@@ -57,18 +87,20 @@ def two_layers() -> Graph:
 
 
 @pytest.mark.parametrize(
-    ("name", "mult", "levels", "budget", "reuse", "share"),
+    ("name", "mult", "levels", "budget", "reuse", "share", "block"),
     [
-        ("fabric-1", "fabric", 1, None, 1, 0),
-        ("fabric-2", "fabric", 2, None, 1, 0),
-        ("fabric-share-2", "fabric", 2, None, 1, 2),
-        ("auto", "auto", 1, 20, 1, 0),
-        ("auto-reuse-2", "auto", 2, 10, 2, 0),
+        ("fabric-1", "fabric", 1, None, 1, 0, 0),
+        ("fabric-2", "fabric", 2, None, 1, 0, 0),
+        ("fabric-share-2", "fabric", 2, None, 1, 2, 0),
+        # tiles of 2 inputs x 2 outputs in the first layer, 2-input blocks in the second
+        ("fabric-tiles", "fabric", 1, None, 1, {"dense0": 2}, 2),
+        ("auto", "auto", 1, 20, 1, 0, 0),
+        ("auto-reuse-2", "auto", 2, 10, 2, 0, 0),
     ],
 )
-def test_fabric_layers_bit_and_cycle_exact(name, mult, levels, budget, reuse, share):
+def test_fabric_layers_bit_and_cycle_exact(name, mult, levels, budget, reuse, share, block):
     g = two_layers()
-    plan = lower(g, reuse, mult, budget, share)
+    plan = lower(g, reuse, mult, budget, share, block)
     for s in plan.stages:
         s.levels_per_stage = levels
     if mult == "auto":
@@ -109,3 +141,8 @@ def test_autoencoder_on_the_fabric_under_backpressure(trained_graph):
         run = backends.run_rtl(trained_graph, x, 1, *pats, plan=plan)
         assert np.array_equal(run.outputs, reference.predict(trained_graph, x))
         assert run.cycles_match
+
+
+def test_share_and_block_name_layers():
+    with pytest.raises(AccelError, match="block given for unknown layer"):
+        lower(two_layers(), 1, "fabric", None, 0, {"conv": 4})

@@ -132,39 +132,80 @@ def _frac(step: float) -> int:
     return max(0, -round(log2(step))) if 0 < step < float("inf") else 0
 
 
-def solve(w: np.ndarray, in_type: FixedType, share: int = 0) -> AdderGraph:
+def solve(w: np.ndarray, in_type: FixedType, share: int = 0, block: int = 0) -> AdderGraph:
     """The adder graph of ``x @ w`` for raw integer inputs of ``in_type`` and integer
     weights ``w`` (n_in, n_out), checked exactly against the product.
 
     ``share``: outputs per solved group (consecutive columns; 0, all of them).
-    Subexpressions are shared only inside a group: more adders, but each one's
-    operands come from its own group's outputs, which a placer can keep together.
+    ``block``: inputs per solved block (consecutive rows; 0, all of them); each
+    output's partial sums from the blocks are added by a balanced tree, neighbouring
+    blocks first. Subexpressions are shared only inside a tile (a block's inputs and
+    a group's outputs): more adders, but each adder's operands come from its own
+    tile, which a placer can keep together, and a block's inputs reach only its
+    tiles.
     """
     w = np.asarray(w, dtype=np.int64)
-    if share and share < w.shape[1]:
-        parts = [_solve(w[:, j : j + share], in_type) for j in range(0, w.shape[1], share)]
-        graph = merge(parts)
-        _check(graph, w, in_type)
-        return graph
-    return _solve(w, in_type)
+    n_in, n_out = w.shape
+    share = share if 0 < share < n_out else n_out
+    block = block if 0 < block < n_in else n_in
+    if (share, block) == (n_out, n_in):
+        return _solve(w, in_type)
+    tiles = []
+    for j in range(0, n_out, share):
+        for i in range(0, n_in, block):
+            sub = w[i : i + block, j : j + share]
+            cols = np.flatnonzero(np.abs(sub).sum(axis=0))  # the outputs this block reaches
+            if len(cols):
+                tiles.append((_solve(sub[:, cols], in_type), i, j + cols))
+    graph = _assemble(n_in, n_out, in_type, tiles)
+    _check(graph, w, in_type)
+    return graph
 
 
-def merge(parts: list[AdderGraph]) -> AdderGraph:
-    """Adder graphs over the same inputs as one: their adders in turn, outputs concatenated."""
-    n_in = parts[0].n_in
+def _assemble(
+    n_in: int, n_out: int, in_type: FixedType, tiles: list[tuple[AdderGraph, int, np.ndarray]]
+) -> AdderGraph:
+    """Tiles' adder graphs (each over inputs ``first..``, giving outputs ``cols``) as one
+    graph over all inputs: their adders in turn, then per output a balanced tree over
+    its partial sums (disjoint inputs, so each sum's range is the sum of the ranges)."""
     adds: list[Add] = []
-    outputs: list[Term | None] = []
-    for g in parts:
-        base = len(adds)
+    partial: list[list[Term]] = [[] for _ in range(n_out)]
+    for g, first, cols in tiles:
+        base = n_in + len(adds)
 
-        def moved(t: Term | None, base: int = base) -> Term | None:
-            if t is None or t.index < n_in:
-                return t
-            return Term(t.index + base, t.shift, t.neg)
+        def moved(t: Term, g: AdderGraph = g, first: int = first, base: int = base) -> Term:
+            k = first + t.index if t.index < g.n_in else base + t.index - g.n_in
+            return Term(k, t.shift, t.neg)
 
         adds += [replace(a, a=moved(a.a), b=moved(a.b)) for a in g.adds]
-        outputs += [moved(t) for t in g.outputs]
-    return AdderGraph(n_in, parts[0].in_lo, parts[0].in_hi, tuple(adds), tuple(outputs))
+        for o, t in zip(cols, g.outputs, strict=True):
+            if t is not None:
+                partial[o].append(moved(t))
+    lo_in, hi_in = in_type.min_int, in_type.max_int
+    frac = [0] * n_in + [a.frac for a in adds]
+    depth = [0] * n_in + [a.depth for a in adds]
+    bounds = [(lo_in, hi_in)] * n_in + [(a.lo, a.hi) for a in adds]
+
+    def span(t: Term, f: int) -> tuple[int, int]:
+        lo, hi = (v << (t.shift - frac[t.index] + f) for v in bounds[t.index])
+        return (-hi, -lo) if t.neg else (lo, hi)
+
+    def add(a: Term, b: Term) -> Term:
+        f = max(0, frac[a.index] - a.shift, frac[b.index] - b.shift)
+        (la, ha), (lb, hb) = span(a, f), span(b, f)
+        adds.append(Add(a, b, f, la + lb, ha + hb, 1 + max(depth[a.index], depth[b.index])))
+        frac.append(f)
+        depth.append(adds[-1].depth)
+        bounds.append((la + lb, ha + hb))
+        return Term(n_in + len(adds) - 1)
+
+    outputs: list[Term | None] = []
+    for terms in partial:
+        while len(terms) > 1:
+            terms = [add(*terms[k : k + 2]) if k + 1 < len(terms) else terms[k]
+                     for k in range(0, len(terms), 2)]  # fmt: skip
+        outputs.append(terms[0] if terms else None)
+    return AdderGraph(n_in, lo_in, hi_in, tuple(adds), tuple(outputs))
 
 
 def _solve(w: np.ndarray, in_type: FixedType) -> AdderGraph:
@@ -178,7 +219,10 @@ def _solve(w: np.ndarray, in_type: FixedType) -> AdderGraph:
         raise AccelError("a weight too large for the adder-graph solver (24 bits)")
     lo, hi = in_type.min_int, in_type.max_int
     qint = [(float(lo), float(hi), 1.0)] * n_in
-    pipe = cmvm.solve(w.astype(np.float32), qintervals=qint, latencies=[0.0] * n_in)
+    # C order: da4ml reads the matrix's buffer as row-major whatever its strides (a
+    # column selection, F-ordered, came back as another matrix's adder graph)
+    w32 = np.ascontiguousarray(w, dtype=np.float32)
+    pipe = cmvm.solve(w32, qintervals=qint, latencies=[0.0] * n_in)
     adds: list[Add] = []
     depth = [0] * n_in
     # every value as exact coefficients of the inputs (times 2**-frac), for its range:

@@ -186,7 +186,8 @@ def lower(
     reuse: int | dict[str, int] = 1,
     mult: str = "dsp",
     dsp_budget: int | None = None,
-    share: int = 0,
+    share: int | dict[str, int] = 0,
+    block: int | dict[str, int] = 0,
 ) -> DataflowPlan:
     """Lower a chain-shaped graph; ``reuse`` is one factor or one per layer name.
 
@@ -196,7 +197,9 @@ def lower(
     multipliers at its reuse factor while they fit ``dsp_budget``, and multiplier-free
     past it (at reuse 1: a constant adder graph takes a sample every cycle, so the
     pipeline's initiation interval stays the largest reuse factor on the DSP blocks).
-    ``share``: a multiplier-free layer's outputs per shared adder graph (0: all).
+    ``share``, ``block``: a multiplier-free layer's outputs per shared adder graph and
+    inputs per block whose partial sums a tree adds (0: all; one value, or one per layer
+    name; see :func:`accel.compiler.cmvm.solve`).
     """
     if mult not in MULT_STYLES:
         raise AccelError(f"multiplier style must be one of {', '.join(MULT_STYLES)}, got {mult!r}")
@@ -265,16 +268,26 @@ def lower(
             f"graph {graph.name}: a gather after the last layer is not supported by the "
             "dataflow lowering"
         )
-    if isinstance(reuse, dict):
-        unknown = set(reuse) - {s.name for s in plan.stages}
+    for what, per in (("reuse", reuse), ("share", share), ("block", block)):
+        unknown = set(per) - {s.name for s in plan.stages} if isinstance(per, dict) else set()
         if unknown:
-            raise AccelError(f"reuse given for unknown layer(s): {', '.join(sorted(unknown))}")
-    _place_products(plan, mult, dsp_budget, share)
+            raise AccelError(f"{what} given for unknown layer(s): {', '.join(sorted(unknown))}")
+    _place_products(plan, mult, dsp_budget, share, block)
     return plan
 
 
-def _place_products(plan: DataflowPlan, mult: str, dsp_budget: int | None, share: int) -> None:
+def _place_products(
+    plan: DataflowPlan,
+    mult: str,
+    dsp_budget: int | None,
+    share: int | dict[str, int],
+    block: int | dict[str, int],
+) -> None:
     """Each stage's products on multipliers or in the fabric, as ``mult`` says."""
+
+    def of(per: int | dict[str, int], name: str) -> int:
+        return per if isinstance(per, int) else per.get(name, 0)
+
     if mult == "dsp":
         return
     left = dsp_budget
@@ -289,7 +302,7 @@ def _place_products(plan: DataflowPlan, mult: str, dsp_budget: int | None, share
                 f"layer {st.name}: a multiplier-free layer has constant weights, so it runs at "
                 f"reuse 1, not {st.reuse}"
             )
-        st.adders = cmvm.solve(st.matrix(), st.in_type, share)
+        st.adders = cmvm.solve(st.matrix(), st.in_type, of(share, st.name), of(block, st.name))
 
 
 def evaluate(plan: DataflowPlan, x: np.ndarray) -> np.ndarray:

@@ -45,6 +45,14 @@ class DataflowConfig:
         lo=0,
         hi=1 << 16,
     )
+    block: int = knob(
+        0,
+        "multiplier-free layers: inputs per block, each block's partial sums added by a "
+        "tree (0: the whole layer; smaller blocks cost adders, and each input reaches only "
+        "its own block's adders)",
+        lo=0,
+        hi=1 << 16,
+    )
     # DSP blocks ``mult=auto`` may fill (the board's; set by the target, not a knob)
     dsp_budget: int | None = None
 
@@ -54,7 +62,9 @@ class DataflowDesign(Design):
 
     def __init__(self, graph: Graph, config: DataflowConfig) -> None:
         self.graph, self.config = graph, config
-        self.plan = lower(graph, config.reuse, config.mult, config.dsp_budget, config.share)
+        self.plan = lower(
+            graph, config.reuse, config.mult, config.dsp_budget, config.share, config.block
+        )
         for st in self.plan.stages:
             st.levels_per_stage = config.levels
         self.model = self.plan.timing()
