@@ -433,7 +433,9 @@ def place_and_route(
         "nextpnr.log",
     ]
     try:
-        r, pnr_s = fpga.run_tool(cmd, work, work / "nextpnr.console", minutes * 60, progress)
+        r, pnr_s = fpga.run_tool(
+            cmd, work, work / "nextpnr.console", minutes * 60, progress, work / "nextpnr.log"
+        )
     except subprocess.TimeoutExpired:
         raise AccelError(
             f"place and route of {block.name} did not finish in {minutes:g} min"

@@ -424,25 +424,94 @@ def _timeout(work: Path, name: str, minutes: float) -> PlaceRouteTimeout:
     )
 
 
+# nextpnr's log lines worth a progress line while it runs, and how to say them
+_PNR_MILESTONES = (
+    (re.compile(r"Running main analytical placer"), lambda m: "placing (analytical)"),
+    (re.compile(r"Running simulated annealing placer"), lambda m: "placing (refinement)"),
+    (
+        re.compile(r"Max frequency for clock '[^']*': ([\d.]+) MHz \((PASS|FAIL) at ([\d.]+)"),
+        lambda m: f"timing estimate {m[1]} MHz (aimed at {m[3]})",
+    ),
+    (re.compile(r"Running router2"), lambda m: "routing (router2)"),
+    (re.compile(r"Routing\.\.$"), lambda m: "routing (router1)"),
+    (
+        re.compile(r"iter=(\d+) wires=(\d+) overused=(\d+)"),
+        lambda m: f"router2 iteration {m[1]}: {int(m[3]):,} overused wires",
+    ),
+    (  # router1 writes a line every 1,000 arcs: said at most every ROUTER1_EVERY_S
+        re.compile(r"^Info:\s+(\d+) \|(?:\s+\d+){2} \|(?:\s+\d+){2} \|\s+(\d+)\|"),
+        lambda m: f"router1: {int(m[2]):,} arcs left after {int(m[1]):,} iterations",
+    ),
+)
+ROUTER1_EVERY_S = 30.0
+
+
+def _milestones(lines: list[str]) -> list[str]:
+    out = []
+    for ln in lines:
+        for pattern, say in _PNR_MILESTONES:
+            m = pattern.search(ln.rstrip())
+            if m:
+                out.append(say(m))
+                break
+    return out
+
+
 def run_tool(
     cmd: list[str],
     work: Path,
     console: Path,
     limit_s: float | None = None,
     progress: Callable[[str], None] = lambda s: None,
+    log: Path | None = None,
 ) -> tuple[subprocess.CompletedProcess, float]:
     """Run one tool (``cmd[0]`` a key of :data:`TOOLS`) in ``work``; its console into ``console``.
 
     Returns the process and its wall seconds; past ``limit_s`` raises
-    :class:`subprocess.TimeoutExpired` (the tool is killed).
+    :class:`subprocess.TimeoutExpired` (the tool is killed). While nextpnr runs, its
+    ``log`` is read every few seconds and its milestones (placer phases, the timing
+    estimate, each router iteration's overused wires) reported through ``progress``.
     """
     exe = _tool(cmd[0])
-    progress(f"{STEP_NAMES.get(cmd[0], cmd[0])} ({exe})")
+    step = STEP_NAMES.get(cmd[0], cmd[0])
+    progress(f"{step} ({exe})")
     t0 = time.perf_counter()
+
+    def report(seen: int, said_at: float, done: bool) -> tuple[int, float]:
+        """Say the milestones in the log past line ``seen``; the last line may be half
+        written, so it waits for the next look unless the tool is done."""
+        if log is None or cmd[0] != "nextpnr-ecp5" or not log.is_file():
+            return seen, said_at
+        lines = log.read_text(errors="replace").splitlines()
+        end = len(lines) if done else len(lines) - 1
+        now = time.perf_counter() - t0
+        for said in _milestones(lines[seen:end]):
+            if said.startswith("router1:"):
+                if now - said_at < ROUTER1_EVERY_S:
+                    continue
+                said_at = now
+            progress(f"  {said} ({now:.0f} s)")
+        return max(seen, end), said_at
+
+    seen, said_at = 0, -ROUTER1_EVERY_S
     with open(console, "w") as f:
-        r = subprocess.run(
-            [exe, *cmd[1:]], cwd=work, stdout=f, stderr=subprocess.STDOUT, timeout=limit_s
-        )
+        proc = subprocess.Popen([exe, *cmd[1:]], cwd=work, stdout=f, stderr=subprocess.STDOUT)
+        try:
+            while True:
+                try:
+                    proc.wait(timeout=3)
+                    break
+                except subprocess.TimeoutExpired:
+                    pass
+                if limit_s is not None and time.perf_counter() - t0 > limit_s:
+                    raise subprocess.TimeoutExpired(cmd, limit_s)
+                seen, said_at = report(seen, said_at, False)
+            report(seen, said_at, True)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    r = subprocess.CompletedProcess(proc.args, proc.returncode)
     return r, round(time.perf_counter() - t0, 1)
 
 
@@ -491,7 +560,8 @@ def _run_plan(
         console = work / f"{cmd[0]}.log"
         limit = pnr_minutes * 60 if pnr_minutes and cmd[0] == "nextpnr-ecp5" else None
         try:
-            r, seconds[step] = run_tool(cmd, work, console, limit, progress)
+            log = work / tool_logs.get(cmd[0], console.name)
+            r, seconds[step] = run_tool(cmd, work, console, limit, progress, log)
         except subprocess.TimeoutExpired:
             raise _timeout(work, name, pnr_minutes) from None
         log = work / tool_logs.get(cmd[0], console.name)

@@ -199,6 +199,7 @@ def test_bitstream_is_real_and_reproducible(tmp_path, tiny_onnx):
             "--json",
         )
         assert r.returncode == 0, r.stderr
+        assert "timing estimate" in r.stderr and "routing (router1)" in r.stderr  # progress
         report = json.loads((out / "report.json").read_text())
         assert report["luts"] > 0 and report["flip_flops"] > 0 and report["fmax_mhz"] > 0
         assert report["device"] == "LFE5U-85F-BG381" and report["timing_met"]
@@ -303,6 +304,32 @@ def test_timeout_keeps_the_latest_placement_estimate(tmp_path):
     e = _timeout(tmp_path, "accel_top", 1)
     assert e.placed_fmax_mhz == 24.25
     assert e.summary()["placed_fmax_estimate_mhz"] == 24.25 and not e.summary()["routed"]
+
+
+def test_place_and_route_milestones():
+    """What a long place and route says as it goes, read from nextpnr's log."""
+    from accel.flows.fpga import _milestones
+
+    log = """Info: Running main analytical placer, max placement attempts per cell = 5.
+Info:     at iteration #1, type ALL: wirelen solved = 18325, spread = 1585914
+Info: Running simulated annealing placer for refinement.
+Info: Max frequency for clock '$glbnet$clk': 52.42 MHz (FAIL at 100.00 MHz)
+Info: Running router2...
+Info:     iter=1 wires=472855 overused=42541 overuse=52431 archfail=NA
+Info:     iter=2 wires=493592 overused=29513 overuse=32865 archfail=NA
+Info: Routing..
+Info:       1000 |      331        668 |  331   668 |    130359|       4.44       4.44|
+""".splitlines()
+    assert _milestones(log) == [
+        "placing (analytical)",
+        "placing (refinement)",
+        "timing estimate 52.42 MHz (aimed at 100.00)",
+        "routing (router2)",
+        "router2 iteration 1: 42,541 overused wires",
+        "router2 iteration 2: 29,513 overused wires",
+        "routing (router1)",
+        "router1: 130,359 arcs left after 1,000 iterations",
+    ]
 
 
 def test_cache_key_ignores_source_locations():
