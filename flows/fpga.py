@@ -394,7 +394,13 @@ def implement(
         utilization=util,
         seconds=seconds,
         logs=logs,
-        dsp_mode="LUTs only (-nodsp)" if nodsp else "DSP blocks",
+        dsp_mode=(
+            "LUTs only (-nodsp)"
+            if nodsp
+            else "DSP blocks"
+            if stat.get("design", {}).get("num_cells_by_type", {}).get("MULT18X18D")
+            else "none (no multiplier left after synthesis)"
+        ),
         lut_mapper=mapper,
         router=router,
         placer_density=density,
