@@ -424,6 +424,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     _applies(args, "--clock-mhz", args.clock_mhz, ("bitstream",))
     _applies(args, "--router", args.router, ("bitstream",))
     _applies(args, "--placer-density", args.placer_density, ("bitstream",))
+    _applies(args, "--placer", args.placer, ("bitstream",))
     _applies(args, "--backend", args.backend, ("hls4ml",))
     _applies(args, "--hls4ml-reuse", args.hls4ml_reuse, ("hls4ml",))
     board = None
@@ -461,11 +462,32 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 DEFAULT_BOARD = "ulx3s-85f"
 ROUTERS = ("router1", "router2")
-ROUTER_HELP = "nextpnr's router (default router1; router2 for large, congested designs)"
+ROUTER_HELP = (
+    "nextpnr's router (default: the design's choice, router2 for multiplier-free layers and "
+    "the engine, else router1)"
+)
 DENSITY_HELP = (
     "the placer's highest cell density, 0.3-1.0 (nextpnr's --placer-heap-beta, default "
     "0.9); lower spreads a congested design so it routes"
 )
+
+
+PLACER_HELP = (
+    "nextpnr's placer: heap (analytical) or static (electrostatic, spreads a design that "
+    "fills little of the part); default: what the design routes best with"
+)
+
+
+def _pnr(design, args: argparse.Namespace) -> dict:
+    """nextpnr's router, placer and density: the user's, else the design's own choice."""
+    own = design.place_and_route()
+    return {
+        "router": args.router or own.get("router", ROUTERS[0]),
+        # a density is the heap placer's
+        "placer": args.placer
+        or ("heap" if args.placer_density is not None else own.get("placer", "heap")),
+        "density": args.placer_density,
+    }
 
 
 def _density(text: str) -> float:
@@ -510,8 +532,7 @@ def build_bitstream(design, model, board, work: Path, args: argparse.Namespace) 
             seed=args.seed,
             progress=update,
             multipliers=design.multipliers,
-            router=args.router or ROUTERS[0],
-            density=args.placer_density,
+            **_pnr(design, args),
         )
     report = impl.report(*_rate(design, model))
     report.update(
@@ -560,9 +581,8 @@ def cmd_report(args: argparse.Namespace) -> int:
                 seed=args.seed,
                 multipliers=design.multipliers,
                 pnr_minutes=args.pnr_minutes,
-                router=args.router or ROUTERS[0],
-                density=args.placer_density,
                 progress=update,
+                **_pnr(design, args),
             )
             designs["accel"] = impl.report(*rate)
         except fpga.PlaceRouteTimeout as e:
@@ -810,6 +830,7 @@ def build_parser() -> argparse.ArgumentParser:
     ge.add_argument("--baud", type=_positive, help="bitstream: UART rate (default 1,000,000)")
     ge.add_argument("--clock-mhz", type=float, metavar="F", help=CLOCK_HELP)
     ge.add_argument("--router", choices=ROUTERS, help=ROUTER_HELP)
+    ge.add_argument("--placer", choices=("heap", "static"), help=PLACER_HELP)
     ge.add_argument("--placer-density", type=_density, metavar="D", help=DENSITY_HELP)
     ge.add_argument("--backend", choices=["Vitis", "Vivado"], help="hls4ml backend (Vitis)")
     ge.add_argument("--hls4ml-reuse", type=_positive, help="hls4ml's ReuseFactor (default 1)")
@@ -835,6 +856,7 @@ def build_parser() -> argparse.ArgumentParser:
     re_.add_argument("--board", default=DEFAULT_BOARD)
     re_.add_argument("--clock-mhz", type=float, metavar="F", help=CLOCK_HELP)
     re_.add_argument("--router", choices=ROUTERS, help=ROUTER_HELP)
+    re_.add_argument("--placer", choices=("heap", "static"), help=PLACER_HELP)
     re_.add_argument("--placer-density", type=_density, metavar="D", help=DENSITY_HELP)
     re_.add_argument("--seed", type=_seed, default=1, help="place-and-route seed")
     re_.add_argument("--no-da4ml", action="store_true", help="skip the da4ml comparison")

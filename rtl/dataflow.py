@@ -30,6 +30,13 @@ class DataflowAccelerator(wiring.Component):
             }
         )
 
+    @property
+    def target_mhz(self) -> float | None:
+        """The clock a board build runs it at (its PLL): 40 MHz for a design whose layers are
+        all multiplier-free (a sample every cycle: the detector's 40 M inferences/s; the
+        autoencoder's routes at 60-62 MHz); ``None`` (the board's oscillator) otherwise."""
+        return 40.0 if all(s.fabric for s in self.plan.stages) else None
+
     def elaborate(self, platform) -> Module:
         m = Module()
         layers = [FabricLayer(s) if s.fabric else DotLayer(s) for s in self.plan.stages]

@@ -146,3 +146,26 @@ def test_autoencoder_on_the_fabric_under_backpressure(trained_graph):
 def test_share_and_block_name_layers():
     with pytest.raises(AccelError, match="block given for unknown layer"):
         lower(two_layers(), 1, "fabric", None, 0, {"conv": 4})
+
+
+def test_a_board_build_is_multiplier_free_when_it_fits():
+    """On a board, the default is a sample every cycle without multipliers while the
+    estimate (two measured routed builds, accel.targets.dataflow) stays within the fullest
+    design that routed; else multipliers at the smallest reuse that fits."""
+    from accel import zoo
+    from accel.targets.dataflow import DataflowConfig, DataflowDesign, DataflowTarget, fabric_comb
+
+    t = DataflowTarget()
+    ae = zoo.get("autoencoder").build()
+    c = t.configure(ae, {}, {}, "ulx3s-85f")
+    assert (c.mult, c.reuse, c.share, c.block) == ("fabric", 1, 8, 8)
+    design = t.compile(ae, c)
+    assert design.multipliers == 0 and design.model.ii == 1
+    assert design.place_and_route() == {"router": "router2"}
+    assert fabric_comb(design) == pytest.approx(62_525, abs=10)  # measured: 62,525
+    assert t.configure(ae, {"reuse": 4}, {}, "ulx3s-85f").mult == "dsp"  # asked for reuse
+    assert t.configure(ae, {}, {}, None).mult == "dsp"  # simulation keeps the default
+    big = zoo.get("autoencoder@khot2").build()  # 96 % of the part: multipliers
+    assert t.configure(big, {}, {}, "ulx3s-85f").mult == "dsp"
+    with pytest.raises(AccelError, match=r"multiplier-free .* does not fit ulx3s-12f: .*LUT"):
+        t.fit(DataflowDesign(ae, DataflowConfig(mult="fabric")), "ulx3s-12f", build=True)

@@ -250,10 +250,14 @@ def test_da4ml_refusal_is_one_line():
 
 @pytest.mark.slow
 def test_report_autoencoder():
+    """The default board design: multiplier-free tiles at II 1 from the PLL at 40 MHz."""
     r = accel("report", "autoencoder", "--json")
     assert r.returncode == 0, r.stderr
     doc = json.loads(r.stdout)
-    assert doc["designs"]["accel"]["dsps"] > 0 and doc["designs"]["da4ml"]["luts"] > 0
+    ours = doc["designs"]["accel"]
+    assert ours["dsps"] == 0 and ours["ii_cycles"] == 1 and ours["clock_mhz"] == 40
+    assert ours["routed"] and ours["timing_met"] and ours["config"]["mult"] == "fabric"
+    assert doc["designs"]["da4ml"]["luts"] > 0
 
 
 @pytest.mark.slow  # a bitstream; test_bitstream_is_real_and_reproducible runs by default

@@ -87,6 +87,11 @@ class Design(ABC):
         """Write the Verilog target (design, vectors, self-checking testbench, manifest)
         into the empty directory ``out``; returns a summary."""
 
+    def place_and_route(self) -> dict[str, str]:
+        """nextpnr's router and placer this design routes best with (``router``, ``placer``;
+        what is not named stays nextpnr's default); a user's choice overrides them."""
+        return {}
+
     def describe(self) -> dict[str, Any]:
         """The configuration as JSON values."""
         return {"target": self.target, **dataclasses.asdict(self.config)}

