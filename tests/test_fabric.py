@@ -132,8 +132,9 @@ def test_fabric_needs_reuse_one():
 
 @pytest.mark.slow
 def test_autoencoder_on_the_fabric_under_backpressure(trained_graph):
-    """The ECON-T encoder fully multiplier-free: II 1, every stamp as modelled."""
-    plan = lower(trained_graph, 1, "fabric")
+    """The ECON-T encoder fully multiplier-free, in the tiles a board build uses (8 inputs
+    by 8 outputs): II 1, every stamp as modelled."""
+    plan = lower(trained_graph, 1, "fabric", None, 8, 8)
     x = np.concatenate(
         [stimulus.edge_inputs(trained_graph), stimulus.random_inputs(trained_graph, 3000, 1)]
     )
