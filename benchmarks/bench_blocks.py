@@ -3,6 +3,7 @@
     python benchmarks/bench_blocks.py [BLOCK ...] [--synth-only] [--vec-rows N] [--reuse R]
                                       [--freq MHZ] [--seed S] [--minutes M]
     python benchmarks/bench_blocks.py --engine [--vec-rows N] [--minutes M] [--router R]
+                                      [--placer heap|static]
 
 Blocks (``accel.flows.blocks``): requant, drain, agen, sampler, mac_array,
 vector, dot_conv, dot_dense (default: all). Each is built between registers
@@ -43,6 +44,7 @@ def main() -> None:
     ap.add_argument("--model", default="autoencoder", help="whose dataflow layers (a zoo name)")
     ap.add_argument("--mult", default="dsp", help="dataflow products: dsp or fabric")
     ap.add_argument("--router", default="router2", help="nextpnr's router (router1, router2)")
+    ap.add_argument("--placer", default="heap", help="nextpnr's placer (heap, static)")
     args = ap.parse_args()
     if args.engine:
         print(json.dumps(engine(args), indent=1))
@@ -95,6 +97,7 @@ def engine(args) -> dict:
             multipliers=cfg.macs,
             pnr_minutes=args.minutes,
             router=args.router,
+            placer=args.placer,
             progress=lambda s: print(f"engine: {s}", file=sys.stderr, flush=True),
         )
         doc = {"routed": True, **impl.summary(), "timing_met": impl.report(0, 1)["timing_met"]}

@@ -55,6 +55,12 @@ class EngineDesign(Design):
     def multipliers(self) -> int:
         return self.config.macs
 
+    def place_and_route(self) -> dict[str, str]:
+        # nextpnr's analytical placer packs the engine (a quarter of the 85F) beside its
+        # pins, where router2 stalls at 16k overused wires; spread by the electrostatic
+        # placer, the same netlist got to a few hundred (README, issue 15)
+        return {"router": "router2", "placer": "static"}
+
     def features(self, nodsp: bool = False) -> dict[str, float]:
         from accel.dse.designs import engine_features
 
