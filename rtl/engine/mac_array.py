@@ -36,9 +36,7 @@ class MacArray(wiring.Component):
     the DSP: the 72 wires of a row's group stay local, and each DSP sees 9);
     the products are registered, then accumulated. On a tile's last step the
     finished sums move to the drain registers, read out a word at a time
-    through ``select``/``word`` (with systolic rows of one word, the OR of the
-    rows' registers, each holding its sums only in the cycle the drain reads
-    them), and the accumulators clear (a reset that wins
+    through ``select``/``word``, and the accumulators clear (a reset that wins
     over the enable, so the flip-flops' LSR, no multiplexer) for the next
     tile, so tiles run back to back.
 
@@ -122,11 +120,6 @@ class MacArray(wiring.Component):
             )  # fmt: skip
         busy = []
         words = cfg.cols // cfg.group
-        # Systolic rows of one word each: the drain reads row p's sums in the cycle after
-        # they finish (row p finishes a cycle after row p - 1), so each row's result
-        # registers hold a value only for that cycle and a word is the OR of the rows':
-        # no multiplexer, and no select net fanned out over the whole array.
-        or_readout = skewed(cfg) and words == 1
         cells: list[list[Signal]] = [[] for _ in range(cfg.group)]  # per lane, in select order
         finished: list[list[Signal]] = [[] for _ in range(cfg.rows)]  # [p][q]
         flags = {}
@@ -171,33 +164,12 @@ class MacArray(wiring.Component):
                     m.d.sync += acc.eq(total)
                 with m.If(fin):
                     m.d.sync += done.eq(total)
-                if or_readout:
-                    # held for the one cycle the drain reads it, zero otherwise
-                    with m.Else():
-                        m.d.sync += done.eq(0)
         m.d.comb += self.busy.eq(Cat(*busy).any())
         # cells[e] is ordered (p, q // group), which is the select order
         assert all(len(c) == cfg.rows * words for c in cells)
         for e, lane in enumerate(cells):
-            if or_readout:
-                m.d.comb += self.word[e].eq(_or_tree(lane))
-            else:
-                m.d.comb += self.word[e].eq(select(lane, self.select))
+            m.d.comb += self.word[e].eq(select(lane, self.select))
         if cfg.vector:
             for p in range(cfg.rows):
                 m.d.comb += self.tword[p].eq(select(finished[p], self.tselect))
         return m
-
-
-def _or_tree(values: list[Value]) -> Value:
-    """The OR of ``values`` as a balanced tree of four-input ORs (a LUT4 per bit each)."""
-    while len(values) > 1:
-        values = [_or(values[i : i + 4]) for i in range(0, len(values), 4)]
-    return values[0]
-
-
-def _or(values: list[Value]) -> Value:
-    out = values[0]
-    for v in values[1:]:
-        out = out | v
-    return out
