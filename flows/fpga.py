@@ -34,6 +34,7 @@ from amaranth.lib import wiring
 
 from accel.compiler.dataflow import DataflowPlan
 from accel.errors import AccelError
+from accel.flows import congestion
 from accel.flows.boards import Board
 from accel.flows.uart import UARTBridge
 from accel.rtl.dataflow import DataflowAccelerator
@@ -209,20 +210,28 @@ class PlaceRouteTimeout(AccelError):
     """nextpnr did not finish in the time allowed; what synthesis produced is kept."""
 
     def __init__(
-        self, message: str, cells: dict[str, int], placed_fmax_mhz: float | None = None
+        self,
+        message: str,
+        cells: dict[str, int],
+        placed_fmax_mhz: float | None = None,
+        congestion: dict | None = None,
     ) -> None:
         super().__init__(message)
         self.cells = cells
         # nextpnr's timing estimate after placement (before routing): an estimate, not an Fmax
         self.placed_fmax_mhz = placed_fmax_mhz
+        # router2's last congestion maps, summarized (flows.congestion)
+        self.congestion = congestion
 
     def summary(self) -> dict:
-        """What synthesis and placement still say: cells, the post-placement estimate."""
+        """What synthesis and placement still say: cells, the post-placement estimate, and
+        where router2 still overused wires."""
         return {
             "routed": False,
             "error": str(self),
             **resources(self.cells),
             "placed_fmax_estimate_mhz": self.placed_fmax_mhz,
+            **({"congestion": self.congestion} if self.congestion else {}),
         }
 
     def report(self, latency: int, ii: int) -> dict:
@@ -436,10 +445,15 @@ def _timeout(work: Path, name: str, minutes: float) -> PlaceRouteTimeout:
     # nextpnr's latest timing estimate per clock (after placement, if routing never ended)
     found = re.findall(r"Max frequency for clock '(.*?)': ([\d.]+) MHz", "\n".join(lines))
     latest = {clock: float(mhz) for clock, mhz in found}
+    where = congestion.summarize(work)
+    congestion.prune(work)
+    said = congestion.describe(where)
     return PlaceRouteTimeout(
-        f"place and route did not finish in {minutes:g} min{last} (log: {log.name})",
+        f"place and route did not finish in {minutes:g} min{last}{'; ' if said else ''}{said} "
+        f"(log: {log.name})",
         cells,
         min(latest.values()) if latest else None,
+        where,
     )
 
 
@@ -566,6 +580,8 @@ def _run_plan(
         nextpnr_opts=f"--seed {seed} --report {name}.report.json --detailed-timing-report "
         "--timing-allow-fail"
         + ("" if pnr["router"] == "router1" else f" --router {pnr['router']}")
+        # router2's congestion maps: where a design that does not route is stuck
+        + (f" --router2-heatmap {congestion.PREFIX}" if pnr["router"] == "router2" else "")
         + ("" if pnr["placer"] == "heap" else f" --placer {pnr['placer']}")
         + ("" if pnr["density"] is None else f" --placer-heap-beta {pnr['density']}"),
     )
@@ -585,6 +601,7 @@ def _run_plan(
         except subprocess.TimeoutExpired:
             raise _timeout(work, name, pnr_minutes) from None
         log = work / tool_logs.get(cmd[0], console.name)
+        congestion.prune(work)
         for path in dict.fromkeys([log, console]):
             if path.is_file() and path.stat().st_size:
                 logs.append(path.name)
