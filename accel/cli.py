@@ -29,6 +29,8 @@ examples:
   accel sim autoencoder --samples 10000 --json   RTL vs reference, cycles vs model
   accel sim autoencoder --reuse 4 --backpressure fewer multipliers, stalls on both ends
   accel predict autoencoder --engine rtl --inputs X.npy --out Y.npy
+  accel generate autoencoder --target bitstream -o ae/
+                                                 ECON-T's rate: no multipliers, II 1, 40 MHz
   accel train autoencoder --epochs 12 -o trained/
   accel train nm_sparse --nm 2:8 --net cnn       N:M sparse training (SAT's BDWP)
   accel train deform_det --variant bilinear      the deformable detector (after CoDeNet)
