@@ -851,8 +851,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Implements the --arch design for an ECP5 board (cached) and reports LUTs, "
         "flip-flops, DSPs, block RAM, Fmax, latency and II in cycles and ns, and samples/s; "
         "for the dataflow design, da4ml's Verilog of the same quantized network goes through "
-        "the same flow beside it. Without --reuse, the dataflow design takes the smallest "
-        "power-of-two reuse whose estimate fits the board.",
+        "the same flow beside it. Without --mult or --reuse, the dataflow design is "
+        "multiplier-free (a sample every cycle) when its estimate is within the fullest such "
+        "design measured to route, else on multipliers at the smallest power-of-two reuse "
+        "whose estimate fits the board.",
         parents=[par["model"], par["arch"], par["json"]],
     )
     re_.add_argument("--board", default=DEFAULT_BOARD)
