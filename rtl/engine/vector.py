@@ -65,9 +65,12 @@ def shl(m: Module, v: Value, amount: Value, name: str, width: int = 64) -> Value
     shape = signed(width) if v.shape().signed else unsigned(width)
     out = Signal(shape, name=name)
     m.d.comb += out.eq(v)
+    # each stage and the amount are named: an expression used twice is built twice, so
+    # an unnamed stage doubles the netlist at every level (2**len(amount) multiplexers)
+    amount = named(m, amount, f"{name}_by")
     stage: Value = out
     for i in range(len(amount)):
-        stage = Mux(amount[i], (stage << (1 << i))[:width], stage[:width])
+        stage = named(m, Mux(amount[i], (stage << (1 << i))[:width], stage[:width]), f"{name}_s{i}")
     return stage.as_signed() if shape.signed else stage
 
 
@@ -236,8 +239,11 @@ class VectorUnit(wiring.Component):
         fsm_first = Signal()  # the first word of a softmax pass
         g = SOFTMAX_GUARD
 
+        # whether lane ``e`` holds a value of the row (the row's last word may be short)
+        valid_lane = [named(m, (w_in * lanes + e) < p.v_count, f"valid_{e}") for e in range(lanes)]
+
         def lane_valid(e: int) -> Value:
-            return (w_in * lanes + e) < p.v_count
+            return valid_lane[e]
 
         def mean(r: int) -> Value:
             q = dividers[r].q.as_signed()
@@ -356,7 +362,7 @@ class VectorUnit(wiring.Component):
                             valid.append(lane_valid(e))
                         kw = ks[0]
                         for e in range(1, lanes):
-                            kw = Mux(valid[e] & (ks[e] > kw), ks[e], kw)
+                            kw = named(m, Mux(valid[e] & (ks[e] > kw), ks[e], kw), f"kw_{r}_{e}")
                         kw = named(m, kw, f"kw_{r}")
                         new_k = named(
                             m, Mux(fsm_first | (kw > big_k[r]), kw, big_k[r]), f"newk_{r}"
@@ -528,7 +534,7 @@ class VectorUnit(wiring.Component):
                     for e in range(lanes):
                         x = a_in[r][e]
                         a = named(m, Mux(x < 0, x, -x), f"ga_{r}_{e}")
-                        z = a + (a >> 1) + (a >> 3) + (a >> 4)
+                        z = named(m, a + (a >> 1) + (a >> 3) + (a >> 4), f"gz_{r}_{e}")
                         k, mant = exponent(m, z, p.x_frac, f"ge_{r}_{e}")
                         dn = (p.x_frac - k).as_signed()
                         dn = Mux(dn > 63, 63, dn)[:7]
@@ -545,13 +551,12 @@ class VectorUnit(wiring.Component):
                 m.next = "G_DIV"
             with m.State("G_DIV"):
                 m.d.comb += self.busy.eq(1)
+                gelu_bit = named(m, (gelu_i - 1).as_unsigned(), "gelu_bit")
                 m.d.comb += self.a_addr.eq(a_row + cnt)
                 for r in range(rows):
                     for e in range(lanes):
                         rem, den = gelu_rem[r][e], gelu_den[r][e]
-                        trial = (rem << 1) | gelu_dvd[r][e].bit_select(
-                            (gelu_i - 1).as_unsigned(), 1
-                        )
+                        trial = (rem << 1) | gelu_dvd[r][e].bit_select(gelu_bit, 1)
                         take = trial >= den
                         m.d.sync += [
                             rem.eq(Mux(take, trial - den, trial)),
