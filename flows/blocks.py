@@ -63,8 +63,9 @@ class Boundary(wiring.Component):
     """``make()``'s component between registers: inputs from a shift chain, outputs captured.
 
     ``sin`` shifts into a chain of flip-flops whose copy (a register per bit)
-    drives every input bit of the block; every output bit is registered, and
-    ``load`` copies those registers into a second chain shifted out on ``sout``.
+    drives every input bit of the block; every output bit is registered and
+    folded (exclusive or) into a second chain shifted out on ``sout``, whose
+    first flip-flop takes ``load``.
     """
 
     def __init__(self, make: Callable[[], wiring.Component]) -> None:
@@ -104,10 +105,10 @@ class Boundary(wiring.Component):
         captured = Signal(max(1, sum(len(v) for v in outs)), name="block_out", reset_less=True)
         shift = Signal.like(captured, reset_less=True)
         m.d.sync += captured.eq(Cat(*outs))
-        with m.If(load):
-            m.d.sync += shift.eq(captured)
-        with m.Else():
-            m.d.sync += shift.eq(shift >> 1)
+        # the outputs fold into a chain read out on ``sout``: every bit reaches the pin,
+        # and no control signal fans out to every bit (a ``load`` multiplexer per bit was
+        # the critical path of blocks with wide outputs: one net to thousands of LUTs)
+        m.d.sync += shift.eq(Cat(shift[1:], load) ^ captured)
         m.d.comb += self.sout.eq(shift[0])
         return m
 
@@ -196,7 +197,7 @@ def blocks(
             Block(
                 f"dot_{stage.name}",
                 lambda stage=stage: _dot_layer(stage),
-                11,
+                6,  # a phase's 16-to-1 operand multiplexer (11 before the layer's pipeline)
                 f"{graph.name}'s {stage.name} layer at reuse {reuse}",
             )
         )

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, Value
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value
 from amaranth.lib import data, stream, wiring
+from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
 
 from accel.compiler.dataflow import DotStage
-from accel.rtl.fixed import named, requantize, shape_of
+from accel.rtl.fixed import requantize, select, shape_of
 
 
 def tree_sum(terms: list[Value]) -> Value:
@@ -41,90 +42,184 @@ class StageLayer(wiring.Component):
 
 
 class DotLayer(StageLayer):
-    """Computes one :class:`DotStage` in ``reuse`` cycles per sample, plus one pipeline stage.
+    """Computes one :class:`DotStage` on multipliers in ``reuse`` cycles per sample.
 
-    The layer reads its input straight from the upstream output register,
-    which holds the sample until this layer accepts it in its last phase, so no
-    input copy is needed. The layer has ``ceil(taps / reuse)`` multipliers
-    shared by all its outputs (see :meth:`DotStage.lanes`); every output keeps
-    its own accumulator, which wraps at its declared width like the reference.
+    The layer reads its input straight from the upstream output, which holds
+    the sample until this layer accepts it in its last phase, so no input copy
+    is needed. It has ``ceil(taps / reuse)`` multipliers shared by all its
+    outputs (see :meth:`DotStage.lanes`); every output keeps its own
+    accumulator, which wraps at its declared width like the reference.
 
-    Products are registered before the adder tree: it splits the operand
-    multiplexer and multiplier from the accumulate and requantize logic, which
-    roughly doubles Fmax for one cycle of latency per layer. When the output
-    register cannot take a finished sample, the whole layer stalls (products,
-    phase and accumulators hold), so nothing is lost or recomputed.
+    Built to close timing: each phase's operands are picked into registers
+    (the DSP block's inputs), the products are registered, each output's
+    products of the phase are summed by a tree with a register every
+    ``levels_per_stage`` levels and after the last, then accumulated; ReLU and
+    the requantizer write the finished sum into an output queue. So the paths
+    are: a multiplexer, a multiplier, ``levels_per_stage`` adders, one adder and
+    a multiplexer, the requantizer (into a result register, then the queue).
+
+    The pipeline never stalls: no enable reaches its data registers, which take
+    no reset (the accumulators load the bias in phase 0, which is also the idle
+    phase). Back-pressure is met
+    by credits, as in :class:`accel.rtl.fabric.FabricLayer`: a sample's first
+    phase starts while fewer than ``D = L + 1`` samples are inside the layer
+    (``L`` = :attr:`DotStage.pipeline`), and the queue holds ``D``, so nothing
+    is dropped. A sample accepted at cycle ``f`` is readable at ``f + L``, as
+    :class:`accel.perf.DataflowTiming` models it.
     """
 
     def elaborate(self, platform) -> Module:
         m = Module()
         st = self.stage
-        r = st.reuse
+        r, k, w = st.reuse, st.levels_per_stage, st.acc.width
+        depth = st.pipeline + 1  # the samples the layer may hold: its credits
+        inside = Signal(range(depth + 1))  # started and not yet taken
         phase = Signal(range(max(r, 2)))
         last = (phase == r - 1) if r > 1 else Const(1)
-        # The product stage: products of phase ``phase_d`` of a sample, valid if ``live``.
-        live = Signal()
-        phase_d = Signal.like(phase)
-        last_d = (phase_d == r - 1) if r > 1 else Const(1)
-        can_out = ~self.o.valid | self.o.ready
-        stall = named(m, live & last_d & ~can_out, "stall")
-        m.d.comb += self.i.ready.eq(last & ~stall)
-        with m.If(~stall):
-            m.d.sync += [live.eq(self.i.valid), phase_d.eq(phase)]
-        x = self.i.payload
+        ok, go, take = Signal(), Signal(), Signal()
+        m.d.comb += [
+            ok.eq((phase != 0) | (inside < depth)),  # a sample starts only on a credit
+            go.eq(self.i.valid & ok),
+            self.i.ready.eq(last & ok),
+            take.eq(self.o.valid & self.o.ready),
+        ]
+        m.d.sync += inside.eq(inside + (go & (phase == 0)) - take)
+        if r > 1:
+            with m.If(go):
+                m.d.sync += phase.eq(Mux(last, 0, phase + 1))
 
-        def register(product: Value, name: str) -> Signal:
-            reg = Signal(product.shape(), name=name)
-            with m.If(~stall):
-                m.d.sync += reg.eq(product)
-            return reg
+        def reg(value: Value, name: str) -> Signal:
+            """A data register: loads every cycle, no reset."""
+            value = Value.cast(value)
+            out = Signal(value.shape(), name=name, reset_less=True)
+            m.d.sync += out.eq(value)
+            return out
 
-        # Each lane multiplies one (input, weight) pair per phase; its product goes
-        # to the output it serves in that phase.
-        served: dict[int, list[tuple[Value, list[int]]]] = defaultdict(list)
-        for j, lane in enumerate(st.lanes()):
+        def flag(value: Value, name: str) -> Signal:
+            out = Signal(name=name)
+            m.d.sync += out.eq(value)
+            return out
+
+        # the step's flags beside the data: (valid, phase, first, last), per register level
+        flags = [(go, phase, phase == 0, last)]
+
+        def step_flags(name: str) -> None:
+            v, ph, fi, la = flags[-1]
+            ph_r = Signal.like(phase, name=f"{name}_phase", reset_less=True)
+            m.d.sync += ph_r.eq(ph)
+            flags.append(
+                (
+                    flag(v, f"{name}_valid"),
+                    ph_r,
+                    flag(fi, f"{name}_first"),
+                    flag(la, f"{name}_last"),
+                )
+            )
+
+        # every lane keeps its own copy of the phase counter, and of its delays: one
+        # counter fanned out to every lane's operand multiplexers was the layer's critical
+        # path (12 ns of routing in 14), and copies with their own feedback are not merged
+        # by synthesis. Phases are 0 while the layer is idle.
+        lanes = st.lanes()
+        lane_phase: list[list[Value]] = []
+        for j in range(len(lanes)):
             if r == 1:
-                o, i, w = lane[0]
-                served[o].append((register(x[i] * w, f"p{j}"), [0]))
+                lane_phase.append([Const(0)])
+                continue
+            c = Signal.like(phase, name=f"phase{j}")
+            with m.If(go):
+                m.d.sync += c.eq(Mux(c == r - 1, 0, c + 1))
+            lane_phase.append([c])
+
+        def step(name: str) -> None:
+            """A register level: the flags and every lane's phase move one on."""
+            step_flags(name)
+            for j, copies in enumerate(lane_phase):
+                if r > 1:
+                    copies.append(reg(copies[-1], f"{name}_phase{j}"))
+
+        # operands, then products: each lane multiplies one (input, weight) pair per phase
+        x = self.i.payload
+        served: dict[int, list[tuple[Value, list[int], int]]] = defaultdict(list)
+        operands = []
+        for j, lane in enumerate(lanes):
+            if r == 1:
+                ((_, i, wt),) = lane
+                operands.append((reg(x[i], f"x{j}"), Const(wt)))
                 continue
             pad = [Const(0)] * (r - len(lane))
-            # Name both muxes: arithmetic on an ArrayProxy is applied element by
-            # element, so multiplying two proxies directly would multiply r*r pairs.
-            a = named(m, Array([x[i] for _, i, _ in lane] + pad)[phase], f"x{j}")
-            b = named(m, Array([Const(w) for _, _, w in lane] + pad)[phase], f"w{j}")
-            prod = register(a * b, f"p{j}")
+            ph = lane_phase[j][0]
+            a = select([x[i] for _, i, _ in lane] + pad, ph)
+            b = select([Const(wt) for _, _, wt in lane] + pad, ph)
+            operands.append((reg(a, f"x{j}"), reg(b, f"w{j}")))
+        step("op")
+        for j, (lane, (a, b)) in enumerate(zip(lanes, operands, strict=True)):
+            prod = reg(a * b, f"p{j}")
             phases = defaultdict(list)
             for p, (o, _, _) in enumerate(lane):
                 phases[o].append(p)
             for o, ps in phases.items():
-                served[o].append((prod, ps))
+                served[o].append((prod, ps, j))
+        step("prod")
 
+        # each output's products of the phase, summed by a tree: every output's tree is
+        # as deep as the deepest (st.phase_levels), with a register every k levels and
+        # after the last, so all outputs' sums arrive together. A lane's product counts
+        # in the phases it serves the output (its own phase copy decides).
+        def wrap(v: Value) -> Value:
+            return v[:w].as_signed() if len(v) > w else v
+
+        def gate(prod: Value, ps: list[int], j: int) -> Value:
+            if r == 1:
+                return prod
+            ph = lane_phase[j][-1]
+            return Mux(Cat(*(ph == p for p in ps)).any(), prod, 0)
+
+        level = {o: [gate(*t) for t in served[o]] for o in served}
+        levels = st.phase_levels
+        for lv in range(levels):
+            level = {
+                o: [wrap(a + b) for a, b in zip(t[0::2], t[1::2], strict=False)]
+                + ([t[-1]] if len(t) % 2 else [])
+                for o, t in level.items()
+            }
+            if (lv + 1) % k == 0 and lv + 1 < levels:
+                level = {o: [reg(v, f"t{lv}_{o}_{i}") for i, v in enumerate(t)]
+                         for o, t in level.items()}  # fmt: skip
+                step(f"tree{lv}")
+        assert all(len(t) == 1 for t in level.values())
+        sums = {o: reg(t[0], f"ps{o}") for o, t in level.items()}
+        step("sum")
+
+        # the accumulators, with no enable: the bias and the phase sum in phase 0 (a
+        # sample's first, or idle), the phase sum added after; the phase is the copy of
+        # the output's first lane
+        v_a, _, _, last_a = flags[-1]
         results = []
         for o in range(st.n_out):
             bias = Const(int(st.bias[o]), shape_of(st.acc))
-            terms = [
-                prod if r == 1 else Mux(Cat(*(phase_d == p for p in ps)).any(), prod, 0)
-                for prod, ps in served[o]
-            ]
-            if r > 1 and served[o]:
-                acc = Signal(shape_of(st.acc), name=f"acc{o}")
-                first = min(p for _, ps in served[o] for p in ps)
-                bias = Mux(phase_d == first, bias, acc)
-            total = named(m, (bias + tree_sum(terms))[: st.acc.width].as_signed(), f"sum{o}")
-            if r > 1 and served[o]:
-                with m.If(live & ~last_d):
-                    m.d.sync += acc.eq(total)
-            y = Mux(total < 0, 0, total) if st.relu else total
+            if o in sums:
+                acc = Signal(shape_of(st.acc), name=f"acc{o}", reset_less=True)
+                first = lane_phase[served[o][0][2]][-1] == 0
+                m.d.sync += acc.eq((Mux(first, bias, acc) + sums[o])[:w].as_signed())
+                y: Value = acc
+            else:
+                y = bias
+            y = Mux(y < 0, 0, y) if st.relu else y
             results.append(requantize(m, y, st.acc, st.quant, f"q{o}") if st.quant else y)
+        # the accumulators hold a finished sample, then its result register does
+        done = flag(flag(v_a & last_a, "done"), "result_valid")
+        assert len(flags) - 1 + 3 == st.pipeline  # the flags' registers, acc, result, queue
 
-        with m.If(live & last_d & can_out):
-            m.d.sync += self.o.valid.eq(1)
-            m.d.sync += [self.o.payload[o].eq(y) for o, y in enumerate(results)]
-        with m.Elif(self.o.ready):
-            m.d.sync += self.o.valid.eq(0)
-        if r > 1:
-            with m.If(self.i.valid & ~last & ~stall):
-                m.d.sync += phase.eq(phase + 1)
-            with m.Elif(self.i.valid & self.i.ready):
-                m.d.sync += phase.eq(0)
+        out = Signal.like(self.o.payload, name="result")
+        for o, y in enumerate(results):  # registered, but an output with no taps: a constant
+            m.d.comb += out[o].eq(reg(y, f"res{o}") if o in sums else y)
+        m.submodules.queue = queue = SyncFIFO(width=len(out.as_value()), depth=depth)
+        m.d.comb += [
+            queue.w_en.eq(done),
+            queue.w_data.eq(out),
+            self.o.valid.eq(queue.r_rdy),
+            self.o.payload.eq(queue.r_data),
+            queue.r_en.eq(self.o.ready),
+        ]
         return m

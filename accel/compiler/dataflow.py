@@ -48,13 +48,28 @@ class DotStage:
         return self.adders is not None
 
     @property
+    def phase_levels(self) -> int:
+        """Adder levels of a multiplier stage's per-phase sum: a balanced tree over the
+        most lanes that serve one output (see :meth:`lanes`; a lane's product counts in
+        the phases it serves the output, zero in the others)."""
+        served: dict[int, int] = {}
+        for lane in self.lanes():
+            for o in {o for o, _, _ in lane}:
+                served[o] = served.get(o, 0) + 1
+        return (max(served.values(), default=1) - 1).bit_length()
+
+    @property
     def pipeline(self) -> int:
-        """Registers from the input handshake to the output register, that one included:
-        products and output (2) on multipliers; the adder graph's pipeline registers, the
-        sum and the output on the fabric."""
+        """Registers from the input handshake to the output queue's readable head.
+
+        On multipliers: the operands, the products, the per-phase sum's tree (a register
+        every ``levels_per_stage`` adder levels and after the last, at least one), the
+        accumulator, the requantized result, the queue. On the fabric: the adder graph's
+        pipeline registers, the sum and the queue."""
+        k = self.levels_per_stage
         if self.adders is None:
-            return 2
-        return -(-self.adders.depth // self.levels_per_stage) + 2
+            return 2 + max(1, -(-self.phase_levels // k)) + 3
+        return -(-self.adders.depth // k) + 2
 
     def matrix(self) -> np.ndarray:
         """The weights as an (n_in, n_out) integer matrix (zeros where no tap)."""
@@ -127,9 +142,7 @@ class DataflowPlan:
         """The cycle model of this pipeline (:class:`accel.perf.DataflowTiming`)."""
         from accel.perf import DataflowTiming
 
-        return DataflowTiming(
-            tuple(self.reuse), tuple(s.pipeline if s.fabric else 0 for s in self.stages)
-        )
+        return DataflowTiming(tuple(self.reuse), tuple(s.pipeline for s in self.stages))
 
 
 def _taps_dense(node: Node, src: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray]]:
