@@ -100,21 +100,8 @@ class DotLayer(StageLayer):
             m.d.sync += out.eq(value)
             return out
 
-        # the step's flags beside the data: (valid, phase, first, last), per register level
-        flags = [(go, phase, phase == 0, last)]
-
-        def step_flags(name: str) -> None:
-            v, ph, fi, la = flags[-1]
-            ph_r = Signal.like(phase, name=f"{name}_phase", reset_less=True)
-            m.d.sync += ph_r.eq(ph)
-            flags.append(
-                (
-                    flag(v, f"{name}_valid"),
-                    ph_r,
-                    flag(fi, f"{name}_first"),
-                    flag(la, f"{name}_last"),
-                )
-            )
+        # beside the data, per register level: whether it holds a sample's last phase
+        ends = [go & last]
 
         # every lane keeps its own copy of the phase counter, and of its delays: one
         # counter fanned out to every lane's operand multiplexers was the layer's critical
@@ -132,8 +119,8 @@ class DotLayer(StageLayer):
             lane_phase.append([c])
 
         def step(name: str) -> None:
-            """A register level: the flags and every lane's phase move one on."""
-            step_flags(name)
+            """A register level: the last-phase flag and every lane's phase move one on."""
+            ends.append(flag(ends[-1], f"{name}_end"))
             for j, copies in enumerate(lane_phase):
                 if r > 1:
                     copies.append(reg(copies[-1], f"{name}_phase{j}"))
@@ -194,7 +181,6 @@ class DotLayer(StageLayer):
         # the accumulators, with no enable: the bias and the phase sum in phase 0 (a
         # sample's first, or idle), the phase sum added after; the phase is the copy of
         # the output's first lane
-        v_a, _, _, last_a = flags[-1]
         results = []
         for o in range(st.n_out):
             bias = Const(int(st.bias[o]), shape_of(st.acc))
@@ -208,8 +194,8 @@ class DotLayer(StageLayer):
             y = Mux(y < 0, 0, y) if st.relu else y
             results.append(requantize(m, y, st.acc, st.quant, f"q{o}") if st.quant else y)
         # the accumulators hold a finished sample, then its result register does
-        done = flag(flag(v_a & last_a, "done"), "result_valid")
-        assert len(flags) - 1 + 3 == st.pipeline  # the flags' registers, acc, result, queue
+        done = flag(flag(ends[-1], "done"), "result_valid")
+        assert len(ends) - 1 + 3 == st.pipeline  # the flag's registers, acc, result, queue
 
         out = Signal.like(self.o.payload, name="result")
         for o, y in enumerate(results):  # registered, but an output with no taps: a constant
