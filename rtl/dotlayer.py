@@ -125,44 +125,50 @@ class DotLayer(StageLayer):
                 if r > 1:
                     copies.append(reg(copies[-1], f"{name}_phase{j}"))
 
-        # operands, then products: each lane multiplies one (input, weight) pair per phase
+        # operands, then products: each lane multiplies one (input, weight) pair per phase.
+        # Lanes that read the same inputs in the same phases share one input register
+        # (with shared-input lanes, a whole block's lanes: see DotStage.lanes). A lane
+        # that serves several outputs in turn gives each its own product register, zeroed
+        # (a synchronous reset) in the phases that serve another; which phase it is is
+        # decided one register earlier, beside the operands, so no gate sits between the
+        # product and the adder tree.
         x = self.i.payload
-        served: dict[int, list[tuple[Value, list[int], int]]] = defaultdict(list)
-        operands = []
+        inputs: dict[tuple[int, ...], Signal] = {}
+        operands, serving = [], []
         for j, lane in enumerate(lanes):
-            if r == 1:
-                ((_, i, wt),) = lane
-                operands.append((reg(x[i], f"x{j}"), Const(wt)))
-                continue
+            seq, ph = tuple(i for _, i, _ in lane), lane_phase[j][0]
             pad = [Const(0)] * (r - len(lane))
-            ph = lane_phase[j][0]
-            a = select([x[i] for _, i, _ in lane] + pad, ph)
-            b = select([Const(wt) for _, _, wt in lane] + pad, ph)
-            operands.append((reg(a, f"x{j}"), reg(b, f"w{j}")))
-        step("op")
-        for j, (lane, (a, b)) in enumerate(zip(lanes, operands, strict=True)):
-            prod = reg(a * b, f"p{j}")
-            phases = defaultdict(list)
+            if seq not in inputs:
+                inputs[seq] = reg(select([x[i] for i in seq] + pad, ph), f"x{len(inputs)}")
+            weight = select([Const(wt) for _, _, wt in lane] + pad, ph)
+            operands.append((inputs[seq], reg(weight, f"w{j}") if r > 1 else weight))
+            phases: dict[int, list[int]] = defaultdict(list)
             for p, (o, _, _) in enumerate(lane):
-                phases[o].append(p)
-            for o, ps in phases.items():
-                served[o].append((prod, ps, j))
+                if o >= 0:  # an idle phase: its weight is 0
+                    phases[o].append(p)
+            alone = len(phases) == 1
+            serving.append({
+                o: None if alone else flag(Cat(*(ph == p for p in ps)).any(), f"g{j}_{o}")
+                for o, ps in phases.items()
+            })  # fmt: skip
+        step("op")
+        served: dict[int, list[Value]] = defaultdict(list)
+        first_lane: dict[int, int] = {}  # an output's first lane, whose phase copy it reads
+        for j, (a, b) in enumerate(operands):
+            prod = Signal((a * b).shape(), name=f"m{j}")
+            m.d.comb += prod.eq(a * b)
+            for o, g in serving[j].items():
+                first_lane.setdefault(o, j)
+                served[o].append(reg(prod if g is None else Mux(g, prod, 0), f"p{j}_{o}"))
         step("prod")
 
         # each output's products of the phase, summed by a tree: every output's tree is
         # as deep as the deepest (st.phase_levels), with a register every k levels and
-        # after the last, so all outputs' sums arrive together. A lane's product counts
-        # in the phases it serves the output (its own phase copy decides).
+        # after the last, so all outputs' sums arrive together
         def wrap(v: Value) -> Value:
             return v[:w].as_signed() if len(v) > w else v
 
-        def gate(prod: Value, ps: list[int], j: int) -> Value:
-            if r == 1:
-                return prod
-            ph = lane_phase[j][-1]
-            return Mux(Cat(*(ph == p for p in ps)).any(), prod, 0)
-
-        level = {o: [gate(*t) for t in served[o]] for o in served}
+        level = dict(served)
         levels = st.phase_levels
         for lv in range(levels):
             level = {
@@ -186,7 +192,7 @@ class DotLayer(StageLayer):
             bias = Const(int(st.bias[o]), shape_of(st.acc))
             if o in sums:
                 acc = Signal(shape_of(st.acc), name=f"acc{o}", reset_less=True)
-                first = lane_phase[served[o][0][2]][-1] == 0
+                first = lane_phase[first_lane[o]][-1] == 0
                 m.d.sync += acc.eq((Mux(first, bias, acc) + sums[o])[:w].as_signed())
                 y: Value = acc
             else:

@@ -102,3 +102,35 @@ def test_lowered_taps_match_reference(case, r1, r2):
     plan = lower(g, {"conv2d0": r1, "dense0": r2})
     assert plan.reuse == [r1, r2]
     assert np.array_equal(evaluate(plan, data), reference.predict(g, data))
+
+
+@settings(max_examples=60, deadline=None)
+@given(conv_graphs(), st.integers(1, 17))
+def test_lanes_take_every_tap_once(case, r):
+    """However the taps are laid out on multiplier lanes, each is taken exactly once, a
+    lane is at most ``reuse`` phases long, and an idle phase has weight 0."""
+    g, _ = case
+    for stage in lower(g, r).stages:
+        lanes = stage.lanes()
+        taken = sorted((o, i, w) for lane in lanes for o, i, w in lane if o >= 0)
+        want = sorted(
+            (o, int(i), int(w))
+            for o in range(stage.n_out)
+            for i, w in zip(stage.idx[o], stage.w[o], strict=True)
+        )
+        assert taken == want
+        assert all(len(lane) <= r for lane in lanes)
+        assert all(w == 0 for lane in lanes for o, _, w in lane if o < 0)
+        assert stage.n_mult == len(lanes) >= -(-stage.n_taps // r)
+
+
+def test_dense_lanes_share_their_inputs():
+    """The autoencoder's dense layer at reuse 16: 8 blocks of 16 inputs, every lane of a
+    block reads the same input in each phase (one multiplexer per block, not per lane),
+    for 2 multipliers more than packing the taps."""
+    from accel import zoo
+
+    dense = lower(zoo.get("autoencoder").build(), 16).stages[1]
+    lanes = dense.lanes()
+    assert len({tuple(i for _, i, _ in lane) for lane in lanes}) == 8
+    assert len(lanes) == 118 == -(-dense.n_taps // 16) + 2

@@ -52,11 +52,7 @@ class DotStage:
         """Adder levels of a multiplier stage's per-phase sum: a balanced tree over the
         most lanes that serve one output (see :meth:`lanes`; a lane's product counts in
         the phases it serves the output, zero in the others)."""
-        served: dict[int, int] = {}
-        for lane in self.lanes():
-            for o in {o for o, _, _ in lane}:
-                served[o] = served.get(o, 0) + 1
-        return (max(served.values(), default=1) - 1).bit_length()
+        return _tree_levels(self.lanes())
 
     @property
     def pipeline(self) -> int:
@@ -68,8 +64,11 @@ class DotStage:
         pipeline registers, the sum and the queue."""
         k = self.levels_per_stage
         if self.adders is None:
-            return 2 + max(1, -(-self.phase_levels // k)) + 3
+            return self._dot_pipeline(self.phase_levels)
         return -(-self.adders.depth // k) + 2
+
+    def _dot_pipeline(self, levels: int) -> int:
+        return 2 + max(1, -(-levels // self.levels_per_stage)) + 3
 
     def matrix(self) -> np.ndarray:
         """The weights as an (n_in, n_out) integer matrix (zeros where no tap)."""
@@ -94,11 +93,31 @@ class DotStage:
     def lanes(self) -> list[list[tuple[int, int, int]]]:
         """Multiplier lanes: ``lanes[j][p]`` = (output, input index, weight) in phase ``p``.
 
-        All (output, tap) pairs, output by output, cut into runs of ``reuse``:
-        ``ceil(taps / reuse)`` multipliers however few taps each output has. A
-        lane may serve several outputs in turn; each output's accumulator adds
-        the lanes that serve it in the current phase.
+        An entry with output ``-1`` (and weight 0) is an idle phase; a lane shorter
+        than ``reuse`` idles in its last phases. A lane may serve several outputs in
+        turn; each output's accumulator adds the lanes that serve it in the current
+        phase. Of two layouts, the one with fewer multipliers, favouring shared inputs:
+
+        - *packed*: all (output, tap) pairs, output by output, cut into runs of
+          ``reuse``: ``ceil(taps / reuse)`` multipliers. Every lane picks its own
+          input in each phase: a ``reuse``-to-1 multiplexer per lane.
+        - *shared inputs*: the inputs, most used first, cut into blocks of ``reuse``
+          (a block's input ``p`` is read in phase ``p``); a block has as many lanes as
+          its most used input has taps, and all its lanes read the same input, so
+          they share one multiplexer (:meth:`_shared_lanes`). Chosen when it costs at
+          most one multiplier per block more than packing and no pipeline register:
+          for a dense layer, one multiplexer per block instead of one per lane, which
+          is what routes.
         """
+        packed = self._packed_lanes()
+        if self.reuse == 1:
+            return packed
+        shared = self._shared_lanes()
+        blocks = -(-len({int(i) for ix in self.idx for i in ix}) // self.reuse)
+        longer = self._dot_pipeline(_tree_levels(shared)) > self._dot_pipeline(_tree_levels(packed))
+        return shared if len(shared) <= len(packed) + blocks and not longer else packed
+
+    def _packed_lanes(self) -> list[list[tuple[int, int, int]]]:
         pairs = [
             (o, int(i), int(w))
             for o in range(self.n_out)
@@ -106,9 +125,71 @@ class DotStage:
         ]
         return [pairs[k : k + self.reuse] for k in range(0, len(pairs), self.reuse)]
 
+    def _shared_lanes(self) -> list[list[tuple[int, int, int]]]:
+        """Lanes by blocks of inputs. In each phase, the block's input's taps go to
+        distinct lanes: first to lanes that already serve their output (a maximum
+        matching, so an output's products come from as few lanes as possible and its
+        adder tree stays small), the rest to the free lanes serving fewest outputs."""
+        rows: dict[int, list[tuple[int, int]]] = {}
+        for o in range(self.n_out):
+            for i, w in zip(self.idx[o], self.w[o], strict=True):
+                rows.setdefault(int(i), []).append((o, int(w)))
+        order = sorted(rows, key=lambda i: (-len(rows[i]), i))
+        lanes: list[list[tuple[int, int, int]]] = []
+        for b in range(0, len(order), self.reuse):
+            block = order[b : b + self.reuse]
+            n = len(rows[block[0]])
+            serves: list[set[int]] = [set() for _ in range(n)]
+            lane: list[list[tuple[int, int, int]]] = [[] for _ in range(n)]
+            for i in block:
+                owner = _match([o for o, _ in rows[i]], serves)
+                for k, t in enumerate(owner):
+                    o, w = (-1, 0) if t is None else rows[i][t]
+                    lane[k].append((o, i, w))
+            lanes += lane
+        return lanes
+
     @property
     def n_mult(self) -> int:
-        return 0 if self.fabric else -(-self.n_taps // self.reuse)
+        return 0 if self.fabric else len(self.lanes())
+
+
+def _tree_levels(lanes: list[list[tuple[int, int, int]]]) -> int:
+    """Adder levels of a balanced tree over the most lanes that serve one output."""
+    served: dict[int, int] = {}
+    for lane in lanes:
+        for o in {o for o, _, _ in lane} - {-1}:
+            served[o] = served.get(o, 0) + 1
+    return (max(served.values(), default=1) - 1).bit_length()
+
+
+def _match(outputs: list[int], serves: list[set[int]]) -> list[int | None]:
+    """Taps (by their outputs) to distinct lanes: ``owner[lane]`` = tap index or None.
+
+    First a maximum matching of taps to lanes that already serve their output
+    (augmenting paths), then the rest to the free lanes serving fewest outputs,
+    which then serve those outputs too (``serves`` is updated)."""
+    owner: list[int | None] = [None] * len(serves)
+
+    def augment(t: int, seen: set[int]) -> bool:
+        for k, outs in enumerate(serves):
+            if outputs[t] in outs and k not in seen:
+                seen.add(k)
+                if owner[k] is None or augment(owner[k], seen):
+                    owner[k] = t
+                    return True
+        return False
+
+    for t in range(len(outputs)):
+        augment(t, set())
+    placed = set(owner)
+    for t in range(len(outputs)):
+        if t not in placed:
+            k = min((k for k, t_ in enumerate(owner) if t_ is None),
+                    key=lambda k: (len(serves[k]), k))  # fmt: skip
+            owner[k] = t
+            serves[k].add(outputs[t])
+    return owner
 
 
 @dataclass
