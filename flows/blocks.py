@@ -399,15 +399,20 @@ def place_and_route(
     board = board or get_board("ulx3s-85f")
     platform = board.platform()
     text, ports = block.verilog()
+    # the clock on the board's clock pin: left to the placer, it may land on a pin that
+    # reaches no global buffer ("Failed to route arc 0.0 of net 'clk'")
+    clk = platform.lookup(platform.default_clk)
+    lpf = f'LOCATE COMP "clk" SITE "{clk.ios[0].names[0]}";\n'
     work = (
         cache or cache_dir()
-    ) / f"{block.name}-pnr-{_key(text, board.name, seed, freq_mhz, router)}"
+    ) / f"{block.name}-pnr-{_key(text, board.name, seed, freq_mhz, router, lpf)}"
     done = work / "pnr.json"
     if done.is_file():
         return json.loads(done.read_text())
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     (work / "block.v").write_text(text)
+    (work / "block.lpf").write_text(lpf)
     after = "write_json net.json; tee -q -o stat.json stat -json"
     mapper, synth_s = _yosys(block, after, work, progress)
     cmd = [
@@ -419,6 +424,8 @@ def place_and_route(
         str(platform.speed),
         "--json",
         "net.json",
+        "--lpf",
+        "block.lpf",
         "--lpf-allow-unconstrained",
         "--freq",
         str(freq_mhz),

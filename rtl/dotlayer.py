@@ -46,8 +46,9 @@ class DotLayer(StageLayer):
 
     The layer reads its input straight from the upstream output, which holds
     the sample until this layer accepts it in its last phase, so no input copy
-    is needed. It has ``ceil(taps / reuse)`` multipliers shared by all its
-    outputs (see :meth:`DotStage.lanes`); every output keeps its own
+    is needed. It has about ``taps / reuse`` multipliers shared by all its
+    outputs (:meth:`DotStage.lanes`: packed, or in blocks that share their
+    inputs and so one operand multiplexer); every output keeps its own
     accumulator, which wraps at its declared width like the reference.
 
     Built to close timing: each phase's operands are picked into registers

@@ -24,7 +24,7 @@ class DataflowConfig:
     reuse: int = knob(
         1,
         "dataflow reuse factor: cycles each layer spends per sample; a layer has "
-        "ceil(taps / reuse) multipliers",
+        "about taps / reuse multipliers",
         lo=1,
         hi=MAX_REUSE,
     )
