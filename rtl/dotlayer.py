@@ -127,22 +127,31 @@ class DotLayer(StageLayer):
                     copies.append(reg(copies[-1], f"{name}_phase{j}"))
 
         # operands, then products: each lane multiplies one (input, weight) pair per phase.
-        # Lanes that read the same inputs in the same phases share one input register
-        # (with shared-input lanes, a whole block's lanes: see DotStage.lanes). A lane
-        # that serves several outputs in turn gives each its own product register, zeroed
-        # (a synchronous reset) in the phases that serve another; which phase it is is
-        # decided one register earlier, beside the operands, so no gate sits between the
-        # product and the adder tree.
+        # Lanes that read the same inputs in the same phases (shared-input lanes: a block's
+        # lanes, see DotStage.lanes) share one multiplexer into a register, copied into
+        # each lane's own operand register beside its multiplier (one register driving a
+        # block's multipliers spread over the part's DSP rows was 14 ns of routing). A
+        # lane that serves several outputs in turn gives each its own product register,
+        # zeroed (a synchronous reset) in the phases that serve another; which phase it
+        # is is decided one register earlier, beside the operands, so no gate sits
+        # between the product and the adder tree.
         x = self.i.payload
         inputs: dict[tuple[int, ...], Signal] = {}
+        if st.shared_inputs:
+            for j, lane in enumerate(lanes):
+                seq = tuple(i for _, i, _ in lane)
+                if seq not in inputs:
+                    pad = [Const(0)] * (r - len(lane))
+                    picked = select([x[i] for i in seq] + pad, lane_phase[j][0])
+                    inputs[seq] = reg(picked, f"xs{len(inputs)}")
+            step("pick")
         operands, serving = [], []
         for j, lane in enumerate(lanes):
-            seq, ph = tuple(i for _, i, _ in lane), lane_phase[j][0]
+            seq, ph = tuple(i for _, i, _ in lane), lane_phase[j][-1]
             pad = [Const(0)] * (r - len(lane))
-            if seq not in inputs:
-                inputs[seq] = reg(select([x[i] for i in seq] + pad, ph), f"x{len(inputs)}")
+            a = inputs[seq] if inputs else select([x[i] for i in seq] + pad, ph)
             weight = select([Const(wt) for _, _, wt in lane] + pad, ph)
-            operands.append((inputs[seq], reg(weight, f"w{j}") if r > 1 else weight))
+            operands.append((reg(a, f"x{j}"), reg(weight, f"w{j}") if r > 1 else weight))
             phases: dict[int, list[int]] = defaultdict(list)
             for p, (o, _, _) in enumerate(lane):
                 if o >= 0:  # an idle phase: its weight is 0

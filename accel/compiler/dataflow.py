@@ -58,9 +58,10 @@ class DotStage:
     def pipeline(self) -> int:
         """Registers from the input handshake to the output queue's readable head.
 
-        On multipliers: the operands, the products, the per-phase sum's tree (a register
-        every ``levels_per_stage`` adder levels and after the last, at least one), the
-        accumulator, the requantized result, the queue. On the fabric: the adder graph's
+        On multipliers: the shared inputs' pick (:attr:`shared_inputs`), the operands,
+        the products, the per-phase sum's tree (a register every ``levels_per_stage``
+        adder levels and after the last, at least one), the accumulator, the requantized
+        result, the queue. On the fabric: the adder graph's
         pipeline registers, the sum and the queue."""
         k = self.levels_per_stage
         if self.adders is None:
@@ -68,7 +69,17 @@ class DotStage:
         return -(-self.adders.depth // k) + 2
 
     def _dot_pipeline(self, levels: int) -> int:
-        return 2 + max(1, -(-levels // self.levels_per_stage)) + 3
+        return 2 + self.shared_inputs + self._tree_stages(levels) + 3
+
+    def _tree_stages(self, levels: int) -> int:
+        return max(1, -(-levels // self.levels_per_stage))
+
+    @property
+    def shared_inputs(self) -> bool:
+        """Whether lanes share their inputs (:meth:`lanes`): then one multiplexer per
+        input sequence picks into a register, and each lane copies it into its own
+        operand register, one more pipeline register."""
+        return self._layout()[0]
 
     def matrix(self) -> np.ndarray:
         """The weights as an (n_in, n_out) integer matrix (zeros where no tap)."""
@@ -104,18 +115,26 @@ class DotStage:
         - *shared inputs*: the inputs, most used first, cut into blocks of ``reuse``
           (a block's input ``p`` is read in phase ``p``); a block has as many lanes as
           its most used input has taps, and all its lanes read the same input, so
-          they share one multiplexer (:meth:`_shared_lanes`). Chosen when it costs at
-          most one multiplier per block more than packing and no pipeline register:
+          they share one multiplexer (:meth:`_shared_lanes`). Chosen past reuse 4 (a
+          wider multiplexer than one slice per lane) when it costs at
+          most one multiplier per block more than packing and no adder tree register
+          (it costs one pipeline register, see :attr:`shared_inputs`):
           for a dense layer, one multiplexer per block instead of one per lane, which
           is what routes.
         """
+        return self._layout()[1]
+
+    def _layout(self) -> tuple[bool, list[list[tuple[int, int, int]]]]:
+        """(whether the lanes share their inputs, the lanes): see :meth:`lanes`."""
         packed = self._packed_lanes()
-        if self.reuse == 1:
-            return packed
+        if self.reuse <= 4:  # a lane's multiplexer fits one slice (two LUT4s and a PFUMX)
+            return False, packed
         shared = self._shared_lanes()
         blocks = -(-len({int(i) for ix in self.idx for i in ix}) // self.reuse)
-        longer = self._dot_pipeline(_tree_levels(shared)) > self._dot_pipeline(_tree_levels(packed))
-        return shared if len(shared) <= len(packed) + blocks and not longer else packed
+        deeper = self._tree_stages(_tree_levels(shared)) > self._tree_stages(_tree_levels(packed))
+        if len(shared) <= len(packed) + blocks and not deeper:
+            return True, shared
+        return False, packed
 
     def _packed_lanes(self) -> list[list[tuple[int, int, int]]]:
         pairs = [
