@@ -138,10 +138,12 @@ class Block:
     budget: int
     what: str
 
-    def verilog(self) -> tuple[str, dict]:
-        """The block between its registers, and its ports (path, width) in bit order."""
+    def verilog(self, platform=None) -> tuple[str, dict]:
+        """The block between its registers, and its ports (path, width) in bit order;
+        elaborated for ``platform`` (a board's: its vendor primitives, as the board
+        flow builds them)."""
         top = Boundary(self.make)
-        return verilog.convert(top, name="block", emit_src=False), top.ports
+        return verilog.convert(top, name="block", emit_src=False, platform=platform), top.ports
 
 
 def engine_config(rows: int = 8):
@@ -239,12 +241,18 @@ def port_namer(ports: dict) -> Callable[[str], str]:
     return lambda name: table.get(name, name)
 
 
+def _param(cell: dict, name: str) -> str:
+    """A string parameter of a yosys JSON cell (its default, ``NONE``, when unset)."""
+    return str(cell.get("parameters", {}).get(name, "NONE")).strip()
+
+
 def logic_depth(netlist: dict, top: str = "block", rename=lambda s: s) -> Depth:
     """LUT levels between registers of a ``synth_ecp5`` netlist (yosys ``write_json``).
 
     A LUT4 is one level, and so is entering a carry chain (CCU2C) through a LUT
     input; the carry ripples for free, as do the PFUMX/L6MUX21 that widen a LUT.
-    An unregistered MULT18X18D counts :data:`DSP_LEVELS`. Flip-flops, block RAMs
+    An unregistered MULT18X18D counts :data:`DSP_LEVELS`; one with its output register
+    (``REG_OUTPUT_CLK``, :mod:`accel.rtl.dsp`) ends and starts paths. Flip-flops, block RAMs
     (their read is clocked) and the ports start and end paths.
     """
     mod = netlist["modules"][top]
@@ -280,6 +288,8 @@ def logic_depth(netlist: dict, top: str = "block", rename=lambda s: s) -> Depth:
             elif kind == "CCU2C":
                 w = 0 if port == "CIN" else 1
             elif kind == "MULT18X18D":
+                if _param(cell, "REG_OUTPUT_CLK") != "NONE":
+                    continue  # its product is registered inside: paths end at its inputs
                 w = DSP_LEVELS
             else:  # distributed RAM: only the read address is combinational
                 if not port.startswith("RAD"):
@@ -354,8 +364,9 @@ def _yosys(block: Block, after: str, work: Path, progress) -> tuple[str, float]:
 
 
 def synthesize(block: Block, cache: Path | None = None, progress=lambda s: None) -> dict:
-    """yosys ``synth_ecp5`` of the block alone: cells, logic depth and its path, seconds."""
-    text, ports = block.verilog()
+    """yosys ``synth_ecp5`` of the block alone, as the ULX3S 85F's flow elaborates it:
+    cells, logic depth and its path, seconds."""
+    text, ports = block.verilog(get_board("ulx3s-85f").platform())
     work = (cache or cache_dir()) / f"{block.name}-{_key(text)}"
     done = work / "synth.json"
     if done.is_file():
@@ -398,7 +409,7 @@ def place_and_route(
     """nextpnr-ecp5 of the block alone on ``board``'s part: Fmax and the critical path."""
     board = board or get_board("ulx3s-85f")
     platform = board.platform()
-    text, ports = block.verilog()
+    text, ports = block.verilog(platform)
     # the clock on the board's clock pin: left to the placer, it may land on a pin that
     # reaches no global buffer ("Failed to route arc 0.0 of net 'clk'")
     clk = platform.lookup(platform.default_clk)

@@ -10,6 +10,7 @@ from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
 
 from accel.compiler.dataflow import DotStage
+from accel.rtl.dsp import registered_product
 from accel.rtl.fixed import requantize, select, shape_of
 
 
@@ -52,12 +53,17 @@ class DotLayer(StageLayer):
     accumulator, which wraps at its declared width like the reference.
 
     Built to close timing: each phase's operands are picked into registers
-    (the DSP block's inputs), the products are registered, each output's
-    products of the phase are summed by a tree with a register every
-    ``levels_per_stage`` levels and after the last, then accumulated; ReLU and
-    the requantizer write the finished sum into an output queue. So the paths
-    are: a multiplexer, a multiplier, ``levels_per_stage`` adders, one adder and
-    a multiplexer, the requantizer (into a result register, then the queue).
+    (the DSP block's inputs), the products are registered (on ECP5, both inside
+    the DSP block: :func:`accel.rtl.dsp.registered_product`), with reuse each
+    output a lane serves copies the product into a register of its own (zeroed
+    in the phases of the lane's other outputs), each output's products of the
+    phase are summed by a tree with a register every ``levels_per_stage``
+    levels and after the last, then accumulated; ReLU and the requantizer write
+    the finished sum into an output queue. So the paths are: a multiplexer, a
+    multiplier, a route, ``levels_per_stage`` adders, one adder and a
+    multiplexer, the requantizer (into a result register, then the queue).
+    Shared-input lanes (:attr:`DotStage.shared_inputs`) pick each block's input
+    once, into a register that every lane of the block copies.
 
     The pipeline never stalls: no enable reaches its data registers, which take
     no reset (the accumulators load the bias in phase 0, which is also the idle
@@ -129,12 +135,13 @@ class DotLayer(StageLayer):
         # operands, then products: each lane multiplies one (input, weight) pair per phase.
         # Lanes that read the same inputs in the same phases (shared-input lanes: a block's
         # lanes, see DotStage.lanes) share one multiplexer into a register, copied into
-        # each lane's own operand register beside its multiplier (one register driving a
-        # block's multipliers spread over the part's DSP rows was 14 ns of routing). A
-        # lane that serves several outputs in turn gives each its own product register,
-        # zeroed (a synchronous reset) in the phases that serve another; which phase it
-        # is is decided one register earlier, beside the operands, so no gate sits
-        # between the product and the adder tree.
+        # each lane's operand register beside its multiplier (one register driving a
+        # block's multipliers spread over the part's DSP rows was 14 ns of routing). With
+        # reuse > 1 the operand and product registers are the DSP block's own on ECP5
+        # (accel.rtl.dsp), and each output a lane serves takes the product into a register
+        # of its own, zeroed (a synchronous reset) in the phases that serve another output:
+        # no gate between the products and the adder trees, and the route out of the DSP
+        # block has a cycle to itself.
         x = self.i.payload
         inputs: dict[tuple[int, ...], Signal] = {}
         if st.shared_inputs:
@@ -145,32 +152,40 @@ class DotLayer(StageLayer):
                     picked = select([x[i] for i in seq] + pad, lane_phase[j][0])
                     inputs[seq] = reg(picked, f"xs{len(inputs)}")
             step("pick")
-        operands, serving = [], []
-        for j, lane in enumerate(lanes):
-            seq, ph = tuple(i for _, i, _ in lane), lane_phase[j][-1]
-            pad = [Const(0)] * (r - len(lane))
-            a = inputs[seq] if inputs else select([x[i] for i in seq] + pad, ph)
-            weight = select([Const(wt) for _, _, wt in lane] + pad, ph)
-            operands.append((reg(a, f"x{j}"), reg(weight, f"w{j}") if r > 1 else weight))
-            phases: dict[int, list[int]] = defaultdict(list)
-            for p, (o, _, _) in enumerate(lane):
-                if o >= 0:  # an idle phase: its weight is 0
-                    phases[o].append(p)
-            alone = len(phases) == 1
-            serving.append({
-                o: None if alone else flag(Cat(*(ph == p for p in ps)).any(), f"g{j}_{o}")
-                for o, ps in phases.items()
-            })  # fmt: skip
-        step("op")
         served: dict[int, list[Value]] = defaultdict(list)
         first_lane: dict[int, int] = {}  # an output's first lane, whose phase copy it reads
-        for j, (a, b) in enumerate(operands):
-            prod = Signal((a * b).shape(), name=f"m{j}")
-            m.d.comb += prod.eq(a * b)
-            for o, g in serving[j].items():
+        if r == 1:  # constant weights: an input register, the product's register
+            for j, ((o, i, wt),) in enumerate(lanes):
                 first_lane.setdefault(o, j)
-                served[o].append(reg(prod if g is None else Mux(g, prod, 0), f"p{j}_{o}"))
-        step("prod")
+                served[o].append(reg(reg(x[i], f"x{j}") * wt, f"p{j}"))
+            step("op")
+            step("prod")
+        else:
+            products, serving = [], []
+            for j, lane in enumerate(lanes):
+                seq, ph = tuple(i for _, i, _ in lane), lane_phase[j][-1]
+                pad = [Const(0)] * (r - len(lane))
+                a = inputs[seq] if inputs else select([x[i] for i in seq] + pad, ph)
+                weight = select([Const(wt) for _, _, wt in lane] + pad, ph)
+                products.append(registered_product(m, a, weight, f"m{j}", platform))
+                phases: dict[int, list[int]] = defaultdict(list)
+                for p, (o, _, _) in enumerate(lane):
+                    if o >= 0:  # an idle phase: its weight is 0
+                        phases[o].append(p)
+                alone = len(phases) == 1
+                serving.append({
+                    o: None if alone else Cat(*(ph == p for p in ps)).any()
+                    for o, ps in phases.items()
+                })  # fmt: skip
+            step("op")
+            step("prod")
+            for j, prod in enumerate(products):
+                for o, g in serving[j].items():
+                    first_lane.setdefault(o, j)
+                    if g is not None:  # whether the product is this output's: 2 registers on
+                        g = flag(flag(g, f"g{j}_{o}_op"), f"g{j}_{o}")
+                    served[o].append(reg(prod if g is None else Mux(g, prod, 0), f"p{j}_{o}"))
+            step("gate")
 
         # each output's products of the phase, summed by a tree: every output's tree is
         # as deep as the deepest (st.phase_levels), with a register every k levels and

@@ -69,3 +69,37 @@ def test_logic_depth_counts_luts_not_carries_or_wide_muxes():
     del cells["dsp"], cells["ff_c"]
     depth = blocks.logic_depth(_netlist(cells, names))
     assert depth.levels == 3 and depth.path == ["a", "b"]
+
+
+def test_a_dsp_block_with_its_output_register_ends_paths():
+    """FF -> LUT -> MULT18X18D with REG_OUTPUT_CLK -> LUT -> FF: two paths of 1 level."""
+    cells = {
+        "ff_a": _cell("TRELLIS_FF", {"DI": 1}, {"Q": 2}),
+        "lut1": _cell("LUT4", {"A": 2}, {"Z": 3}),
+        "dsp": _cell("MULT18X18D", {"A0": 3}, {"P0": 4}),
+        "lut2": _cell("LUT4", {"A": 4}, {"Z": 5}),
+        "ff_b": _cell("TRELLIS_FF", {"DI": 5}, {"Q": 6}),
+    }
+    names = {"a": {"bits": [2], "hide_name": 0}, "b": {"bits": [6], "hide_name": 0}}
+    assert blocks.logic_depth(_netlist(cells, names)).levels == 2 + blocks.DSP_LEVELS
+    cells["dsp"]["parameters"] = {"REG_INPUTA_CLK": "CLK0", "REG_OUTPUT_CLK": "CLK0"}
+    depth = blocks.logic_depth(_netlist(cells, names))
+    assert depth.levels == 1 and not depth.hard_blocks
+
+
+def test_dataflow_products_take_the_dsp_blocks_registers_on_ecp5():
+    """Elaborated for the board, every multiplier of a layer with reuse is one MULT18X18D
+    with its operand and product registers; for simulation, plain ``*`` between fabric
+    registers (the same cycles: the cycle model does not know which)."""
+    from amaranth.back import verilog
+
+    from accel.compiler.dataflow import lower
+    from accel.flows.boards import get as get_board
+    from accel.rtl.dotlayer import DotLayer
+
+    stage = lower(zoo.get("autoencoder").build(), 16).stages[0]  # the conv layer: 34 lanes
+    board = verilog.convert(DotLayer(stage), platform=get_board("ulx3s-85f").platform())
+    assert board.count("MULT18X18D #(") == stage.n_mult == 34
+    for reg in ("REG_INPUTA_CLK", "REG_INPUTB_CLK", "REG_OUTPUT_CLK"):
+        assert board.count(f'.{reg}("CLK0")') == 34
+    assert "MULT18X18D" not in verilog.convert(DotLayer(stage))

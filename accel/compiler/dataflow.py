@@ -59,9 +59,10 @@ class DotStage:
         """Registers from the input handshake to the output queue's readable head.
 
         On multipliers: the shared inputs' pick (:attr:`shared_inputs`), the operands,
-        the products, the per-phase sum's tree (a register every ``levels_per_stage``
-        adder levels and after the last, at least one), the accumulator, the requantized
-        result, the queue. On the fabric: the adder graph's
+        the products, with reuse > 1 each output's copy of a product, the per-phase
+        sum's tree (a register every ``levels_per_stage`` adder levels and after the
+        last, at least one), the accumulator, the requantized result, the queue. On the
+        fabric: the adder graph's
         pipeline registers, the sum and the queue."""
         k = self.levels_per_stage
         if self.adders is None:
@@ -69,7 +70,10 @@ class DotStage:
         return -(-self.adders.depth // k) + 2
 
     def _dot_pipeline(self, levels: int) -> int:
-        return 2 + self.shared_inputs + self._tree_stages(levels) + 3
+        # the operands and the products, and with reuse: the shared inputs' pick, each
+        # output's own copy of a product (see accel.rtl.dotlayer)
+        front = 2 if self.reuse == 1 else 3 + self.shared_inputs
+        return front + self._tree_stages(levels) + 3
 
     def _tree_stages(self, levels: int) -> int:
         return max(1, -(-levels // self.levels_per_stage))
