@@ -139,9 +139,10 @@ class DotLayer(StageLayer):
 
         # operands, then products: each lane multiplies one (input, weight) pair per phase.
         # Lanes that read the same inputs in the same phases (shared-input lanes: a block's
-        # lanes, see DotStage.lanes) share one multiplexer into a register, copied into
-        # each lane's operand register beside its multiplier (one register driving a
-        # block's multipliers spread over the part's DSP rows was 14 ns of routing). With
+        # lanes, see DotStage.lanes) share one multiplexer into a register, copied into a
+        # register per lane on its way to the multiplier's operand register (one register
+        # driving a block's multipliers spread over the part's DSP rows was 13-14 ns of
+        # routing, into fabric registers and into the DSP blocks' own alike). With
         # reuse > 1 the operand and product registers are the DSP block's own on ECP5
         # (accel.rtl.dsp), and each output a lane serves takes the product into a register
         # of its own, zeroed (a synchronous reset) in the phases that serve another output:
@@ -157,6 +158,11 @@ class DotLayer(StageLayer):
                     picked = select([x[i] for i in seq] + pad, lane_phase[j][0])
                     inputs[seq] = reg(picked, f"xs{len(inputs)}")
             step("pick")
+            copies = {
+                j: reg(inputs[tuple(i for _, i, _ in lane)], f"x{j}")
+                for j, lane in enumerate(lanes)
+            }
+            step("copy")
         served: dict[int, list[Value]] = defaultdict(list)
         first_lane: dict[int, int] = {}  # an output's first lane, whose phase copy it reads
         if r == 1:  # constant weights: an input register, the product's register
@@ -170,7 +176,7 @@ class DotLayer(StageLayer):
             for j, lane in enumerate(lanes):
                 seq, ph = tuple(i for _, i, _ in lane), lane_phase[j][-1]
                 pad = [Const(0)] * (r - len(lane))
-                a = inputs[seq] if inputs else select([x[i] for i in seq] + pad, ph)
+                a = copies[j] if inputs else select([x[i] for i in seq] + pad, ph)
                 weight = select([Const(wt) for _, _, wt in lane] + pad, ph)
                 products.append(registered_product(m, a, weight, f"m{j}", platform))
                 phases: dict[int, list[int]] = defaultdict(list)

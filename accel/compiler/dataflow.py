@@ -58,7 +58,7 @@ class DotStage:
     def pipeline(self) -> int:
         """Registers from the input handshake to the output queue's readable head.
 
-        On multipliers: the shared inputs' pick (:attr:`shared_inputs`), the operands,
+        On multipliers: the shared inputs' pick and copy (:attr:`shared_inputs`), the operands,
         the products, with reuse > 1 each output's copy of a product, the per-phase
         sum's tree (a register every ``levels_per_stage`` adder levels and after the
         last, at least one), the accumulator, the requantized result, the queue. On the
@@ -70,9 +70,9 @@ class DotStage:
         return -(-self.adders.depth // k) + 2
 
     def _dot_pipeline(self, levels: int) -> int:
-        # the operands and the products, and with reuse: the shared inputs' pick, each
+        # the operands and the products, and with reuse: the shared inputs' pick and copy, each
         # output's own copy of a product (see accel.rtl.dotlayer)
-        front = 2 if self.reuse == 1 else 3 + self.shared_inputs
+        front = 2 if self.reuse == 1 else 3 + 2 * self.shared_inputs
         return front + self._tree_stages(levels) + 3
 
     def _tree_stages(self, levels: int) -> int:
@@ -81,8 +81,8 @@ class DotStage:
     @property
     def shared_inputs(self) -> bool:
         """Whether lanes share their inputs (:meth:`lanes`): then one multiplexer per
-        input sequence picks into a register, and each lane copies it into its own
-        operand register, one more pipeline register."""
+        input sequence picks into a register, and each lane copies it on its way to its
+        own operand register: two more pipeline registers."""
         return self._layout()[0]
 
     def matrix(self) -> np.ndarray:
