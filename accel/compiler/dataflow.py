@@ -61,7 +61,8 @@ class DotStage:
         On multipliers: the shared inputs' pick and copy (:attr:`shared_inputs`), the operands,
         the products, with reuse > 1 each output's copy of a product, the per-phase
         sum's tree (a register every ``levels_per_stage`` adder levels and after the
-        last, at least one), the accumulator, the requantized result, the queue. On the
+        last, at least one), the accumulator, the requantized result, the queue (its head
+        is a register: two). On the
         fabric: the adder graph's
         pipeline registers, the sum and the queue."""
         k = self.levels_per_stage
@@ -73,7 +74,7 @@ class DotStage:
         # the operands and the products, and with reuse: the shared inputs' pick and copy, each
         # output's own copy of a product (see accel.rtl.dotlayer)
         front = 2 if self.reuse == 1 else 3 + 2 * self.shared_inputs
-        return front + self._tree_stages(levels) + 3
+        return front + self._tree_stages(levels) + 4  # accumulator, result, queue (2)
 
     def _tree_stages(self, levels: int) -> int:
         return max(1, -(-levels // self.levels_per_stage))

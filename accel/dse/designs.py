@@ -81,7 +81,8 @@ def engine_verilog(cfg: EngineConfig) -> tuple[str, str]:
 
 
 def dataflow_features(graph: Graph, plan: DataflowPlan, nodsp: bool = False) -> dict[str, float]:
-    """Per stage: multipliers, taps beyond one per multiplier (the operand and weight muxes),
+    """Per stage: multipliers, taps beyond one per multiplier (the weight muxes, and the
+    operand muxes: per lane, or per block of lanes sharing their inputs),
     adders, accumulators and output registers, weighted by their bit widths. ``nodsp``: the
     multipliers are built from LUTs (``lut_mult_area``) instead of DSP blocks (``dsp_mults``)."""
     nodes = {n.name: n for n in graph.nodes}
@@ -93,7 +94,12 @@ def dataflow_features(graph: Graph, plan: DataflowPlan, nodsp: bool = False) -> 
         f["taps"] += st.n_taps
         f["mult_bits"] += st.n_mult * (a + w)
         f["mult_area"] += st.n_mult * a * w
-        f["mux_bits"] += (st.n_taps - st.n_mult) * (a + w)
+        # every lane's weight multiplexer; an input multiplexer per lane, or per block of
+        # lanes that share their inputs
+        picks = st.n_taps - st.n_mult
+        if st.shared_inputs:
+            picks = len({tuple(i for _, i, _ in lane) for lane in st.lanes()}) * (st.reuse - 1)
+        f["mux_bits"] += (st.n_taps - st.n_mult) * w + picks * a
         f["tap_in_bits"] += st.n_taps * a
         f["tap_acc_bits"] += st.n_taps * st.acc.width  # an accumulating adder per tap
         f["acc_bits"] += st.n_out * st.acc.width
