@@ -16,8 +16,8 @@ STATED_HOLDOUT_MEAN_PCT = {
     ("engine", "dsp"): 0,
     ("engine", "bram"): 1,
     ("engine", "carry"): 1,
-    ("dataflow", "lut4"): 6,
-    ("dataflow", "ff"): 1,
+    ("dataflow", "lut4"): 12,
+    ("dataflow", "ff"): 3,
     ("dataflow", "dsp"): 1,
     ("dataflow", "carry"): 10,
 }

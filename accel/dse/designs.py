@@ -83,11 +83,12 @@ def engine_verilog(cfg: EngineConfig) -> tuple[str, str]:
 def dataflow_features(graph: Graph, plan: DataflowPlan, nodsp: bool = False) -> dict[str, float]:
     """Per stage: multipliers, taps beyond one per multiplier (the weight muxes, and the
     operand muxes: per lane, or per block of lanes sharing their inputs),
-    adders, accumulators and output registers, weighted by their bit widths. ``nodsp``: the
+    adders, accumulators, output registers and the lanes' registers past the multipliers,
+    weighted by their bit widths. ``nodsp``: the
     multipliers are built from LUTs (``lut_mult_area``) instead of DSP blocks (``dsp_mults``)."""
     nodes = {n.name: n for n in graph.nodes}
     keys = ("mults", "taps", "mult_bits", "mult_area", "mux_bits", "tap_in_bits", "tap_acc_bits")
-    f = dict.fromkeys((*keys, "acc_bits", "out_bits"), 0.0)
+    f = dict.fromkeys((*keys, "acc_bits", "out_bits", "lane_reg_bits"), 0.0)
     for st in plan.stages:
         a, w = st.in_type.width, nodes[st.name].params["weight"].type.width
         f["mults"] += st.n_mult
@@ -100,6 +101,11 @@ def dataflow_features(graph: Graph, plan: DataflowPlan, nodsp: bool = False) -> 
         if st.shared_inputs:
             picks = len({tuple(i for _, i, _ in lane) for lane in st.lanes()}) * (st.reuse - 1)
         f["mux_bits"] += (st.n_taps - st.n_mult) * w + picks * a
+        # registers of the lanes past the multiplier: each output's copy of a product
+        # (reuse > 1) and each lane's copy of its block's input (shared inputs)
+        if st.reuse > 1:
+            pairs = sum(len({o for o, _, _ in lane} - {-1}) for lane in st.lanes())
+            f["lane_reg_bits"] += pairs * (a + w) + st.shared_inputs * st.n_mult * a
         f["tap_in_bits"] += st.n_taps * a
         f["tap_acc_bits"] += st.n_taps * st.acc.width  # an accumulating adder per tap
         f["acc_bits"] += st.n_out * st.acc.width

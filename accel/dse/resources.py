@@ -42,8 +42,8 @@ MODELS: dict[str, dict[str, list[str]]] = {
     },
     # one model for DSP and LUT multipliers: the features say which (dsp_mults, lut_mult_area)
     "dataflow": {
-        "lut4": ["one", "mults", "mux_bits", "in_bits", "lut_mult_area"],
-        "ff": ["one", "mult_bits", "acc_bits", "out_bits", "in_bits"],
+        "lut4": ["one", "mults", "mux_bits", "in_bits", "lut_mult_area", "lane_reg_bits"],
+        "ff": ["one", "mult_bits", "acc_bits", "out_bits", "in_bits", "lane_reg_bits"],
         "dsp": ["dsp_mults"],
         "bram": [],
         "carry": ["one", "taps", "in_bits", "lut_mult_area"],
