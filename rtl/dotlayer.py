@@ -14,17 +14,6 @@ from accel.rtl.dsp import registered_product
 from accel.rtl.fixed import requantize, select, shape_of
 
 
-def tree_sum(terms: list[Value]) -> Value:
-    """Balanced adder tree: log depth instead of a chain."""
-    if not terms:
-        return Const(0)
-    while len(terms) > 1:
-        terms = [a + b for a, b in zip(terms[0::2], terms[1::2], strict=False)] + (
-            [terms[-1]] if len(terms) % 2 else []
-        )
-    return terms[0]
-
-
 def vector_stream(t, n: int) -> stream.Signature:
     return stream.Signature(data.ArrayLayout(shape_of(t), n))
 
