@@ -108,6 +108,7 @@ class DotLayer(StageLayer):
         # (10.4 of 12.1 ns routing, from the phase through ``go`` to the credit counter).
         lanes = st.lanes()
         lane_phase: list[list[Value]] = []
+        lane_go: list[Value] = []  # whether the lane's phase moves on (as ``go``)
         room = Signal()
         m.d.comb += room.eq(inside < depth)
         for j in range(len(lanes)):
@@ -115,7 +116,8 @@ class DotLayer(StageLayer):
                 lane_phase.append([Const(0)])
                 continue
             c = Signal.like(phase, name=f"phase{j}")
-            with m.If(self.i.valid & ((c != 0) | room)):
+            lane_go.append(self.i.valid & ((c != 0) | room))
+            with m.If(lane_go[-1]):
                 m.d.sync += c.eq(Mux(c == r - 1, 0, c + 1))
             lane_phase.append([c])
 
@@ -147,10 +149,17 @@ class DotLayer(StageLayer):
                     picked = select([x[i] for i in seq] + pad, lane_phase[j][0])
                     inputs[seq] = reg(picked, f"xs{len(inputs)}")
             step("pick")
-            copies = {
-                j: reg(inputs[tuple(i for _, i, _ in lane)], f"x{j}")
-                for j, lane in enumerate(lanes)
-            }
+            # a copy loads when its lane's phase moved one cycle before (the pick it takes
+            # was a phase of a sample): the lanes' own decisions make the copies differ,
+            # so synthesis cannot merge them back into one register (it merges registers
+            # with the same input, and a keep attribute does not stop it). A copy that
+            # holds instead repeats phase 0 of an idle layer, which only reloads the bias.
+            copies = {}
+            for j, lane in enumerate(lanes):
+                picked = inputs[tuple(i for _, i, _ in lane)]
+                copies[j] = Signal(picked.shape(), name=f"x{j}", reset_less=True)
+                with m.If(flag(lane_go[j], f"moved{j}")):
+                    m.d.sync += copies[j].eq(picked)
             step("copy")
         served: dict[int, list[Value]] = defaultdict(list)
         first_lane: dict[int, int] = {}  # an output's first lane, whose phase copy it reads
