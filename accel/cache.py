@@ -131,6 +131,8 @@ def _feed(h, obj: object) -> None:
     elif dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         tag("D", f"{type(obj).__module__}.{type(obj).__qualname__}".encode())
         for f in dataclasses.fields(obj):
+            if not f.compare:  # derived state (a memo), not what the object is
+                continue
             tag("k", f.name.encode())
             _feed(h, getattr(obj, f.name))
     elif hasattr(obj, "__dict__") and not callable(obj) and not isinstance(obj, type):

@@ -134,3 +134,14 @@ def test_dense_lanes_share_their_inputs():
     lanes = dense.lanes()
     assert len({tuple(i for _, i, _ in lane) for lane in lanes}) == 8
     assert len(lanes) == 118 == -(-dense.n_taps // 16) + 2
+
+
+def test_a_stages_memo_does_not_change_its_cache_key():
+    """A stage remembers its lanes; the design cache's key must not see the memo."""
+    from accel import zoo
+    from accel.cache import fingerprint
+
+    plan = lower(zoo.get("autoencoder").build(), 16)
+    before = fingerprint(plan)
+    plan.timing()  # computes and remembers every stage's lanes
+    assert fingerprint(plan) == before

@@ -42,6 +42,9 @@ class DotStage:
     # reuse 1, with a pipeline register every ``levels_per_stage`` adder levels
     adders: AdderGraph | None = None
     levels_per_stage: int = 3
+    # _layout's result per reuse factor (the taps never change after lowering; the
+    # reuse factor may, see _place_products)
+    _layouts: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @property
     def fabric(self) -> bool:
@@ -58,13 +61,12 @@ class DotStage:
     def pipeline(self) -> int:
         """Registers from the input handshake to the output queue's readable head.
 
-        On multipliers: the shared inputs' pick and copy (:attr:`shared_inputs`), the operands,
-        the products, with reuse > 1 each output's copy of a product, the per-phase
-        sum's tree (a register every ``levels_per_stage`` adder levels and after the
-        last, at least one), the accumulator, the requantized result, the queue (its head
-        is a register: two). On the
-        fabric: the adder graph's
-        pipeline registers, the sum and the queue."""
+        On multipliers: the shared inputs' pick and copy (:attr:`shared_inputs`), the
+        operands, the products, with reuse > 1 each output's copy of a product, the
+        per-phase sum's tree (a register every ``levels_per_stage`` adder levels and
+        after the last, at least one), the accumulator, the requantized result, the
+        queue (its head is a register: two). On the fabric: the adder graph's pipeline
+        registers, the sum and the queue."""
         k = self.levels_per_stage
         if self.adders is None:
             return self._dot_pipeline(self.phase_levels)
@@ -123,7 +125,7 @@ class DotStage:
           they share one multiplexer (:meth:`_shared_lanes`). Chosen past reuse 4 (a
           wider multiplexer than one slice per lane) when it costs at
           most one multiplier per block more than packing and no adder tree register
-          (it costs one pipeline register, see :attr:`shared_inputs`):
+          (it costs two pipeline registers, see :attr:`shared_inputs`):
           for a dense layer, one multiplexer per block instead of one per lane, which
           is what routes.
         """
@@ -131,6 +133,11 @@ class DotStage:
 
     def _layout(self) -> tuple[bool, list[list[tuple[int, int, int]]]]:
         """(whether the lanes share their inputs, the lanes): see :meth:`lanes`."""
+        if self.reuse not in self._layouts:
+            self._layouts[self.reuse] = self._choose_layout()
+        return self._layouts[self.reuse]
+
+    def _choose_layout(self) -> tuple[bool, list[list[tuple[int, int, int]]]]:
         packed = self._packed_lanes()
         if self.reuse <= 4:  # a lane's multiplexer fits one slice (two LUT4s and a PFUMX)
             return False, packed
