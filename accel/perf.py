@@ -5,9 +5,10 @@ Every stage is a pipeline that never stalls, then an output queue
 spends ``R`` phase cycles per sample, reading its input from the upstream
 output while it works, and hands the sample on (input handshake) in its last
 phase. Its ``L`` registers bring the sample's result into the queue, readable
-``L`` cycles after the handshake. It holds at most ``D = L + 1`` samples
-(credits, counted from a sample's first phase), so sample ``n`` starts once
-sample ``n - D`` has been taken. Per sample ``n`` and stage ``k`` (``s`` = its
+``L`` cycles after the handshake. It holds at most ``D`` samples (credits,
+counted from a sample's first phase; ``L + 1`` unless given, see
+``DotStage.credits``), so sample ``n`` starts once sample ``n - D`` has been
+taken. Per sample ``n`` and stage ``k`` (``s`` = its
 first phase, ``f`` = its input handshake, ``A`` = cycle its input turns valid,
 ``h`` = cycle the consumer takes the stage's output)::
 
@@ -44,16 +45,30 @@ def _next_one(pattern: np.ndarray) -> np.ndarray:
     return target - pos
 
 
+def credits_needed(reuse: int, pipe: int, consumer_reuse: int = 1) -> int:
+    """The fewest samples a stage must be allowed to hold so that its credits never
+    slow it: a sample's credit returns when the consumer takes it, at the earliest
+    ``R + L + R' - 1`` cycles after its first phase (``R``, ``L``: the stage's reuse and
+    pipeline; ``R'``: the consumer's reuse, 1 for the sink), and the pair runs a
+    sample every ``max(R, R')`` cycles at best."""
+    return -(-(reuse + pipe + consumer_reuse - 1) // max(reuse, consumer_reuse))
+
+
 @dataclass(frozen=True)
 class DataflowTiming:
-    """Timing of a chain of stages with reuse factors ``reuse`` and pipelines ``pipe``
-    (registers from a stage's input handshake to its readable output; 2 when not given)."""
+    """Timing of a chain of stages with reuse factors ``reuse``, pipelines ``pipe``
+    (registers from a stage's input handshake to its readable output; 2 when not given)
+    and ``credits`` (samples a stage may hold; its pipeline + 1 when not given)."""
 
     reuse: tuple[int, ...]
     pipe: tuple[int, ...] = ()
+    credits: tuple[int, ...] = ()
 
     def _pipe(self, k: int) -> int:
         return self.pipe[k] if k < len(self.pipe) else 2
+
+    def _credits(self, k: int) -> int:
+        return self.credits[k] if k < len(self.credits) else self._pipe(k) + 1
 
     @property
     def latency(self) -> int:
@@ -92,10 +107,10 @@ class DataflowTiming:
             out["present"][i] = a
             for k, r in enumerate(self.reuse):
                 downstream = f_prev[k + 1] if k + 1 < stages else taken_prev
-                pipe = self._pipe(k)
+                pipe, d = self._pipe(k), self._credits(k)
                 if i:
                     took[k].append(downstream)
-                credit = took[k][i - pipe - 1] + 1 if i > pipe else 0
+                credit = took[k][i - d] + 1 if i >= d else 0
                 f_prev[k] = max(a, f_prev[k] + 1, credit) + r - 1
                 a = max(f_prev[k] + pipe, downstream + 1)
             out["accept"][i] = f_prev[0]

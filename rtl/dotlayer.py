@@ -58,9 +58,10 @@ class DotLayer(StageLayer):
     no reset (the accumulators load the bias in phase 0, which is also the idle
     phase). Back-pressure is met
     by credits, as in :class:`accel.rtl.fabric.FabricLayer`: a sample's first
-    phase starts while fewer than ``D = L + 1`` samples are inside the layer
-    (``L`` = :attr:`DotStage.pipeline`), and the queue holds ``D``, so nothing
-    is dropped. A sample accepted at cycle ``f`` is readable at ``f + L``, as
+    phase starts while fewer than ``D`` (:attr:`DotStage.credits`) samples are
+    inside the layer, and the queue holds ``D``, so nothing is dropped. ``D`` is
+    what the layer's rate needs, not ``L + 1`` (``L`` = :attr:`DotStage.pipeline`):
+    at reuse 16 two or three samples. A sample accepted at cycle ``f`` is readable at ``f + L``, as
     :class:`accel.perf.DataflowTiming` models it.
     """
 
@@ -68,7 +69,7 @@ class DotLayer(StageLayer):
         m = Module()
         st = self.stage
         r, k, w = st.reuse, st.levels_per_stage, st.acc.width
-        depth = st.pipeline + 1  # the samples the layer may hold: its credits
+        depth = st.credits  # the samples the layer may hold (DotStage.credits)
         inside = Signal(range(depth + 1))  # started and not yet taken
         phase = Signal(range(max(r, 2)))
         last = (phase == r - 1) if r > 1 else Const(1)

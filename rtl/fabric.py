@@ -10,9 +10,10 @@ the result into an output queue.
 The pipeline never stalls, as the detector's encoder (a sample every bunch
 crossing) needs: no enable reaches its thousands of flip-flops, and its data
 registers take no reset, so neither is a net the size of the layer. Back-pressure
-is met by credits instead: the layer accepts a sample while fewer than ``D =
-L + 1`` samples are inside it (in the pipeline or queued, ``L`` =
-``DotStage.pipeline``), and the queue holds ``D``, so nothing is ever dropped.
+is met by credits instead: the layer accepts a sample while fewer than ``D``
+(``DotStage.credits``; ``L + 1`` into a layer of reuse 1, ``L`` =
+``DotStage.pipeline``) samples are inside it (in the pipeline or queued), and the
+queue holds ``D``, so nothing is ever dropped.
 A sample accepted at cycle ``f`` is readable at ``f + L``, as
 :class:`accel.perf.DataflowTiming` models it; with a sink that always takes, the
 layer accepts a sample every cycle.
@@ -41,7 +42,7 @@ class FabricLayer(StageLayer):
         m = Module()
         st, g = self.stage, self.stage.adders
         k = st.levels_per_stage
-        depth = st.pipeline + 1  # the samples the layer may hold: its credits
+        depth = st.credits  # the samples the layer may hold (DotStage.credits)
         inside = Signal(range(depth + 1))  # accepted and not yet taken
         accept = Signal()
         take = Signal()

@@ -42,6 +42,9 @@ class DotStage:
     # reuse 1, with a pipeline register every ``levels_per_stage`` adder levels
     adders: AdderGraph | None = None
     levels_per_stage: int = 3
+    # the reuse factor of the stage that reads this one's output (1: the sink), which
+    # holds each sample that long: it sets how many samples this stage must hold
+    consumer_reuse: int = 1
     # _layout's result per reuse factor (the taps never change after lowering; the
     # reuse factor may, see _place_products)
     _layouts: dict = field(default_factory=dict, init=False, repr=False, compare=False)
@@ -71,6 +74,16 @@ class DotStage:
         if self.adders is None:
             return self._dot_pipeline(self.phase_levels)
         return -(-self.adders.depth // k) + 2
+
+    @property
+    def credits(self) -> int:
+        """Samples the stage may hold (started and not yet taken), the depth of its
+        output queue: what its rate needs (:func:`accel.perf.credits_needed`). At reuse 1
+        into reuse 1 that is ``L + 1`` (``L`` = :attr:`pipeline`); at reuse 16 a few
+        samples, where ``L + 1`` would be a queue of mostly idle distributed RAM."""
+        from accel.perf import credits_needed
+
+        return credits_needed(self.reuse, self.pipeline, self.consumer_reuse)
 
     def _dot_pipeline(self, levels: int) -> int:
         # the operands and the products, and with reuse: the shared inputs' pick and copy, each
@@ -254,7 +267,11 @@ class DataflowPlan:
         """The cycle model of this pipeline (:class:`accel.perf.DataflowTiming`)."""
         from accel.perf import DataflowTiming
 
-        return DataflowTiming(tuple(self.reuse), tuple(s.pipeline for s in self.stages))
+        return DataflowTiming(
+            tuple(self.reuse),
+            tuple(s.pipeline for s in self.stages),
+            tuple(s.credits for s in self.stages),
+        )
 
 
 def _taps_dense(node: Node, src: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray]]:
@@ -398,6 +415,8 @@ def lower(
         if unknown:
             raise AccelError(f"{what} given for unknown layer(s): {', '.join(sorted(unknown))}")
     _place_products(plan, mult, dsp_budget, share, block)
+    for st, nxt in zip(plan.stages, plan.stages[1:]):
+        st.consumer_reuse = nxt.reuse
     return plan
 
 
