@@ -436,3 +436,19 @@ def test_abc9_fallback_prepares_a_fresh_platform(monkeypatch, tmp_path):
     with pytest.raises(Stop):
         fpga.implement(get_board("ulx3s-85f"), top, tmp_path)
     assert [m for _, m in seen] == ["abc9", "abc"] and seen[0][0] is not seen[1][0]
+
+
+def test_board_clock_from_the_pll_and_its_reset_on_a_global():
+    """Clocked from the PLL, the design's reset (held until the PLL locks) reaches its
+    registers through a DCCA, on a global network, as the clock does."""
+    from test_uart import tiny_graph
+
+    from accel.compiler.dataflow import lower
+    from accel.flows import fpga
+    from accel.flows.boards import get as get_board
+
+    top = fpga.BoardTop.dataflow(lower(tiny_graph(), 2), clock_mhz=50)
+    plan = get_board("ulx3s-85f").platform().prepare(top, name="t")
+    il = plan.files["t.il"]
+    assert top.clock_mhz == 50 and "EHXPLLL" in il
+    assert il.count("cell \\DCCA") == 1 and "\\rst_buf" in il
