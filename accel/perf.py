@@ -8,11 +8,12 @@ phase. Its ``L`` registers bring the sample's result into the queue, readable
 ``L`` cycles after the handshake. It holds at most ``D`` samples (credits,
 counted from a sample's first phase; ``L + 1`` unless given, see
 ``DotStage.credits``), so sample ``n`` starts once sample ``n - D`` has been
-taken. Per sample ``n`` and stage ``k`` (``s`` = its
+taken (and ``delay`` cycles more, ``DotStage.credit_delay``: the layer's lanes
+hear of a take through registers). Per sample ``n`` and stage ``k`` (``s`` = its
 first phase, ``f`` = its input handshake, ``A`` = cycle its input turns valid,
 ``h`` = cycle the consumer takes the stage's output)::
 
-    s[k][n] = max(A[k][n], f[k][n-1] + 1, h[k][n-D] + 1)
+    s[k][n] = max(A[k][n], f[k][n-1] + 1, h[k][n-D] + 1 + delay)
     f[k][n] = s[k][n] + R[k] - 1
     A[k+1][n] = max(f[k][n] + L[k], h[k][n-1] + 1)
 
@@ -45,24 +46,27 @@ def _next_one(pattern: np.ndarray) -> np.ndarray:
     return target - pos
 
 
-def credits_needed(reuse: int, pipe: int, consumer_reuse: int = 1) -> int:
+def credits_needed(reuse: int, pipe: int, consumer_reuse: int = 1, delay: int = 0) -> int:
     """The fewest samples a stage must be allowed to hold so that its credits never
-    slow it: a sample's credit returns when the consumer takes it, at the earliest
-    ``R + L + R' - 1`` cycles after its first phase (``R``, ``L``: the stage's reuse and
-    pipeline; ``R'``: the consumer's reuse, 1 for the sink), and the pair runs a
-    sample every ``max(R, R')`` cycles at best."""
-    return -(-(reuse + pipe + consumer_reuse - 1) // max(reuse, consumer_reuse))
+    slow it: a sample's credit returns ``delay`` cycles after the consumer takes it, at
+    the earliest ``R + L + R' - 1 + delay`` cycles after its first phase (``R``, ``L``: the
+    stage's reuse and pipeline; ``R'``: the consumer's reuse, 1 for the sink), and the
+    pair runs a sample every ``max(R, R')`` cycles at best."""
+    return -(-(reuse + pipe + consumer_reuse - 1 + delay) // max(reuse, consumer_reuse))
 
 
 @dataclass(frozen=True)
 class DataflowTiming:
     """Timing of a chain of stages with reuse factors ``reuse``, pipelines ``pipe``
     (registers from a stage's input handshake to its readable output; 2 when not given)
-    and ``credits`` (samples a stage may hold; its pipeline + 1 when not given)."""
+    and ``credits`` (samples a stage may hold; its pipeline + 1 when not given), each
+    returned ``credit_delay`` cycles after the consumer took its sample (0 when not
+    given)."""
 
     reuse: tuple[int, ...]
     pipe: tuple[int, ...] = ()
     credits: tuple[int, ...] = ()
+    credit_delay: tuple[int, ...] = ()
 
     def _pipe(self, k: int) -> int:
         return self.pipe[k] if k < len(self.pipe) else 2
@@ -108,9 +112,10 @@ class DataflowTiming:
             for k, r in enumerate(self.reuse):
                 downstream = f_prev[k + 1] if k + 1 < stages else taken_prev
                 pipe, d = self._pipe(k), self._credits(k)
+                late = self.credit_delay[k] if k < len(self.credit_delay) else 0
                 if i:
                     took[k].append(downstream)
-                credit = took[k][i - d] + 1 if i >= d else 0
+                credit = took[k][i - d] + 1 + late if i >= d else 0
                 f_prev[k] = max(a, f_prev[k] + 1, credit) + r - 1
                 a = max(f_prev[k] + pipe, downstream + 1)
             out["accept"][i] = f_prev[0]

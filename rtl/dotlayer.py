@@ -13,6 +13,9 @@ from accel.rtl.dsp import registered_product
 from accel.rtl.fixed import requantize, select, shape_of
 from accel.rtl.queue import SlicedQueue
 
+# lanes that share one toggle telling them of a take (see DotLayer)
+CREDIT_GROUP = 8
+
 
 def vector_stream(t, n: int) -> stream.Signature:
     return stream.Signature(data.ArrayLayout(shape_of(t), n))
@@ -80,7 +83,13 @@ class DotLayer(StageLayer):
             self.i.ready.eq(last & ok),
             take.eq(self.o.valid & self.o.ready),
         ]
-        m.d.sync += inside.eq(inside + (go & (phase == 0)) - take)
+        # a take counts ``credit_delay`` cycles late: with reuse, through the registers
+        # that tell the lanes of it (below)
+        takes = [take]
+        for n in range(st.credit_delay):
+            takes.append(Signal(name=f"take_r{n}"))
+            m.d.sync += takes[-1].eq(takes[-2])
+        m.d.sync += inside.eq(inside + (go & (phase == 0)) - takes[-1])
         if r > 1:
             with m.If(go):
                 m.d.sync += phase.eq(Mux(last, 0, phase + 1))
@@ -110,14 +119,26 @@ class DotLayer(StageLayer):
         lanes = st.lanes()
         lane_phase: list[list[Value]] = []
         lane_go: list[Value] = []  # whether the lane's phase moves on (as ``go``)
-        room = Signal()
-        m.d.comb += room.eq(inside < depth)
+        # Each lane also keeps its own count of the samples inside (the same as
+        # ``inside``): one ``room`` net from the credit counter to every lane was the
+        # whole autoencoder's critical path at reuse 16 (11.0 of 12.0 ns routing, lanes
+        # from one edge of the die to the other). A take reaches them registered, then
+        # as a toggle per group of lanes, each with its own feedback (so synthesis cannot
+        # merge them back into one register), seen by its lanes a cycle later:
+        # ``DotStage.credit_delay`` = 2 cycles, in the credits and the cycle model.
+        seen: list[Value] = []
+        for g in range(0, len(lanes) if r > 1 else 0, CREDIT_GROUP):
+            t, d = Signal(name=f"credit_t{g}"), Signal(name=f"credit_d{g}")
+            m.d.sync += [t.eq(t ^ takes[1]), d.eq(t)]
+            seen.append(t ^ d)
         for j in range(len(lanes)):
             if r == 1:
                 lane_phase.append([Const(0)])
                 continue
             c = Signal.like(phase, name=f"phase{j}")
-            lane_go.append(self.i.valid & ((c != 0) | room))
+            held = Signal.like(inside, name=f"inside{j}")
+            lane_go.append(self.i.valid & ((c != 0) | (held < depth)))
+            m.d.sync += held.eq(held + (lane_go[-1] & (c == 0)) - seen[j // CREDIT_GROUP])
             with m.If(lane_go[-1]):
                 m.d.sync += c.eq(Mux(c == r - 1, 0, c + 1))
             lane_phase.append([c])

@@ -58,24 +58,28 @@ def test_pattern_with_no_cycle_set_is_refused():
 @given(
     st.lists(st.sampled_from([1, 2, 3, 4, 5, 8, 16, 17]), min_size=1, max_size=4),
     st.lists(st.integers(2, 25), min_size=4, max_size=4),
+    st.lists(st.integers(0, 3), min_size=4, max_size=4),
 )
-def test_credits_needed_keep_the_rate_and_are_the_fewest(reuse, pipe):
-    """Each stage holding ``credits_needed`` samples runs the chain at its II with the
-    idle-pipe latency; one credit fewer, where the stage pair sets the II, slows it."""
+def test_credits_needed_keep_the_rate_and_are_the_fewest(reuse, pipe, delay):
+    """Each stage holding ``credits_needed`` samples (credits returned ``delay`` cycles
+    after the take) runs the chain at its II with the idle-pipe latency; one credit
+    fewer, where the stage pair sets the II, slows it."""
     n = len(reuse)
-    cons = [*reuse[1:], 1]
-    d = [credits_needed(reuse[k], pipe[k], cons[k]) for k in range(n)]
-    t = DataflowTiming(tuple(reuse), tuple(pipe[:n]), tuple(d))
+    cons, pipe, delay = [*reuse[1:], 1], tuple(pipe[:n]), tuple(delay[:n])
+    d = [credits_needed(reuse[k], pipe[k], cons[k], delay[k]) for k in range(n)]
+    t = DataflowTiming(tuple(reuse), pipe, tuple(d), delay)
     s = t.schedule(60)
     assert set(np.diff(s["taken"])[-20:].tolist()) == {t.ii}
     assert s["valid"][0] - s["present"][0] == t.latency
     for k in range(n):
         if max(reuse[k], cons[k]) == t.ii and d[k] > 1:
-            fewer = [*d[:k], d[k] - 1, *d[k + 1 :]]
-            s2 = DataflowTiming(tuple(reuse), tuple(pipe[:n]), tuple(fewer)).schedule(60)
+            fewer = (*d[:k], d[k] - 1, *d[k + 1 :])
+            s2 = DataflowTiming(tuple(reuse), pipe, fewer, delay).schedule(60)
             assert np.diff(s2["taken"])[-20:].max() > t.ii
 
 
 def test_credits_at_reuse_one_are_the_pipeline_plus_one():
     assert credits_needed(1, 9) == 10
     assert credits_needed(16, 9, 16) == 3  # the autoencoder's conv layer at reuse 16
+    assert credits_needed(16, 9, 16, delay=2) == 3
+    assert credits_needed(1, 9, delay=2) == 12

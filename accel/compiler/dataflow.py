@@ -10,6 +10,7 @@ model both read this one structure.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -83,7 +84,15 @@ class DotStage:
         samples, where ``L + 1`` would be a queue of mostly idle distributed RAM."""
         from accel.perf import credits_needed
 
-        return credits_needed(self.reuse, self.pipeline, self.consumer_reuse)
+        return credits_needed(self.reuse, self.pipeline, self.consumer_reuse, self.credit_delay)
+
+    @property
+    def credit_delay(self) -> int:
+        """Cycles from the consumer taking a sample to its credit counting: with reuse,
+        every multiplier lane keeps its own count of the samples inside and hears of a
+        take two registers late (``accel.rtl.dotlayer``), so no net from one counter
+        reaches every lane across the part."""
+        return 2 if self.reuse > 1 and not self.fabric else 0
 
     def _dot_pipeline(self, levels: int) -> int:
         # the operands and the products, and with reuse: the shared inputs' pick and copy, each
@@ -271,6 +280,7 @@ class DataflowPlan:
             tuple(self.reuse),
             tuple(s.pipeline for s in self.stages),
             tuple(s.credits for s in self.stages),
+            tuple(s.credit_delay for s in self.stages),
         )
 
 
@@ -415,7 +425,7 @@ def lower(
         if unknown:
             raise AccelError(f"{what} given for unknown layer(s): {', '.join(sorted(unknown))}")
     _place_products(plan, mult, dsp_budget, share, block)
-    for st, nxt in zip(plan.stages, plan.stages[1:]):
+    for st, nxt in itertools.pairwise(plan.stages):
         st.consumer_reuse = nxt.reuse
     return plan
 
