@@ -8,7 +8,7 @@ net, and yosys merges registers whose inputs are the same net, so a copy of
 the control must be a state machine of its own: here, one queue per slice of
 at most ``slice_bits`` bits, each counting its own level. All take the same
 writes and reads, so they hold the same samples; the first one's ``r_rdy``
-stands for all.
+and ``w_rdy`` stand for all.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ SLICE_BITS = 64
 
 class SlicedQueue(wiring.Component):
     """``width`` bits, ``depth`` entries, the ports of Amaranth's FIFOs (``w_en``,
-    ``w_data``, ``r_en``, ``r_data``, ``r_rdy``; no ``w_rdy``: the writer's credits
-    keep it from overflowing). ``buffered``: each slice is a
+    ``w_data``, ``w_rdy``, ``r_en``, ``r_data``, ``r_rdy``; a writer that holds credits
+    may leave ``w_rdy`` alone). ``buffered``: each slice is a
     :class:`~amaranth.lib.fifo.SyncFIFOBuffered` (its head a register, readable the
     cycle after the write at the earliest), else a :class:`~amaranth.lib.fifo.SyncFIFO`
     (readable straight from its memory the cycle after the write)."""
@@ -43,6 +43,7 @@ class SlicedQueue(wiring.Component):
             {
                 "w_en": In(1),
                 "w_data": In(width),
+                "w_rdy": Out(1),
                 "r_en": In(1),
                 "r_data": Out(width),
                 "r_rdy": Out(1),
@@ -62,7 +63,7 @@ class SlicedQueue(wiring.Component):
                 q.r_en.eq(self.r_en),
             ]
             if k == 0:
-                m.d.comb += self.r_rdy.eq(q.r_rdy)
+                m.d.comb += [self.r_rdy.eq(q.r_rdy), self.w_rdy.eq(q.w_rdy)]
             outs.append(q.r_data)
             lo += bits
         m.d.comb += self.r_data.eq(Cat(*outs))

@@ -43,6 +43,7 @@ def test_sliced_queue_is_one_fifo(width, depth, buffered, slice_bits):
                 ctx.set(port.w_data, w)
                 ctx.set(port.r_en, read)
             assert ctx.get(q.r_rdy) == ctx.get(ref.r_rdy), cycle
+            assert ctx.get(q.w_rdy) == ctx.get(ref.w_rdy), cycle
             if ctx.get(ref.r_rdy):
                 assert ctx.get(q.r_data) == ctx.get(ref.r_data), cycle
             took = read and ctx.get(ref.r_rdy)
