@@ -65,12 +65,13 @@ class DotStage:
     def pipeline(self) -> int:
         """Registers from the input handshake to the output queue's readable head.
 
-        On multipliers: the shared inputs' pick and copy (:attr:`shared_inputs`), the
-        operands, the products, with reuse > 1 each output's copy of a product, the
-        per-phase sum's tree (a register every ``levels_per_stage`` adder levels and
-        after the last, at least one), the accumulator, the requantized result, the
-        queue (its head is a register: two). On the fabric: the adder graph's pipeline
-        registers, the sum and the queue."""
+        On multipliers, with reuse > 1: each lane's input pick (a register beside its
+        multiplexer), or with shared inputs (:attr:`shared_inputs`) the block's pick and
+        the lane's copy; then the operands, the products, with reuse > 1 each output's
+        copy of a product, the per-phase sum's tree (a register every
+        ``levels_per_stage`` adder levels and after the last, at least one), the
+        accumulator, the requantized result, the queue (its head is a register: two).
+        On the fabric: the adder graph's pipeline registers, the sum and the queue."""
         k = self.levels_per_stage
         if self.adders is None:
             return self._dot_pipeline(self.phase_levels)
@@ -95,9 +96,10 @@ class DotStage:
         return 2 if self.reuse > 1 and not self.fabric else 0
 
     def _dot_pipeline(self, levels: int) -> int:
-        # the operands and the products, and with reuse: the shared inputs' pick and copy, each
-        # output's own copy of a product (see accel.rtl.dotlayer)
-        front = 2 if self.reuse == 1 else 3 + 2 * self.shared_inputs
+        # the operands and the products, and with reuse: the lane's pick (shared inputs: the
+        # block's pick and the lane's copy), each output's own copy of a product (see
+        # accel.rtl.dotlayer)
+        front = 2 if self.reuse == 1 else 4 + self.shared_inputs
         return front + self._tree_stages(levels) + 4  # accumulator, result, queue (2)
 
     def _tree_stages(self, levels: int) -> int:

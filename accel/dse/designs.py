@@ -102,10 +102,10 @@ def dataflow_features(graph: Graph, plan: DataflowPlan, nodsp: bool = False) -> 
             picks = len({tuple(i for _, i, _ in lane) for lane in st.lanes()}) * (st.reuse - 1)
         f["mux_bits"] += (st.n_taps - st.n_mult) * w + picks * a
         # registers of the lanes past the multiplier: each output's copy of a product
-        # (reuse > 1) and each lane's copy of its block's input (shared inputs)
+        # (reuse > 1) and each lane's pick, or copy of its block's pick (shared inputs)
         if st.reuse > 1:
             pairs = sum(len({o for o, _, _ in lane} - {-1}) for lane in st.lanes())
-            f["lane_reg_bits"] += pairs * (a + w) + st.shared_inputs * st.n_mult * a
+            f["lane_reg_bits"] += pairs * (a + w) + st.n_mult * a
         f["tap_in_bits"] += st.n_taps * a
         f["tap_acc_bits"] += st.n_taps * st.acc.width  # an accumulating adder per tap
         f["acc_bits"] += st.n_out * st.acc.width
