@@ -136,16 +136,24 @@ class DotLayer(StageLayer):
             t, d = Signal(name=f"credit_t{g}"), Signal(name=f"credit_d{g}")
             m.d.sync += [t.eq(t ^ takes[1]), d.eq(t)]
             seen.append(t ^ d)
+
+        def own_phase(name: str, j: int) -> tuple[Signal, Value]:
+            """A copy of the phase counter with its own count of the samples inside,
+            beside lane ``j``'s group; the copy and whether it moves on (as ``go``)."""
+            c = Signal.like(phase, name=f"phase{name}")
+            held = Signal.like(inside, name=f"inside{name}")
+            moves = self.i.valid & ((c != 0) | (held < depth))
+            m.d.sync += held.eq(held + (moves & (c == 0)) - seen[j // CREDIT_GROUP])
+            with m.If(moves):
+                m.d.sync += c.eq(Mux(c == r - 1, 0, c + 1))
+            return c, moves
+
         for j in range(len(lanes)):
             if r == 1:
                 lane_phase.append([Const(0)])
                 continue
-            c = Signal.like(phase, name=f"phase{j}")
-            held = Signal.like(inside, name=f"inside{j}")
-            lane_go.append(self.i.valid & ((c != 0) | (held < depth)))
-            m.d.sync += held.eq(held + (lane_go[-1] & (c == 0)) - seen[j // CREDIT_GROUP])
-            with m.If(lane_go[-1]):
-                m.d.sync += c.eq(Mux(c == r - 1, 0, c + 1))
+            c, moves = own_phase(str(j), j)
+            lane_go.append(moves)
             lane_phase.append([c])
 
         def step(name: str) -> None:
@@ -172,8 +180,12 @@ class DotLayer(StageLayer):
             for j, lane in enumerate(lanes):
                 seq = tuple(i for _, i, _ in lane)
                 if seq not in inputs:
+                    # the block's multiplexer has its own copy of the phase (a lane's,
+                    # beside that lane's DSP block, -> the block's pick register was the
+                    # whole autoencoder's critical path, 8.4 of 12.2 ns routing)
                     pad = [Const(0)] * (r - len(lane))
-                    picked = select([x[i] for i in seq] + pad, lane_phase[j][0])
+                    bc, _ = own_phase(f"_block{len(inputs)}", j)
+                    picked = select([x[i] for i in seq] + pad, bc)
                     inputs[seq] = reg(picked, f"xs{len(inputs)}")
             step("pick")
             # a copy loads when its lane's phase moved one cycle before (the pick it takes
