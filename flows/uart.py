@@ -145,6 +145,20 @@ class Serializer(wiring.Component):
         return m
 
 
+def _queue(m: Module, name: str, width: int, src, dst) -> SlicedQueue:
+    """A two-sample :class:`SlicedQueue` from stream ``src`` to stream ``dst``."""
+    m.submodules[name] = q = SlicedQueue(width, 2)
+    m.d.comb += [
+        q.w_en.eq(src.valid),
+        q.w_data.eq(src.payload),
+        src.ready.eq(q.w_rdy),
+        dst.payload.eq(q.r_data),
+        dst.valid.eq(q.r_rdy),
+        q.r_en.eq(dst.ready),
+    ]
+    return q
+
+
 class UARTBridge(wiring.Component):
     """rx -> bytes -> input words -> accelerator -> output words -> bytes -> tx."""
 
@@ -167,28 +181,11 @@ class UARTBridge(wiring.Component):
         # The sample waits for the accelerator in a queue of 64-bit slices, each with its
         # own control, not in the deserializer's shift register: that register's enable
         # reached every input bit across the part (the byte's valid -> a LUT -> a bit
-        # beside the autoencoder's far lanes, 14.8 of 15.5 ns routing at reuse 16).
-        m.submodules.inq = inq = SlicedQueue(in_bits, 2)
-        m.d.comb += [
-            inq.w_en.eq(deser.o.valid),
-            inq.w_data.eq(deser.o.payload),
-            deser.o.ready.eq(inq.w_rdy),
-            acc.i.payload.eq(inq.r_data),
-            acc.i.valid.eq(inq.r_rdy),
-            inq.r_en.eq(acc.i.ready),
-        ]
-        # and the result waits for the serializer in one too: the serializer's load ->
-        # its shift register's enable, through the accelerator's take, was next (11.0 of
-        # 12.4 ns routing)
-        m.submodules.outq = outq = SlicedQueue(out_bits, 2)
-        m.d.comb += [
-            outq.w_en.eq(acc.o.valid),
-            outq.w_data.eq(acc.o.payload),
-            acc.o.ready.eq(outq.w_rdy),
-            ser.i.payload.eq(outq.r_data),
-            ser.i.valid.eq(outq.r_rdy),
-            outq.r_en.eq(ser.i.ready),
-        ]
+        # beside the autoencoder's far lanes, 14.8 of 15.5 ns routing at reuse 16). The
+        # result waits for the serializer in one too: the serializer's load -> its shift
+        # register's enable, through the accelerator's take, was next (11.0 of 12.4 ns).
+        inq = _queue(m, "inq", in_bits, deser.o, acc.i)
+        outq = _queue(m, "outq", out_bits, acc.o, ser.i)
         wiring.connect(m, ser.o, tx.i)
         m.d.comb += [
             self.tx.eq(tx.tx),
