@@ -132,6 +132,8 @@ class DotLayer(StageLayer):
         # merge them back into one register), seen by its lanes a cycle later:
         # ``DotStage.credit_delay`` = 2 cycles, in the credits and the cycle model.
         seen: list[Value] = []
+        # the toggles take the first delayed take and are seen a cycle later: two cycles
+        assert st.credit_delay == (2 if r > 1 else 0), "DotStage.credit_delay != the RTL's"
         for g in range(0, len(lanes) if r > 1 else 0, CREDIT_GROUP):
             t, d = Signal(name=f"credit_t{g}"), Signal(name=f"credit_d{g}")
             m.d.sync += [t.eq(t ^ takes[1]), d.eq(t)]
