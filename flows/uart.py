@@ -185,6 +185,8 @@ class UARTBridge(wiring.Component):
         # result waits for the serializer in one too: the serializer's load -> its shift
         # register's enable, through the accelerator's take, was next (11.0 of 12.4 ns).
         inq = _queue(m, "inq", in_bits, deser.o, acc.i)
+        if "i_valids" in acc.signature.members:  # its slices' valids, one each
+            m.d.comb += acc.i_valids.eq(inq.r_rdys)
         outq = _queue(m, "outq", out_bits, acc.o, ser.i)
         wiring.connect(m, ser.o, tx.i)
         m.d.comb += [

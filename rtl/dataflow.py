@@ -12,6 +12,7 @@ from amaranth.lib.wiring import In, Out
 
 from accel.compiler.dataflow import DataflowPlan
 from accel.rtl.dotlayer import DotLayer, vector_stream
+from accel.rtl.dotlayer import valid_copies as copies_of
 from accel.rtl.fabric import FabricLayer
 
 
@@ -19,16 +20,20 @@ class DataflowAccelerator(wiring.Component):
     """Whole-sample streams: ``i`` carries one input vector per transfer, ``o`` one result.
 
     Initiation interval is the largest layer reuse factor; latency the sum.
+    ``valid_copies``: a port ``i_valids`` beside ``i`` takes copies of its valid
+    (:func:`accel.rtl.dotlayer.valid_copies`, from a sliced queue's ``r_rdys``) for the
+    first layer's lanes; without it they are copies of the one net.
     """
 
-    def __init__(self, plan: DataflowPlan) -> None:
+    def __init__(self, plan: DataflowPlan, valid_copies: bool = False) -> None:
         self.plan = plan
-        super().__init__(
-            {
-                "i": In(vector_stream(plan.in_type, plan.n_in)),
-                "o": Out(vector_stream(plan.out_type, plan.n_out)),
-            }
-        )
+        ports = {
+            "i": In(vector_stream(plan.in_type, plan.n_in)),
+            "o": Out(vector_stream(plan.out_type, plan.n_out)),
+        }
+        if valid_copies:
+            ports["i_valids"] = In(copies_of(plan.in_type, plan.n_in))
+        super().__init__(ports)
 
     @property
     def target_mhz(self) -> float | None:
@@ -43,8 +48,12 @@ class DataflowAccelerator(wiring.Component):
         for s, layer in zip(self.plan.stages, layers, strict=True):
             m.submodules[s.name] = layer
         wiring.connect(m, wiring.flipped(self.i), layers[0].i)
+        first = layers[0].i_valids
+        copies = self.i_valids if "i_valids" in self.signature.members else None
+        m.d.comb += first.eq(copies if copies is not None else self.i.valid.replicate(len(first)))
         for a, b in itertools.pairwise(layers):
             wiring.connect(m, a.o, b.i)
+            m.d.comb += b.i_valids.eq(a.o_valids)
         wiring.connect(m, layers[-1].o, wiring.flipped(self.o))
         return m
 

@@ -120,6 +120,7 @@ class FabricLayer(StageLayer):
             queue.w_en.eq(valid[-1]),
             queue.w_data.eq(out),
             self.o.valid.eq(queue.r_rdy),
+            self.o_valids.eq(queue.r_rdy.replicate(len(self.o_valids))),  # one queue: copies
             self.o.payload.eq(queue.r_data),
             queue.r_en.eq(self.o.ready),
         ]

@@ -8,7 +8,9 @@ net, and yosys merges registers whose inputs are the same net, so a copy of
 the control must be a state machine of its own: here, one queue per slice of
 at most ``slice_bits`` bits, each counting its own level. All take the same
 writes and reads, so they hold the same samples; the first one's ``r_rdy``
-and ``w_rdy`` stand for all.
+and ``w_rdy`` stand for all. Each slice's ``r_rdy`` is also out on its own
+(``r_rdys``): copies of the queue's valid from registers of their own, for a
+reader that fans it out over the part.
 """
 
 from __future__ import annotations
@@ -22,13 +24,19 @@ from amaranth.lib.wiring import In, Out
 SLICE_BITS = 64
 
 
+def slice_count(width: int, slice_bits: int = SLICE_BITS) -> int:
+    """The slices of a :class:`SlicedQueue` ``width`` bits wide (its ``r_rdys``)."""
+    return -(-width // slice_bits)
+
+
 class SlicedQueue(wiring.Component):
     """``width`` bits, ``depth`` entries, the ports of Amaranth's FIFOs (``w_en``,
     ``w_data``, ``w_rdy``, ``r_en``, ``r_data``, ``r_rdy``; a writer that holds credits
     may leave ``w_rdy`` alone). ``buffered``: each slice is a
     :class:`~amaranth.lib.fifo.SyncFIFOBuffered` (its head a register, readable the
     cycle after the write at the earliest), else a :class:`~amaranth.lib.fifo.SyncFIFO`
-    (readable straight from its memory the cycle after the write)."""
+    (readable straight from its memory the cycle after the write). ``r_rdys``: each
+    slice's ``r_rdy`` (all equal to ``r_rdy``, each its own register when buffered)."""
 
     def __init__(
         self, width: int, depth: int, buffered: bool = True, slice_bits: int = SLICE_BITS
@@ -36,7 +44,7 @@ class SlicedQueue(wiring.Component):
         if width < 1 or depth < 1 or slice_bits < 1:
             raise ValueError("a queue needs a width, a depth and a slice width of at least 1")
         self.width, self.depth, self.buffered = width, depth, buffered
-        n = -(-width // slice_bits)
+        n = slice_count(width, slice_bits)
         # slices as even as they come, so no slice is a sliver
         self.slices = [width // n + (k < width % n) for k in range(n)]
         super().__init__(
@@ -47,6 +55,7 @@ class SlicedQueue(wiring.Component):
                 "r_en": In(1),
                 "r_data": Out(width),
                 "r_rdy": Out(1),
+                "r_rdys": Out(n),
             }
         )
 
@@ -64,6 +73,7 @@ class SlicedQueue(wiring.Component):
             ]
             if k == 0:
                 m.d.comb += [self.r_rdy.eq(q.r_rdy), self.w_rdy.eq(q.w_rdy)]
+            m.d.comb += self.r_rdys[k].eq(q.r_rdy)
             outs.append(q.r_data)
             lo += bits
         m.d.comb += self.r_data.eq(Cat(*outs))

@@ -43,6 +43,8 @@ def test_sliced_queue_is_one_fifo(width, depth, buffered, slice_bits):
                 ctx.set(port.w_data, w)
                 ctx.set(port.r_en, read)
             assert ctx.get(q.r_rdy) == ctx.get(ref.r_rdy), cycle
+            # every slice's own copy of the valid says the same
+            assert ctx.get(q.r_rdys) == (2 ** len(q.slices) - 1) * ctx.get(ref.r_rdy), cycle
             assert ctx.get(q.w_rdy) == ctx.get(ref.w_rdy), cycle
             if ctx.get(ref.r_rdy):
                 assert ctx.get(q.r_data) == ctx.get(ref.r_data), cycle

@@ -1,6 +1,7 @@
 """The board's UART bridge: bytes in, accelerator, bytes out, bit-exact with the reference."""
 
 import numpy as np
+import pytest
 
 from accel import reference
 from accel.compiler.dataflow import lower
@@ -13,10 +14,15 @@ from accel.sim.harness import pack_hex, unpack_hex
 DIV = 4  # clock cycles per UART bit
 
 
-def tiny_graph() -> Graph:
+def tiny_graph(n_in: int = 3) -> Graph:
+    """Two outputs of ``n_in`` 8-bit inputs (3: the weights below; more: seeded)."""
     g = Graph("tiny")
-    x = g.add_input("x", (3,), Quant(FixedType(8, 4), Rounding.RND, Overflow.SAT))
-    w = Param(np.array([[3, -7], [12, 5], [-16, 15]]), FixedType(6, 4))
+    x = g.add_input("x", (n_in,), Quant(FixedType(8, 4), Rounding.RND, Overflow.SAT))
+    w = np.array([[3, -7], [12, 5], [-16, 15]])
+    if n_in != 3:
+        w = np.random.default_rng(n_in).integers(-32, 32, (n_in, 2))
+        w[0], w[1] = -32, 31  # the weights' edges
+    w = Param(w, FixedType(6, 4))
     x = g.add("dense", x, params={"weight": w, "bias": Param(np.array([4, -9]), FixedType(6, 4))})
     x = g.add("relu", x)
     x = g.add("requantize", x, quant=Quant(FixedType(9, 4, False), Rounding.RND, Overflow.SAT))
@@ -33,13 +39,20 @@ def uart_frames(data: bytes) -> list[int]:
     return levels + [1] * DIV * 40
 
 
-def test_bridge_round_trip():
+@pytest.mark.parametrize("n_in", [3, 20])
+def test_bridge_round_trip(n_in):
+    """20 inputs: 160 bits, a three-slice input queue whose slices' valids reach the
+    layer's lanes one each (``valid_copies``, as the board builds it)."""
     from amaranth.sim import Simulator
 
-    g = tiny_graph()
+    g = tiny_graph(n_in)
     plan = lower(g, 2)
-    dut = UARTBridge(DataflowAccelerator(plan), DIV)
+    dut = UARTBridge(DataflowAccelerator(plan, valid_copies=n_in > 3), DIV)
     x = np.array([[127, -128, 5], [0, 0, 0], [-100, 37, 90], [127, 127, 127]])
+    if n_in != 3:
+        x = np.random.default_rng(0).integers(-128, 128, (4, n_in))
+        x[0], x[1] = 127, -128  # saturating, both ends
+        assert len(dut.accelerator.i_valids) == 3
     words = pack_hex(x, 8)
     n_in = -(-plan.n_in * plan.in_type.width // 8)
     payload = b"".join(int(w, 16).to_bytes(n_in, "little") for w in words)
