@@ -36,7 +36,11 @@ class DataflowConfig:
         choices=MULT_STYLES,
     )
     levels: int = knob(
-        3, "multiplier-free layers: adder levels between pipeline registers", lo=1, hi=64
+        3,
+        "adder levels between pipeline registers: a multiplier-free layer's adder graph, a "
+        "multiplier layer's per-phase sum of its lanes' products",
+        lo=1,
+        hi=64,
     )
     share: int = knob(
         8,
