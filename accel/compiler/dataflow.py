@@ -148,10 +148,13 @@ class DotStage:
           its most used input has taps, and all its lanes read the same input, so
           they share one multiplexer (:meth:`_shared_lanes`). Chosen past reuse 4 (a
           wider multiplexer than one slice per lane) when it costs at
-          most one multiplier per block more than packing and no adder tree register
-          (it costs two pipeline registers, see :attr:`shared_inputs`):
-          for a dense layer, one multiplexer per block instead of one per lane, which
-          is what routes.
+          most one multiplier per block more than packing (it costs two pipeline
+          registers, see :attr:`shared_inputs`, and its adder trees may be a level
+          deeper: at reuse 5 and more a cycle of latency is a fraction of a sample's
+          interval): for a dense layer, one multiplexer per block instead of one per
+          lane, which is what routes (the autoencoder's dense layer packed at reuse 16,
+          two adder levels per register, was still 5,000 overused wires after 18 router2
+          iterations; shared, it routes).
         """
         return self._layout()[1]
 
@@ -167,8 +170,7 @@ class DotStage:
             return False, packed
         shared = self._shared_lanes()
         blocks = -(-len({int(i) for ix in self.idx for i in ix}) // self.reuse)
-        deeper = self._tree_stages(_tree_levels(shared)) > self._tree_stages(_tree_levels(packed))
-        if len(shared) <= len(packed) + blocks and not deeper:
+        if len(shared) <= len(packed) + blocks:
             return True, shared
         return False, packed
 
