@@ -87,7 +87,7 @@ class BoardTop(Elaboratable):
     def dataflow(
         cls, plan: DataflowPlan, baud: int = DEFAULT_BAUD, clock_mhz: float | None = None
     ) -> BoardTop:
-        return cls(lambda: DataflowAccelerator(plan, valid_copies=True), baud, clock_mhz)
+        return cls(lambda: DataflowAccelerator(plan, copies=True), baud, clock_mhz)
 
     def elaborate(self, platform) -> Module:
         m = Module()

@@ -145,8 +145,9 @@ class Serializer(wiring.Component):
         return m
 
 
-def _queue(m: Module, name: str, width: int, src, dst) -> SlicedQueue:
-    """A two-sample :class:`SlicedQueue` from stream ``src`` to stream ``dst``."""
+def _queue(m: Module, name: str, width: int, src, dst, dst_readys=None) -> SlicedQueue:
+    """A two-sample :class:`SlicedQueue` from stream ``src`` to stream ``dst``; with
+    ``dst_readys`` (a copy of ``dst.ready`` per slice) each slice reads on its own."""
     m.submodules[name] = q = SlicedQueue(width, 2)
     m.d.comb += [
         q.w_en.eq(src.valid),
@@ -154,8 +155,8 @@ def _queue(m: Module, name: str, width: int, src, dst) -> SlicedQueue:
         src.ready.eq(q.w_rdy),
         dst.payload.eq(q.r_data),
         dst.valid.eq(q.r_rdy),
-        q.r_en.eq(dst.ready),
     ]
+    m.d.comb += q.r_en.eq(dst.ready) if dst_readys is None else q.r_ens.eq(dst_readys)
     return q
 
 
@@ -184,10 +185,14 @@ class UARTBridge(wiring.Component):
         # beside the autoencoder's far lanes, 14.8 of 15.5 ns routing at reuse 16). The
         # result waits for the serializer in one too: the serializer's load -> its shift
         # register's enable, through the accelerator's take, was next (11.0 of 12.4 ns).
-        inq = _queue(m, "inq", in_bits, deser.o, acc.i)
-        if "i_valids" in acc.signature.members:  # its slices' valids, one each
-            m.d.comb += acc.i_valids.eq(inq.r_rdys)
+        # an accelerator with copies of its handshake (DataflowAccelerator(copies=True))
+        # takes each slice's own valid and reads each slice on its own ready, and the
+        # result queue's slices' own w_rdys tell its output slices
+        copies = "i_valids" in acc.signature.members
+        inq = _queue(m, "inq", in_bits, deser.o, acc.i, acc.i_readys if copies else None)
         outq = _queue(m, "outq", out_bits, acc.o, ser.i)
+        if copies:
+            m.d.comb += [acc.i_valids.eq(inq.r_rdys), acc.o_readys.eq(outq.w_rdys)]
         wiring.connect(m, ser.o, tx.i)
         m.d.comb += [
             self.tx.eq(tx.tx),

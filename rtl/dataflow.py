@@ -20,19 +20,22 @@ class DataflowAccelerator(wiring.Component):
     """Whole-sample streams: ``i`` carries one input vector per transfer, ``o`` one result.
 
     Initiation interval is the largest layer reuse factor; latency the sum.
-    ``valid_copies``: a port ``i_valids`` beside ``i`` takes copies of its valid
-    (:func:`accel.rtl.dotlayer.valid_copies`, from a sliced queue's ``r_rdys``) for the
-    first layer's lanes; without it they are copies of the one net.
+    ``copies``: ports ``i_valids`` (in) and ``i_readys`` (out) beside ``i``, and
+    ``o_readys`` (in) beside ``o``: copies of the handshake, as
+    :class:`accel.rtl.dotlayer.StageLayer` has them, for a sliced queue on either side
+    (its ``r_rdys``, ``r_ens`` and ``w_rdys``); without them the layers' copies are
+    copies of the one net.
     """
 
-    def __init__(self, plan: DataflowPlan, valid_copies: bool = False) -> None:
+    def __init__(self, plan: DataflowPlan, copies: bool = False) -> None:
         self.plan = plan
         ports = {
             "i": In(vector_stream(plan.in_type, plan.n_in)),
             "o": Out(vector_stream(plan.out_type, plan.n_out)),
         }
-        if valid_copies:
-            ports["i_valids"] = In(copies_of(plan.in_type, plan.n_in))
+        if copies:
+            n_i, n_o = copies_of(plan.in_type, plan.n_in), copies_of(plan.out_type, plan.n_out)
+            ports |= {"i_valids": In(n_i), "i_readys": Out(n_i), "o_readys": In(n_o)}
         super().__init__(ports)
 
     @property
@@ -48,12 +51,21 @@ class DataflowAccelerator(wiring.Component):
         for s, layer in zip(self.plan.stages, layers, strict=True):
             m.submodules[s.name] = layer
         wiring.connect(m, wiring.flipped(self.i), layers[0].i)
-        first = layers[0].i_valids
-        copies = self.i_valids if "i_valids" in self.signature.members else None
-        m.d.comb += first.eq(copies if copies is not None else self.i.valid.replicate(len(first)))
+        first, last = layers[0], layers[-1]
+        if "i_valids" in self.signature.members:
+            m.d.comb += [
+                first.i_valids.eq(self.i_valids),
+                self.i_readys.eq(first.i_readys),
+                last.o_readys.eq(self.o_readys),
+            ]
+        else:
+            m.d.comb += [
+                first.i_valids.eq(self.i.valid.replicate(len(first.i_valids))),
+                last.o_readys.eq(self.o.ready.replicate(len(last.o_readys))),
+            ]
         for a, b in itertools.pairwise(layers):
             wiring.connect(m, a.o, b.i)
-            m.d.comb += b.i_valids.eq(a.o_valids)
+            m.d.comb += [b.i_valids.eq(a.o_valids), a.o_readys.eq(b.i_readys)]
         wiring.connect(m, layers[-1].o, wiring.flipped(self.o))
         return m
 

@@ -120,7 +120,9 @@ class FabricLayer(StageLayer):
             queue.w_en.eq(valid[-1]),
             queue.w_data.eq(out),
             self.o.valid.eq(queue.r_rdy),
-            self.o_valids.eq(queue.r_rdy.replicate(len(self.o_valids))),  # one queue: copies
+            # one queue, one control: its valid copied, the copies of ready not needed
+            self.o_valids.eq(queue.r_rdy.replicate(len(self.o_valids))),
+            self.i_readys.eq(self.i.ready.replicate(len(self.i_readys))),
             self.o.payload.eq(queue.r_data),
             queue.r_en.eq(self.o.ready),
         ]

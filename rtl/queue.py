@@ -8,9 +8,11 @@ net, and yosys merges registers whose inputs are the same net, so a copy of
 the control must be a state machine of its own: here, one queue per slice of
 at most ``slice_bits`` bits, each counting its own level. All take the same
 writes and reads, so they hold the same samples; the first one's ``r_rdy``
-and ``w_rdy`` stand for all. Each slice's ``r_rdy`` is also out on its own
-(``r_rdys``): copies of the queue's valid from registers of their own, for a
-reader that fans it out over the part.
+and ``w_rdy`` stand for all. Each slice's ``r_rdy`` and ``w_rdy`` are also out
+on their own (``r_rdys``, ``w_rdys``): copies from registers of their own, for
+a reader or writer that fans them out over the part; and each slice may be
+read by a copy of the reader's ``r_en`` of its own (``r_ens``), so no one
+register of the reader drives every slice.
 """
 
 from __future__ import annotations
@@ -35,8 +37,10 @@ class SlicedQueue(wiring.Component):
     may leave ``w_rdy`` alone). ``buffered``: each slice is a
     :class:`~amaranth.lib.fifo.SyncFIFOBuffered` (its head a register, readable the
     cycle after the write at the earliest), else a :class:`~amaranth.lib.fifo.SyncFIFO`
-    (readable straight from its memory the cycle after the write). ``r_rdys``: each
-    slice's ``r_rdy`` (all equal to ``r_rdy``, each its own register when buffered)."""
+    (readable straight from its memory the cycle after the write). ``r_rdys``,
+    ``w_rdys``: each slice's ``r_rdy`` and ``w_rdy`` (equal to ``r_rdy`` and ``w_rdy``,
+    each its own register when buffered). Slice ``k`` is read on ``r_en | r_ens[k]``:
+    a reader drives ``r_en``, or ``r_ens`` with copies of it (all equal)."""
 
     def __init__(
         self, width: int, depth: int, buffered: bool = True, slice_bits: int = SLICE_BITS
@@ -53,9 +57,11 @@ class SlicedQueue(wiring.Component):
                 "w_data": In(width),
                 "w_rdy": Out(1),
                 "r_en": In(1),
+                "r_ens": In(n),
                 "r_data": Out(width),
                 "r_rdy": Out(1),
                 "r_rdys": Out(n),
+                "w_rdys": Out(n),
             }
         )
 
@@ -69,11 +75,11 @@ class SlicedQueue(wiring.Component):
             m.d.comb += [
                 q.w_en.eq(self.w_en),
                 q.w_data.eq(self.w_data[lo : lo + bits]),
-                q.r_en.eq(self.r_en),
+                q.r_en.eq(self.r_en | self.r_ens[k]),
             ]
             if k == 0:
                 m.d.comb += [self.r_rdy.eq(q.r_rdy), self.w_rdy.eq(q.w_rdy)]
-            m.d.comb += self.r_rdys[k].eq(q.r_rdy)
+            m.d.comb += [self.r_rdys[k].eq(q.r_rdy), self.w_rdys[k].eq(q.w_rdy)]
             outs.append(q.r_data)
             lo += bits
         m.d.comb += self.r_data.eq(Cat(*outs))

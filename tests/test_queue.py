@@ -41,10 +41,19 @@ def test_sliced_queue_is_one_fifo(width, depth, buffered, slice_bits):
             for port in (q, ref):
                 ctx.set(port.w_en, write)
                 ctx.set(port.w_data, w)
-                ctx.set(port.r_en, read)
+            ctx.set(ref.r_en, read)
+            # the reader's one r_en, or a copy of it per slice, in turn
+            if cycle % 3:
+                ctx.set(q.r_en, read)
+                ctx.set(q.r_ens, 0)
+            else:
+                ctx.set(q.r_en, 0)
+                ctx.set(q.r_ens, (2 ** len(q.slices) - 1) * read)
             assert ctx.get(q.r_rdy) == ctx.get(ref.r_rdy), cycle
             # every slice's own copy of the valid says the same
-            assert ctx.get(q.r_rdys) == (2 ** len(q.slices) - 1) * ctx.get(ref.r_rdy), cycle
+            ones = 2 ** len(q.slices) - 1
+            assert ctx.get(q.r_rdys) == ones * ctx.get(ref.r_rdy), cycle
+            assert ctx.get(q.w_rdys) == ones * ctx.get(ref.w_rdy), cycle
             assert ctx.get(q.w_rdy) == ctx.get(ref.w_rdy), cycle
             if ctx.get(ref.r_rdy):
                 assert ctx.get(q.r_data) == ctx.get(ref.r_data), cycle

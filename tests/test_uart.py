@@ -39,24 +39,27 @@ def uart_frames(data: bytes) -> list[int]:
     return levels + [1] * DIV * 40
 
 
-@pytest.mark.parametrize("n_in", [3, 20])
-def test_bridge_round_trip(n_in):
+@pytest.mark.parametrize(("n_in", "reuse"), [(3, 2), (20, 2), (40, 40)])
+def test_bridge_round_trip(n_in, reuse):
     """20 inputs: 160 bits, a three-slice input queue whose slices' valids reach the
-    layer's lanes one each (``valid_copies``, as the board builds it)."""
+    layer's lanes one run each and whose slices read on the lanes' own copies of the
+    layer's ready (``copies``, as the board builds it); 40 inputs at reuse 40: two
+    lanes for five slices (the rest read on the layer's own ready)."""
     from amaranth.sim import Simulator
 
     g = tiny_graph(n_in)
-    plan = lower(g, 2)
-    dut = UARTBridge(DataflowAccelerator(plan, valid_copies=n_in > 3), DIV)
+    plan = lower(g, reuse)
+    dut = UARTBridge(DataflowAccelerator(plan, copies=n_in > 3), DIV)
     x = np.array([[127, -128, 5], [0, 0, 0], [-100, 37, 90], [127, 127, 127]])
     if n_in != 3:
         x = np.random.default_rng(0).integers(-128, 128, (4, n_in))
         x[0], x[1] = 127, -128  # saturating, both ends
-        assert len(dut.accelerator.i_valids) == 3
+        assert len(dut.accelerator.i_valids) == -(-n_in * 8 // 64)
     words = pack_hex(x, 8)
     n_in = -(-plan.n_in * plan.in_type.width // 8)
+    n_out_bytes = -(-plan.n_out * plan.out_type.width // 8)
     payload = b"".join(int(w, 16).to_bytes(n_in, "little") for w in words)
-    line = uart_frames(payload)
+    line = uart_frames(payload) + [1] * DIV * 10 * n_out_bytes  # room for a result more
     tx_levels = []
 
     async def testbench(ctx):
