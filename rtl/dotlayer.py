@@ -148,15 +148,32 @@ class DotLayer(StageLayer):
         # whole autoencoder's critical path at reuse 16 (11.0 of 12.0 ns routing, lanes
         # from one edge of the die to the other). A take reaches them registered, then
         # as a toggle per group of lanes, each with its own feedback (so synthesis cannot
-        # merge them back into one register), seen by its lanes a cycle later:
-        # ``DotStage.credit_delay`` = 2 cycles, in the credits and the cycle model.
+        # merge them back into one register), whose change is registered and then read
+        # by the group's lanes: ``DotStage.credit_delay`` = 3 cycles, in the credits and
+        # the cycle model. A group is a block of shared-input lanes (which sit around the
+        # block's pick register), else 8 lanes in a row: a toggle -> its change (a LUT)
+        # -> the counts of 8 lanes in a row was the whole autoencoder's critical path at
+        # reuse 16 (9.9 of 10.9 ns routing, one lane 78 rows from the toggle).
+        # (a block's lanes in runs of at most 2 * CREDIT_GROUP)
+        runs: dict[tuple[int, ...], int] = {}  # a block's lanes so far
+        keys: dict[tuple[int, ...], int] = {}  # (block, run) -> group
+        group = []
+        for j, lane in enumerate(lanes):
+            if not st.shared_inputs:
+                group.append(j // CREDIT_GROUP)
+                continue
+            seq = tuple(i for _, i, _ in lane)
+            runs[seq] = runs.get(seq, -1) + 1
+            key = (*seq, -1, runs[seq] // (2 * CREDIT_GROUP))
+            group.append(keys.setdefault(key, len(keys)))
         seen: list[Value] = []
-        # the toggles take the first delayed take and are seen a cycle later: two cycles
-        assert st.credit_delay == (2 if r > 1 else 0), "DotStage.credit_delay != the RTL's"
-        for g in range(0, len(lanes) if r > 1 else 0, CREDIT_GROUP):
+        # a take: registered, a toggle, its change registered: three cycles
+        assert st.credit_delay == (3 if r > 1 else 0), "DotStage.credit_delay != the RTL's"
+        for g in range(max(group) + 1 if r > 1 else 0):
             t, d = Signal(name=f"credit_t{g}"), Signal(name=f"credit_d{g}")
-            m.d.sync += [t.eq(t ^ takes[1]), d.eq(t)]
-            seen.append(t ^ d)
+            change = Signal(name=f"credit_s{g}")
+            m.d.sync += [t.eq(t ^ takes[1]), d.eq(t), change.eq(t ^ d)]
+            seen.append(change)
 
         # and reads its own copy of the input's valid (lanes in runs, one copy each): one
         # valid from the producer's queue to every lane's count was the whole autoencoder's
@@ -170,7 +187,7 @@ class DotLayer(StageLayer):
             held = Signal.like(inside, name=f"inside{name}")
             valid = self.i_valids[j * n_valids // len(lanes)]
             moves = valid & ((c != 0) | (held < depth))
-            m.d.sync += held.eq(held + (moves & (c == 0)) - seen[j // CREDIT_GROUP])
+            m.d.sync += held.eq(held + (moves & (c == 0)) - seen[group[j]])
             with m.If(moves):
                 m.d.sync += c.eq(Mux(c == r - 1, 0, c + 1))
             return c, moves

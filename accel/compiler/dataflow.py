@@ -91,9 +91,9 @@ class DotStage:
     def credit_delay(self) -> int:
         """Cycles from the consumer taking a sample to its credit counting: with reuse,
         every multiplier lane keeps its own count of the samples inside and hears of a
-        take two registers late (``accel.rtl.dotlayer``), so no net from one counter
+        take three registers late (``accel.rtl.dotlayer``), so no net from one counter
         reaches every lane across the part."""
-        return 2 if self.reuse > 1 and not self.fabric else 0
+        return 3 if self.reuse > 1 and not self.fabric else 0
 
     def _dot_pipeline(self, levels: int) -> int:
         # the operands and the products, and with reuse: the lane's pick (shared inputs: the
