@@ -448,6 +448,7 @@ def place_and_route(
         "--timing-allow-fail",
         "--router",
         router,
+        *fpga.ROUTER_FLAGS[router],
         "--log",
         "nextpnr.log",
     ]
