@@ -62,9 +62,9 @@ def test_extreme_weights_per_layer_reuse():
     reuse = {"conv": 3, "dense": 5}
     run = check(graph, x, reuse)
     # conv: 2 phases + 8 registers (447 taps on 149 lanes, up to 4 per output: one tree
-    # register); dense: 4 + 11 (1,375 taps on 283 lanes that share their inputs: a pick
-    # and a copy register; up to 43 per output: two tree registers)
-    assert run.timing.latency == 26 and run.timing.ii == 5
+    # register); dense: 4 + 12 (1,375 taps on 283 lanes that share their inputs: a pick
+    # and a copy register; up to 43 per output: three tree registers, two levels each)
+    assert run.timing.latency == 27 and run.timing.ii == 5
     check(graph, x, reuse, stimulus.backpressure(seed=1, p_valid=0.3, p_ready=0.2))
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from accel.compiler.dataflow import MAX_REUSE, MULT_STYLES, lower
+from accel.compiler.dataflow import FABRIC_LEVELS, MAX_REUSE, MULT_STYLES, SUM_LEVELS, lower
 from accel.errors import AccelError
 from accel.ir import Graph
 from accel.knobs import check, knob
@@ -36,9 +36,15 @@ class DataflowConfig:
         choices=MULT_STYLES,
     )
     levels: int = knob(
-        3,
-        "adder levels between pipeline registers: a multiplier-free layer's adder graph, a "
-        "multiplier layer's per-phase sum of its lanes' products",
+        FABRIC_LEVELS,
+        "multiplier-free layers: adder levels between pipeline registers",
+        lo=1,
+        hi=64,
+    )
+    sum_levels: int = knob(
+        SUM_LEVELS,
+        "multiplier layers: adder levels between the registers of each phase's sum of "
+        "the lanes' products (fewer: a cycle more latency, shorter paths)",
         lo=1,
         hi=64,
     )
@@ -70,7 +76,7 @@ class DataflowDesign(Design):
             graph, config.reuse, config.mult, config.dsp_budget, config.share, config.block
         )
         for st in self.plan.stages:
-            st.levels_per_stage = config.levels
+            st.levels_per_stage = config.levels if st.fabric else config.sum_levels
         self.model = self.plan.timing()
 
     @property
