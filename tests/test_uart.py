@@ -95,3 +95,14 @@ def decode(levels: list[int]) -> bytes:
         else:
             i += 1
     return bytes(out)
+
+
+def test_board_builds_take_the_handshake_copies():
+    """The design a board build wraps in the bridge (``Design.component``) brings out
+    the copies of its handshake, so the bridge's queue slices feed the first layer's
+    lanes one each (without them the conv layer's one ``ready`` reached every slice of
+    the input queue across the die)."""
+    from accel.targets.dataflow import DataflowConfig, DataflowDesign
+
+    core = DataflowDesign(tiny_graph(20), DataflowConfig(reuse=2)).component()
+    assert {"i_valids", "i_readys", "o_readys"} <= set(core.signature.members)

@@ -91,7 +91,8 @@ class DataflowDesign(Design):
     def component(self) -> Any:
         from accel.rtl.dataflow import DataflowAccelerator
 
-        return DataflowAccelerator(self.plan)
+        # copies of the stream handshake for the board's UART bridge (its sliced queues)
+        return DataflowAccelerator(self.plan, copies=True)
 
     @property
     def multipliers(self) -> int:
