@@ -105,4 +105,5 @@ def test_board_builds_take_the_handshake_copies():
     from accel.targets.dataflow import DataflowConfig, DataflowDesign
 
     core = DataflowDesign(tiny_graph(20), DataflowConfig(reuse=2)).component()
+    core._MustUse__silence = True  # inspected, not elaborated
     assert {"i_valids", "i_readys", "o_readys"} <= set(core.signature.members)
