@@ -79,7 +79,7 @@ def test_manifest_describes_the_design(verilog_target):
 
 def test_generated_testbench_passes_and_catches_a_wrong_vector(verilog_target):
     out = run_testbench(verilog_target, "accel_autoencoder")
-    assert "PASS: 400 vectors bit-exact, latency 23, II 3" in out
+    assert "PASS: 400 vectors bit-exact, latency 24, II 3" in out
     exp = verilog_target / "vectors" / "expected.hex"
     lines = exp.read_text().split()
     lines[7] = format(int(lines[7], 16) ^ 1, f"0{len(lines[7])}x")
