@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value
 from amaranth.lib import data, stream, wiring
@@ -154,18 +154,16 @@ class DotLayer(StageLayer):
         # block's pick register), else 8 lanes in a row: a toggle -> its change (a LUT)
         # -> the counts of 8 lanes in a row was the whole autoencoder's critical path at
         # reuse 16 (9.9 of 10.9 ns routing, one lane 78 rows from the toggle).
-        # (a block's lanes in runs of at most 2 * CREDIT_GROUP)
-        runs: dict[tuple[int, ...], int] = {}  # a block's lanes so far
-        keys: dict[tuple[int, ...], int] = {}  # (block, run) -> group
-        group = []
+        group_of: dict[tuple, int] = {}  # (block's inputs, run of the block) -> group
+        in_block: Counter[tuple[int, ...]] = Counter()  # a block's lanes so far
+        group = []  # per lane (a block's lanes in runs of at most 2 * CREDIT_GROUP)
         for j, lane in enumerate(lanes):
-            if not st.shared_inputs:
-                group.append(j // CREDIT_GROUP)
-                continue
-            seq = tuple(i for _, i, _ in lane)
-            runs[seq] = runs.get(seq, -1) + 1
-            key = (*seq, -1, runs[seq] // (2 * CREDIT_GROUP))
-            group.append(keys.setdefault(key, len(keys)))
+            key: tuple = ((), j // CREDIT_GROUP)
+            if st.shared_inputs:
+                seq = tuple(i for _, i, _ in lane)
+                key = (seq, in_block[seq] // (2 * CREDIT_GROUP))
+                in_block[seq] += 1
+            group.append(group_of.setdefault(key, len(group_of)))
         seen: list[Value] = []
         # a take: registered, a toggle, its change registered: three cycles
         assert st.credit_delay == (3 if r > 1 else 0), "DotStage.credit_delay != the RTL's"
