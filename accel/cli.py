@@ -427,6 +427,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     _applies(args, "--router", args.router, ("bitstream",))
     _applies(args, "--placer-density", args.placer_density, ("bitstream",))
     _applies(args, "--placer", args.placer, ("bitstream",))
+    _applies(args, "--tmg-ripup", args.tmg_ripup or None, ("bitstream",))
     _applies(args, "--backend", args.backend, ("hls4ml",))
     _applies(args, "--hls4ml-reuse", args.hls4ml_reuse, ("hls4ml",))
     board = None
@@ -474,6 +475,10 @@ DENSITY_HELP = (
 )
 
 
+TMG_RIPUP_HELP = (
+    "nextpnr's timing-driven rip-up (experimental): reroutes nets that fail timing, and "
+    "keeps at it while any does (bound it with --pnr-minutes)"
+)
 PLACER_HELP = (
     "nextpnr's placer: heap (analytical) or static (electrostatic, spreads a design that "
     "fills little of the part); default: what the design routes best with"
@@ -489,6 +494,7 @@ def _pnr(design, args: argparse.Namespace) -> dict:
         "placer": args.placer
         or ("heap" if args.placer_density is not None else own.get("placer", "heap")),
         "density": args.placer_density,
+        "tmg_ripup": args.tmg_ripup,
     }
 
 
@@ -834,6 +840,7 @@ def build_parser() -> argparse.ArgumentParser:
     ge.add_argument("--router", choices=ROUTERS, help=ROUTER_HELP)
     ge.add_argument("--placer", choices=("heap", "static"), help=PLACER_HELP)
     ge.add_argument("--placer-density", type=_density, metavar="D", help=DENSITY_HELP)
+    ge.add_argument("--tmg-ripup", action="store_true", help=TMG_RIPUP_HELP)
     ge.add_argument("--backend", choices=["Vitis", "Vivado"], help="hls4ml backend (Vitis)")
     ge.add_argument("--hls4ml-reuse", type=_positive, help="hls4ml's ReuseFactor (default 1)")
     ge.add_argument(
@@ -862,6 +869,7 @@ def build_parser() -> argparse.ArgumentParser:
     re_.add_argument("--router", choices=ROUTERS, help=ROUTER_HELP)
     re_.add_argument("--placer", choices=("heap", "static"), help=PLACER_HELP)
     re_.add_argument("--placer-density", type=_density, metavar="D", help=DENSITY_HELP)
+    re_.add_argument("--tmg-ripup", action="store_true", help=TMG_RIPUP_HELP)
     re_.add_argument("--seed", type=_seed, default=1, help="place-and-route seed")
     re_.add_argument("--no-da4ml", action="store_true", help="skip the da4ml comparison")
     re_.add_argument(

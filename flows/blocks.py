@@ -448,7 +448,6 @@ def place_and_route(
         "--timing-allow-fail",
         "--router",
         router,
-        *fpga.ROUTER_FLAGS[router],
         "--log",
         "nextpnr.log",
     ]

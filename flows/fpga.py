@@ -45,10 +45,12 @@ TOOLS = {
     "ecppack": "yowasp-ecppack",
 }
 PLACERS = ("heap", "static")  # nextpnr's analytical and electrostatic placers
-# Flags each router runs with. router2 with timing-driven rip-up (``--tmg-ripup``):
-# without it router2 left one net of the autoencoder at reuse 16 on a 10.5 ns detour
-# (73.76 MHz); the same placed netlist routed with it at 100.83 MHz, in no more time.
-ROUTER_FLAGS = {"router1": [], "router2": ["--tmg-ripup"]}
+# nextpnr's timing-driven rip-up (``--tmg-ripup``, "experimental"), on request: without
+# it router2 left one net of the autoencoder at reuse 16 on a 10.5 ns detour (73.76
+# MHz); the same placed netlist routed with it at 100.83 MHz, in no more time. It is not
+# the default because router2 then keeps iterating while any path fails timing: a
+# layer alone aimed at 120 MHz was still at it after 440 iterations (7 minutes).
+TMG_RIPUP = "--tmg-ripup"
 STEP_NAMES = {"yosys": "synthesis", "nextpnr-ecp5": "place and route", "ecppack": "bitstream"}
 DEFAULT_BAUD = 1_000_000
 # MULT18X18D blocks per ECP5 part: synthesis maps every multiplier to one, so a
@@ -275,6 +277,7 @@ class Implementation:
     router: str = "router1"
     placer: str = "heap"
     placer_density: float | None = None  # nextpnr's --placer-heap-beta, if not its default
+    tmg_ripup: bool = False  # the router's timing-driven rip-up
     critical_path: dict | None = None  # nextpnr's worst path after routing, named
 
     @property
@@ -303,7 +306,7 @@ class Implementation:
             "multipliers_in": self.dsp_mode,
             "lut_mapper": self.lut_mapper,
             "router": self.router,
-            "router_flags": " ".join(ROUTER_FLAGS.get(self.router, [])),
+            "router_flags": TMG_RIPUP if self.tmg_ripup else "",
             "placer": self.placer,
             "placer_density": self.placer_density,
             "critical_path": self.critical_path,
@@ -366,6 +369,7 @@ def implement(
     router: str = "router1",
     density: float | None = None,
     placer: str = "heap",
+    tmg_ripup: bool = False,
     progress: Callable[[str], None] = lambda s: None,
 ) -> Implementation:
     """Synthesize, place, route and pack ``top`` for ``board`` inside ``work``.
@@ -395,7 +399,7 @@ def implement(
         raise AccelError(f"placer must be {' or '.join(PLACERS)}, not {placer!r}")
     if density is not None and placer != "heap":
         raise AccelError("a placer density is for the heap placer")
-    pnr = {"router": router, "density": density, "placer": placer}
+    pnr = {"router": router, "density": density, "placer": placer, "tmg_ripup": tmg_ripup}
     mapper = lut_mapper
     try:
         seconds, logs = _run_plan(
@@ -437,6 +441,7 @@ def implement(
         router=router,
         placer=placer,
         placer_density=density,
+        tmg_ripup=tmg_ripup,
         critical_path=critical_path(report),
     )
 
@@ -591,7 +596,7 @@ def _run_plan(
         nextpnr_opts=f"--seed {seed} --report {name}.report.json --detailed-timing-report "
         "--timing-allow-fail"
         + ("" if pnr["router"] == "router1" else f" --router {pnr['router']}")
-        + "".join(f" {flag}" for flag in ROUTER_FLAGS[pnr["router"]])
+        + (f" {TMG_RIPUP}" if pnr["tmg_ripup"] else "")
         # router2's congestion maps: where a design that does not route is stuck
         + (f" --router2-heatmap {congestion.PREFIX}" if pnr["router"] == "router2" else "")
         + ("" if pnr["placer"] == "heap" else f" --placer {pnr['placer']}")
@@ -663,13 +668,14 @@ def implement_cached(
     router: str = "router1",
     density: float | None = None,
     placer: str = "heap",
+    tmg_ripup: bool = False,
     progress: Callable[[str], None] = lambda s: None,
 ) -> Implementation:
     """:func:`implement`, remembered by a hash of the design, board, seed and tools."""
     il = _platform(board, extra_files).prepare(top, name=name).files[f"{name}.il"]
     what = [design_text(il), extra_files, board.name, seed, multipliers, tool_versions()]
     what += [x for x in (lut_mapper, router, placer) if x not in ("abc9", "router1", "heap")]
-    what += ROUTER_FLAGS[router]
+    what += [TMG_RIPUP] if tmg_ripup else []
     what += [] if density is None else [f"density {density}"]
     key = hashlib.sha256(json.dumps(what).encode()).hexdigest()[:20]
     hit = cache / key / "implementation.json"
@@ -691,6 +697,7 @@ def implement_cached(
         router=router,
         density=density,
         placer=placer,
+        tmg_ripup=tmg_ripup,
         progress=progress,
     )
     (work / "implementation.json").write_text(json.dumps(dataclasses.asdict(impl), indent=1))
