@@ -679,8 +679,9 @@ def implement_cached(
     what += [] if density is None else [f"density {density}"]
     key = hashlib.sha256(json.dumps(what).encode()).hexdigest()[:20]
     hit = cache / key / "implementation.json"
-    if hit.is_file():
-        return Implementation(**json.loads(hit.read_text()))
+    if hit.is_file():  # the key holds the rip-up flag, so a hit was routed with it or not
+        impl = Implementation(**json.loads(hit.read_text()))
+        return dataclasses.replace(impl, tmg_ripup=tmg_ripup)
     work = cache / f"{key}.tmp"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
