@@ -185,9 +185,9 @@ class UARTBridge(wiring.Component):
         # beside the autoencoder's far lanes, 14.8 of 15.5 ns routing at reuse 16). The
         # result waits for the serializer in one too: the serializer's load -> its shift
         # register's enable, through the accelerator's take, was next (11.0 of 12.4 ns).
-        # an accelerator with copies of its handshake (DataflowAccelerator(copies=True))
-        # takes each slice's own valid and reads each slice on its own ready, and the
-        # result queue's slices' own w_rdys tell its output slices
+        # An accelerator with copies of its handshake (DataflowAccelerator(copies=True))
+        # takes each input slice's own valid and reads each slice on its own ready, and
+        # the result queue's slices' own w_rdys reach its output slices.
         copies = "i_valids" in acc.signature.members
         inq = _queue(m, "inq", in_bits, deser.o, acc.i, acc.i_readys if copies else None)
         outq = _queue(m, "outq", out_bits, acc.o, ser.i)

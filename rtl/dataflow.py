@@ -28,7 +28,7 @@ class DataflowAccelerator(wiring.Component):
     """
 
     def __init__(self, plan: DataflowPlan, copies: bool = False) -> None:
-        self.plan = plan
+        self.plan, self.copies = plan, copies
         ports = {
             "i": In(vector_stream(plan.in_type, plan.n_in)),
             "o": Out(vector_stream(plan.out_type, plan.n_out)),
@@ -52,7 +52,7 @@ class DataflowAccelerator(wiring.Component):
             m.submodules[s.name] = layer
         wiring.connect(m, wiring.flipped(self.i), layers[0].i)
         first, last = layers[0], layers[-1]
-        if "i_valids" in self.signature.members:
+        if self.copies:
             m.d.comb += [
                 first.i_valids.eq(self.i_valids),
                 self.i_readys.eq(first.i_readys),
