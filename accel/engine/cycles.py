@@ -30,8 +30,9 @@ from accel.engine.vector import Vec
 
 # Pipeline registers (``accel.rtl.engine``): from a step's issue to its tile's
 # sums in the drain registers: the step register, the sampler's 3, the buffer
-# read, the array's 4 (input, crossbar, PE, product; ``MacArray.LATENCY``)...
-ISSUE_TO_DRAIN = 1 + 3 + 1 + 4
+# read, the array's 5 (input, crossbar, PE, the DSP block's product and the fabric's;
+# ``MacArray.LATENCY``)...
+ISSUE_TO_DRAIN = 1 + 3 + 1 + 5
 # ... and from the drain picking a word to the word on the stream or in a bank:
 # the biased word's register, then the requantizer's (``Requantizer.LATENCY``)
 DRAIN_LATENCY = 1 + 5

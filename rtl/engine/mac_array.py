@@ -7,6 +7,7 @@ from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from accel.engine.config import EngineConfig
+from accel.rtl.dsp import registered_product
 from accel.rtl.fixed import select
 
 
@@ -28,13 +29,15 @@ class MacArray(wiring.Component):
     so a group whose weights keep ``n`` of ``group`` takes ``n`` cycles. In dense
     mode the index is the step within the group.
 
-    Five pipeline stages: the inputs (buffer outputs) are registered; each
+    Six pipeline stages: the inputs (buffer outputs) are registered; each
     row's crossbar (the ``cols`` multiplexers of its PEs, beside the row's
-    input register) picks every PE's activation into a register; a second
-    register per PE carries it to the PE's DSP block (no logic between the two,
-    so the placer can put the first beside the crossbar and the second beside
-    the DSP: the 72 wires of a row's group stay local, and each DSP sees 9);
-    the products are registered, then accumulated. On a tile's last step the
+    input register) picks every PE's activation into a register; the PE's DSP
+    block takes it and the weight into its own input registers, and registers
+    the product (:func:`accel.rtl.dsp.registered_product`: on ECP5 both are
+    inside the MULT18X18D, so fewer fabric flip-flops crowd the DSP rows and the
+    route into the block has a cycle to itself); a fabric register takes the
+    product (the route out of the block has its cycle too, so the accumulator
+    need not sit beside the DSP block); then the products are accumulated. On a tile's last step the
     finished sums move to the drain registers, read out a word at a time
     through ``select``/``word``, and the accumulators clear (a reset that wins
     over the enable, so the flip-flops' LSR, no multiplexer) for the next
@@ -54,8 +57,9 @@ class MacArray(wiring.Component):
     drain will be free to take its sums (``finishing``).
     """
 
-    # input, crossbar, PE and product registers; then the accumulators
-    LATENCY = 4
+    # input, crossbar, PE (the DSP block's operand registers), the DSP block's product
+    # and the fabric's product registers; then the accumulators
+    LATENCY = 5
 
     def __init__(self, cfg: EngineConfig) -> None:
         self.cfg = cfg
@@ -99,24 +103,26 @@ class MacArray(wiring.Component):
             m.d.sync += r.eq(value)
             return r
 
-        # stage 1: the inputs; stage x: the crossbars' picks; stage a: each PE's
-        # activation; stage 2: the products; then the accumulators
+        # stage 1: the inputs; stage x: the crossbars' picks; stage a: the DSP blocks'
+        # operands; stage p: their products; stage 2: the fabric's products; then the
+        # accumulators
         valid1, last1 = reg(self.valid, "valid1", True), reg(self.last, "last1", True)
         a1, w1, idx1 = reg(self.a, "a1"), reg(self.w, "w1"), reg(self.idx, "idx1")
         wx = reg(w1, "wx")
-        # per row: (valid, last, index) at stage 1 and the weights at stage a, passed
-        # down from the row above when skewed
+        # per row: (valid, last, index) at stage 1 and the weights at stage x (the
+        # DSP blocks' B registers take them to stage a), passed down from the row
+        # above when skewed: row p's weights are row p - 1's, a register later
         rows = []
         for p in range(cfg.rows):
             if p == 0 or not skewed(cfg):
                 if p == 0:
-                    first_row = (valid1, last1, idx1, reg(wx, "w2"))
+                    first_row = (valid1, last1, idx1, wx)
                 rows.append(first_row)
                 continue
-            v, la, ix, w2 = rows[-1]
+            v, la, ix, wp = rows[-1]
             rows.append(
                 (reg(v, f"valid1_r{p}", True), reg(la, f"last1_r{p}", True),
-                 reg(ix, f"idx1_r{p}"), reg(w2, f"w2_r{p}"))
+                 reg(ix, f"idx1_r{p}"), reg(wp, f"w2_r{p}" if p > 1 else "w2"))
             )  # fmt: skip
         busy = []
         words = cfg.cols // cfg.group
@@ -124,19 +130,21 @@ class MacArray(wiring.Component):
         finished: list[list[Signal]] = [[] for _ in range(cfg.rows)]  # [p][q]
         flags = {}
         for p in range(cfg.rows):
-            v1, l1, ix1, w2 = rows[p]
+            v1, l1, ix1, wp = rows[p]
             key = id(v1)
             if key not in flags:
                 vx, lx = reg(v1, f"valid_x{p}", True), reg(l1, f"last_x{p}", True)
                 va, la = reg(vx, f"valid_a{p}", True), reg(lx, f"last_a{p}", True)
-                # stage 2: the step's product is registered; its accumulators take it
-                v2, fin = reg(va, f"valid2_{p}", True), reg(va & la, f"finish{p}", True)
+                vp, lp = reg(va, f"valid_p{p}", True), reg(la, f"last_p{p}", True)
+                # stage 2: the step's product, in the DSP block's register, then in
+                # the fabric's; its accumulators take it
+                v2, fin = reg(vp, f"valid2_{p}", True), reg(vp & lp, f"finish{p}", True)
                 # the accumulators' clear: the tile's end, and the reset (so the
                 # accumulators need none of their own)
                 clr = Signal(name=f"clear{p}", init=1)
-                m.d.sync += clr.eq(va & la)
+                m.d.sync += clr.eq(vp & lp)
                 flags[key] = (v2, fin, clr)
-                busy += [v1, vx, va, v2]
+                busy += [v1, vx, va, vp, v2]
                 if p == 0:
                     m.d.comb += self.finishing.eq(fin)
             v2, fin, clr = flags[key]
@@ -145,11 +153,11 @@ class MacArray(wiring.Component):
             group = [Signal(signed(cfg.pe_a_bits), name=f"g_{p}_{e}") for e in range(cfg.group)]
             m.d.comb += [x.eq(a1[p][e]) for e, x in enumerate(group)]
             for q in range(cfg.cols):
-                # the row's crossbar picks the PE's activation; a second register
-                # carries it to the DSP block
+                # the row's crossbar picks the PE's activation; the DSP block's
+                # own registers take it and the weight (stage a), then the product
                 x = reg(select(group, ix1[q]), f"x_{p}_{q}")
-                a = reg(x, f"a_{p}_{q}")
-                prod = reg(a * w2[q], f"prod_{p}_{q}")
+                product = registered_product(m, x, wp[q], f"dsp_{p}_{q}", platform)
+                prod = reg(product, f"prod_{p}_{q}")
                 acc = Signal(signed(cfg.acc_bits), name=f"acc_{p}_{q}", reset_less=True)
                 total = Signal(signed(cfg.acc_bits), name=f"sum_{p}_{q}")
                 done = Signal(signed(cfg.acc_bits), name=f"done_{p}_{q}", reset_less=True)
