@@ -44,7 +44,7 @@ def registered_product(m: Module, a: Value, b: Value, name: str, platform) -> Va
     p = Signal(2 * DSP_BITS, name=f"{name}_P")
     ports = {f"i_A{i}": ax[i] for i in range(DSP_BITS)}
     ports |= {f"i_B{i}": bx[i] for i in range(DSP_BITS)}
-    ports |= {f"i_C{i}": 0 for i in range(DSP_BITS)}
+    # C feeds only the ALU block beside the multiplier: left unconnected, not tied off
     ports |= {f"o_P{i}": p[i] for i in range(2 * DSP_BITS)}
     m.submodules[f"{name}_dsp"] = Instance(
         "MULT18X18D",

@@ -30,6 +30,19 @@ def queue_words(cfg: EngineConfig) -> int:
     return 1 << (need - 1).bit_length()
 
 
+def select_bits(cfg: EngineConfig) -> int:
+    """Bits of the array's read-out select: a word of a finished tile (row * words + word)."""
+    return max(1, (cfg.rows * (cfg.cols // cfg.group) - 1).bit_length())
+
+
+def select_code(cfg: EngineConfig, lane: int) -> int:
+    """The mask lane ``lane``'s copy of the read-out select is kept in: word ``pos`` is
+    ``pos ^ select_code(cfg, lane)``. One register per lane instead of one for all
+    (each select bit fanned out to every bit of every lane was the array's most
+    congested net); coded differently, so synthesis cannot merge the copies back."""
+    return lane % (1 << select_bits(cfg))
+
+
 def out_word(cfg: EngineConfig) -> data.ArrayLayout:
     """An output-stream word: ``group`` results, each a signed accumulator-width value."""
     return data.ArrayLayout(signed(cfg.acc_bits), cfg.group)
@@ -71,7 +84,8 @@ class Drain(wiring.Component):
             {
                 "instr": In(instruction_layout(cfg)),
                 "start": In(1),  # a GEMM begins: reset the tile counters
-                "select": Out(range(cfg.rows * (cfg.cols // cfg.group))),  # the word to read
+                # the word to read, a copy per lane (:func:`select_code`)
+                "select": Out(data.ArrayLayout(select_bits(cfg), cfg.group)),
                 "word": In(data.ArrayLayout(signed(cfg.acc_bits), cfg.group)),
                 "bias": In(data.ArrayLayout(signed(cfg.acc_bits), cfg.cols)),
                 "offer": In(1),  # the array finishes a tile this cycle: take it
@@ -120,7 +134,11 @@ class Drain(wiring.Component):
             final.eq(step & (row == cfg.rows - 1) & (word == words - 1)),
         ]
         pos = Signal(range(cfg.rows * words))  # row * words + word
-        m.d.comb += self.select.eq(pos)
+        codes = [select_code(cfg, e) for e in range(cfg.group)]
+        copies = [
+            Signal(select_bits(cfg), name=f"select{e}", init=c) for e, c in enumerate(codes)
+        ]
+        m.d.comb += [self.select[e].eq(c) for e, c in enumerate(copies)]
 
         def reg(value, name: str, flag: bool = False) -> Signal:
             """A pipeline register; data take no reset (only the flags beside them)."""
@@ -290,6 +308,7 @@ class Drain(wiring.Component):
 
         with m.If(step):
             m.d.sync += [word.eq(word + 1), pos.eq(pos + 1)]
+            m.d.sync += [c.eq(((c ^ k) + 1) ^ k) for c, k in zip(copies, codes)]
             n_lane, n_word = plus(o_lane, o_word, 1)
             m.d.sync += [o_lane.eq(n_lane), o_word.eq(n_word)]
             with m.If(word == words - 1):
@@ -297,6 +316,7 @@ class Drain(wiring.Component):
                 m.d.sync += [word.eq(0), row.eq(row + 1), o_lane.eq(t_lane), o_word.eq(t_word)]
         with m.If(final):
             m.d.sync += [row.eq(0), pos.eq(0), active.eq(0)]
+            m.d.sync += [c.eq(k) for c, k in zip(copies, codes)]
             with m.If(rb == p.row_blocks - 1):
                 m.d.sync += [rb.eq(0), row_addr.eq(p.out_base), col_addr.eq(col_addr + words)]
                 n_lane, n_word = plus(t_lane, t_word, words)

@@ -8,6 +8,7 @@ from amaranth.lib.wiring import In, Out
 
 from accel.engine.config import EngineConfig
 from accel.rtl.dsp import registered_product
+from accel.rtl.engine.drain import select_bits, select_code
 from accel.rtl.fixed import select
 
 
@@ -74,7 +75,8 @@ class MacArray(wiring.Component):
                 "first": In(1),
                 "last": In(1),
                 # the finished tile, read out one word of ``group`` sums at a time
-                "select": In(range(p * (q // g))),  # row * (cols / group) + word
+                # per lane: row * (cols / group) + word, coded (``drain.select_code``)
+                "select": In(data.ArrayLayout(select_bits(cfg), g)),
                 "word": Out(data.ArrayLayout(signed(cfg.acc_bits), g)),
                 **(
                     {  # the finished tile's column ``tselect`` (rows == group), for K^T
@@ -176,7 +178,9 @@ class MacArray(wiring.Component):
         # cells[e] is ordered (p, q // group), which is the select order
         assert all(len(c) == cfg.rows * words for c in cells)
         for e, lane in enumerate(cells):
-            m.d.comb += self.word[e].eq(select(lane, self.select))
+            k = select_code(cfg, e)  # lane e's select is the word's index ^ k
+            coded = [lane[i ^ k] if i ^ k < len(lane) else 0 for i in range(1 << select_bits(cfg))]
+            m.d.comb += self.word[e].eq(select(coded, self.select[e]))
         if cfg.vector:
             for p in range(cfg.rows):
                 m.d.comb += self.tword[p].eq(select(finished[p], self.tselect))
