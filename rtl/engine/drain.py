@@ -308,7 +308,7 @@ class Drain(wiring.Component):
 
         with m.If(step):
             m.d.sync += [word.eq(word + 1), pos.eq(pos + 1)]
-            m.d.sync += [c.eq(((c ^ k) + 1) ^ k) for c, k in zip(copies, codes)]
+            m.d.sync += [c.eq(((c ^ k) + 1) ^ k) for c, k in zip(copies, codes, strict=True)]
             n_lane, n_word = plus(o_lane, o_word, 1)
             m.d.sync += [o_lane.eq(n_lane), o_word.eq(n_word)]
             with m.If(word == words - 1):
@@ -316,7 +316,7 @@ class Drain(wiring.Component):
                 m.d.sync += [word.eq(0), row.eq(row + 1), o_lane.eq(t_lane), o_word.eq(t_word)]
         with m.If(final):
             m.d.sync += [row.eq(0), pos.eq(0), active.eq(0)]
-            m.d.sync += [c.eq(k) for c, k in zip(copies, codes)]
+            m.d.sync += [c.eq(k) for c, k in zip(copies, codes, strict=True)]
             with m.If(rb == p.row_blocks - 1):
                 m.d.sync += [rb.eq(0), row_addr.eq(p.out_base), col_addr.eq(col_addr + words)]
                 n_lane, n_word = plus(t_lane, t_word, words)
