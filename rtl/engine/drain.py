@@ -135,9 +135,7 @@ class Drain(wiring.Component):
         ]
         pos = Signal(range(cfg.rows * words))  # row * words + word
         codes = [select_code(cfg, e) for e in range(cfg.group)]
-        copies = [
-            Signal(select_bits(cfg), name=f"select{e}", init=c) for e, c in enumerate(codes)
-        ]
+        copies = [Signal(select_bits(cfg), name=f"select{e}", init=c) for e, c in enumerate(codes)]
         m.d.comb += [self.select[e].eq(c) for e, c in enumerate(copies)]
 
         def reg(value, name: str, flag: bool = False) -> Signal:
