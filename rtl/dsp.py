@@ -16,17 +16,40 @@ from amaranth.hdl import ClockSignal, Instance, Module, Signal, Value
 DSP_BITS = 18
 
 
+# The MULT18X18D sites of the ECP5 85k die (LFE5U-85F, LFE5UM-85F, LFE5UM5G-85F), named
+# as nextpnr names them: three rows (y 10, 34 and 58) of 13 blocks of four across the
+# die. Read from nextpnr-ecp5 0.11.1's placement of 156 multipliers (all of them).
+_DSP_ROWS_85K = (10, 34, 58)
+_DSP_BLOCKS_85K = (4, 13, 22, 31, 40, 49, 58, 69, 78, 87, 96, 105, 114)
+_DSP_IN_BLOCK = ((0, 0), (1, 1), (4, 4), (5, 5))  # (x offset, MULT18_z)
+
+
+def dsp_sites(platform) -> list[list[str]] | None:
+    """The part's multiplier sites, per row of DSP blocks, left to right; None when the
+    platform is not an ECP5 part whose sites are known (only the 85k die's are)."""
+    device = str(getattr(platform, "device", ""))
+    if getattr(platform, "family", None) != "ecp5" or not device.endswith("85F"):
+        return None
+    return [
+        [f"X{x + dx}/Y{y}/MULT18_{z}" for x in _DSP_BLOCKS_85K for dx, z in _DSP_IN_BLOCK]
+        for y in _DSP_ROWS_85K
+    ]
+
+
 def _signed_bits(v: Value) -> int:
     return len(v) + (0 if v.shape().signed else 1)
 
 
-def registered_product(m: Module, a: Value, b: Value, name: str, platform) -> Value:
+def registered_product(
+    m: Module, a: Value, b: Value, name: str, platform, site: str | None = None
+) -> Value:
     """``a * b`` two clock edges later: operands registered, then the product.
 
     On an ECP5 part (``platform.family == "ecp5"``), when both operands fit 18 signed
     bits, one MULT18X18D with its A, B and P registers on the sync clock (CE tied
     high, never reset: data registers); otherwise fabric registers around ``*``,
     which is also what simulation runs. Both give the same value at the same cycle.
+    ``site`` (one of :func:`dsp_sites`) places the block there (nextpnr's ``BEL``).
     """
     a, b = Value.cast(a), Value.cast(b)
     shape = (a * b).shape()
@@ -48,6 +71,7 @@ def registered_product(m: Module, a: Value, b: Value, name: str, platform) -> Va
     ports |= {f"o_P{i}": p[i] for i in range(2 * DSP_BITS)}
     m.submodules[f"{name}_dsp"] = Instance(
         "MULT18X18D",
+        **({"a_BEL": site} if site else {}),
         p_REG_INPUTA_CLK="CLK0",
         p_REG_INPUTB_CLK="CLK0",
         p_REG_OUTPUT_CLK="CLK0",

@@ -10,6 +10,7 @@ cached under ``$ACCEL_CACHE/blocks`` by each block's Verilog.
 """
 
 import json
+import re
 
 import pytest
 
@@ -103,3 +104,30 @@ def test_dataflow_products_take_the_dsp_blocks_registers_on_ecp5():
     for reg in ("REG_INPUTA_CLK", "REG_INPUTB_CLK", "REG_OUTPUT_CLK"):
         assert board.count(f'.{reg}("CLK0")') == 34
     assert "MULT18X18D" not in verilog.convert(DotLayer(stage))
+
+
+def test_the_engine_array_takes_its_planned_dsp_sites_on_the_85k_die():
+    """On the ULX3S 85F the MAC array's 64 multipliers go to 64 distinct sites spread
+    over all three DSP rows (nextpnr's ``BEL``), with the DSP blocks' registers; a part
+    whose sites are unknown, or an array too big for the plan, is left to the placer."""
+    from amaranth.back import verilog
+
+    from accel.engine.config import EngineConfig
+    from accel.flows.boards import get as get_board
+    from accel.rtl.dsp import dsp_sites
+    from accel.rtl.engine.mac_array import MacArray, floorplan
+
+    cfg = blocks.engine_config()
+    platform = get_board("ulx3s-85f").platform()
+    sites = dsp_sites(platform)
+    assert [len(r) for r in sites] == [52, 52, 52]
+    plan = floorplan(cfg, sites)
+    assert len(set(plan.values())) == 64
+    assert {s.split("/")[1] for s in plan.values()} == {"Y10", "Y34", "Y58"}
+    # a PE row keeps to one DSP row
+    assert all(len({plan[p, q].split("/")[1] for q in range(8)}) == 1 for p in range(8))
+    text = verilog.convert(MacArray(cfg), platform=platform)
+    assert text.count("MULT18X18D #(") == 64
+    assert sorted(set(re.findall(r'\(\* BEL = "([^"]+)" \*\)', text))) == sorted(plan.values())
+    assert floorplan(EngineConfig(rows=16, cols=16, group=8), sites) is None
+    assert dsp_sites(get_board("ulx3s-45f").platform()) is None

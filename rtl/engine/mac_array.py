@@ -7,7 +7,7 @@ from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from accel.engine.config import EngineConfig
-from accel.rtl.dsp import registered_product
+from accel.rtl.dsp import dsp_sites, registered_product
 from accel.rtl.engine.drain import select_bits, select_code
 from accel.rtl.fixed import select
 
@@ -19,6 +19,34 @@ def skewed(cfg: EngineConfig) -> bool:
     every row's sums at once, so its rows run in step.
     """
     return not cfg.vector
+
+
+def floorplan(cfg: EngineConfig, sites: list[list[str]] | None) -> dict | None:
+    """PE ``(p, q)`` -> the multiplier site its DSP block takes, or None (the placer's
+    choice) when ``sites`` (:func:`accel.rtl.dsp.dsp_sites`) are unknown or too few.
+
+    Left to itself, nextpnr packs the array's multipliers into a few neighbouring
+    stretches of DSP rows, and the logic around them (operand, product,
+    accumulator and result registers, crossbars, read-out) overfills the routing
+    there. The plan spreads the array over every DSP row: PE rows in bands (a row's
+    activations stay local), a band's PEs on every other site, the bands snaking
+    from one DSP row to the next so that row ``p``'s weights pass a band's width
+    to row ``p + 1``'s.
+    """
+    if not sites:
+        return None
+    per = -(-cfg.rows // len(sites))  # PE rows per DSP row
+    if per * cfg.cols > min(len(r) for r in sites):
+        return None
+    plan = {}
+    for p in range(cfg.rows):
+        r, k = divmod(p, per)
+        here = min(per, cfg.rows - r * per)  # PE rows in this DSP row
+        band = len(sites[r]) // here
+        start = (k if r % 2 == 0 else here - 1 - k) * band
+        for q in range(cfg.cols):
+            plan[p, q] = sites[r][start + (2 * q + 1) * band // (2 * cfg.cols)]
+    return plan
 
 
 class MacArray(wiring.Component):
@@ -53,6 +81,9 @@ class MacArray(wiring.Component):
     block and the next row's register. Row ``p``'s sums are ready ``p`` cycles
     after row 0's, and the drain reads the rows in order, a cycle (``cols /
     group`` words) each, so it never waits for them.
+
+    On a part whose DSP sites are known, the multipliers are placed by
+    :func:`floorplan`.
 
     The array never stalls: the engine issues a tile's last step only when the
     drain will be free to take its sums (``finishing``).
@@ -94,6 +125,7 @@ class MacArray(wiring.Component):
     def elaborate(self, platform) -> Module:
         m = Module()
         cfg = self.cfg
+        plan = floorplan(cfg, dsp_sites(platform))
 
         def reg(value, name: str, flag: bool = False):
             """A pipeline register; only the step's flags take the reset (data need
@@ -158,7 +190,9 @@ class MacArray(wiring.Component):
                 # the row's crossbar picks the PE's activation; the DSP block's
                 # own registers take it and the weight (stage a), then the product
                 x = reg(select(group, ix1[q]), f"x_{p}_{q}")
-                product = registered_product(m, x, wp[q], f"dsp_{p}_{q}", platform)
+                product = registered_product(
+                    m, x, wp[q], f"dsp_{p}_{q}", platform, plan and plan[p, q]
+                )
                 prod = reg(product, f"prod_{p}_{q}")
                 acc = Signal(signed(cfg.acc_bits), name=f"acc_{p}_{q}", reset_less=True)
                 total = Signal(signed(cfg.acc_bits), name=f"sum_{p}_{q}")
