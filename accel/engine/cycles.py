@@ -34,8 +34,9 @@ from accel.engine.vector import Vec
 # ``MacArray.LATENCY``)...
 ISSUE_TO_DRAIN = 1 + 3 + 1 + 5
 # ... and from the drain picking a word to the word on the stream or in a bank:
-# the biased word's register, then the requantizer's (``Requantizer.LATENCY``)
-DRAIN_LATENCY = 1 + 5
+# the array's read-out register, the biased word's, then the requantizer's
+# (``Requantizer.LATENCY``)
+DRAIN_LATENCY = 1 + 1 + 5
 
 
 def reduce_latency(cfg) -> int:

@@ -210,7 +210,7 @@ class Engine(wiring.Component):
                 m.d.comb += [b_wr.addr.eq(drain.baddr), b_wr.en.eq(1)]
                 for q in range(cfg.cols):
                     m.d.comb += [b_wr.data.w[q].eq(drain.o.payload[q]), b_wr.data.idx[q].eq(0)]
-            m.d.comb += array.tselect.eq(drain.select)
+            m.d.comb += array.tselect.eq(drain.select[0])  # lane 0's copy is uncoded
             with m.If(instr.b_transpose):
                 m.d.comb += drain.word.eq(array.tword)
         # systolic rows (``mac_array.skewed``): row r reads its bank r cycles after row 0
@@ -291,21 +291,25 @@ class Engine(wiring.Component):
             m.d.sync += vstart.eq(0)
             m.d.comb += vec.start.eq(vstart)
         loops = Signal(24)  # iterations of the current LOOP body done
+        # ``count`` has reached the words a PROGRAM or LOAD takes: a register, set a
+        # cycle ahead, so the input's ready is one LUT from flip-flops (its compare of
+        # 24-bit counts reached every slice of the bridge's input queue in one cycle)
+        at_end = Signal()
         m.d.comb += drain.start.eq(starting)
         with m.FSM():
             with m.State("BOOT"):
                 m.d.comb += self.i.ready.eq(1)
                 with m.If(self.i.valid):
-                    m.d.sync += [n_instr.eq(word[:16]), count.eq(0)]
+                    m.d.sync += [n_instr.eq(word[:16]), count.eq(0), at_end.eq(word[:16] == 0)]
                     m.next = "PROGRAM"
             with m.State("PROGRAM"):
-                with m.If(count == n_instr):
+                with m.If(at_end):
                     m.d.sync += pc.eq(0)
                     m.next = "FETCH"
                 with m.Else():
                     m.d.comb += [self.i.ready.eq(1), i_wr.en.eq(self.i.valid)]
                     with m.If(self.i.valid):
-                        m.d.sync += count.eq(count + 1)
+                        m.d.sync += [count.eq(count + 1), at_end.eq(count + 1 == n_instr)]
             with m.State("FETCH"):
                 m.d.comb += i_rd.addr.eq(pc)
                 m.next = "DECODE"
@@ -316,6 +320,7 @@ class Engine(wiring.Component):
                 m.d.sync += [
                     instr.eq(i_rd.data),
                     count.eq(0),
+                    at_end.eq(fetched.count == 0),
                     l_bank.eq(0),
                     l_addr.eq(fetched.base),
                     pc.eq(pc + 1),
@@ -340,12 +345,12 @@ class Engine(wiring.Component):
                     with m.Default():
                         m.next = "HALT"
             with m.State("LOAD"):
-                with m.If(count == instr.count):
+                with m.If(at_end):
                     m.next = "FETCH"
                 with m.Else():
                     m.d.comb += self.i.ready.eq(1)
                     with m.If(self.i.valid):
-                        m.d.sync += count.eq(count + 1)
+                        m.d.sync += [count.eq(count + 1), at_end.eq(count + 1 == instr.count)]
                         with m.Switch(instr.target):
                             with m.Case(Target.A):
                                 for r, port in enumerate(a_wr):

@@ -156,7 +156,8 @@ class Drain(wiring.Component):
             b = select([bias[k * cfg.group + e] for k in range(words)], word)
             if cfg.vector:  # a transposed tile leaves column ``row``: one bias for all lanes
                 b = Mux(p.b_transpose, select(list(bias), row), b)
-            biased.append(self.word[e] + b)
+            # the array's word is the one selected a cycle ago: the bias waits a cycle too
+            biased.append(self.word[e] + reg(b, f"bias_read{e}"))
         # reducing GEMMs: the word's sum, an adder tree registered at every level but
         # the last, whose sum enters lane 0's register in place of the lane's value
         vwidth = cfg.acc_bits + 1  # the requantizer keeps the low acc_bits bits: sums wrap
@@ -222,14 +223,16 @@ class Drain(wiring.Component):
                 m.d.sync += [b_row.eq(0), b_col.eq(0)]
         # a reducing GEMM's words take ``extra`` registers more (its valid flags are
         # zero otherwise)
+        # the word's controls, a cycle later: beside the array's registered read-out
+        read = reg(now, "ctl_read", True)
         late = Signal(ctl)
-        m.d.comb += [late.eq(now), late.valid.eq(step & reduce)]
+        m.d.comb += [late.eq(read), late.valid.eq(read.valid & reduce)]
         delayed = [late]
         for k in range(extra):
             delayed.append(reg(delayed[-1], f"ctl_reduce{k}", True))
         picked = Signal(ctl)
-        m.d.comb += picked.eq(Mux(reduce, delayed[-1], now))
-        stages = [now, reg(picked, "ctl0", True)]
+        m.d.comb += picked.eq(Mux(reduce, delayed[-1], read))
+        stages = [read, reg(picked, "ctl0", True)]
         for k in range(1, 1 + Requantizer.LATENCY):
             stages.append(reg(stages[-1], f"ctl{k}", True))
         stages += delayed[1:]  # for ``busy``
@@ -286,7 +289,7 @@ class Drain(wiring.Component):
         m.d.comb += self.room.eq(room)
 
         m.d.comb += [
-            self.busy.eq(active | Cat(s.valid for s in stages[1:]).any() | held),
+            self.busy.eq(active | Cat(s.valid for s in stages).any() | held),
             self.we.eq(out.we),
             self.owe.eq(out.owe),
             self.olane.eq(out.olane),

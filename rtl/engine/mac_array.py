@@ -66,9 +66,10 @@ class MacArray(wiring.Component):
     inside the MULT18X18D, so fewer fabric flip-flops crowd the DSP rows and the
     route into the block has a cycle to itself); a fabric register takes the
     product (the route out of the block has its cycle too, so the accumulator
-    need not sit beside the DSP block); then the products are accumulated. On a tile's last step the
-    finished sums move to the drain registers, read out a word at a time
-    through ``select``/``word``, and the accumulators clear (a reset that wins
+    need not sit beside the DSP block); then the products are accumulated. On a
+    tile's last step the finished sums move to the drain registers, read out a
+    word at a time through ``select``/``word`` (``word`` is registered: the one
+    selected the cycle before), and the accumulators clear (a reset that wins
     over the enable, so the flip-flops' LSR, no multiplexer) for the next
     tile, so tiles run back to back.
 
@@ -214,8 +215,8 @@ class MacArray(wiring.Component):
         for e, lane in enumerate(cells):
             k = select_code(cfg, e)  # lane e's select is the word's index ^ k
             coded = [lane[i ^ k] if i ^ k < len(lane) else 0 for i in range(1 << select_bits(cfg))]
-            m.d.comb += self.word[e].eq(select(coded, self.select[e]))
+            m.d.sync += self.word[e].eq(select(coded, self.select[e]))
         if cfg.vector:
             for p in range(cfg.rows):
-                m.d.comb += self.tword[p].eq(select(finished[p], self.tselect))
+                m.d.sync += self.tword[p].eq(select(finished[p], self.tselect))
         return m
