@@ -290,7 +290,9 @@ class Engine(wiring.Component):
             vstart = Signal()
             m.d.sync += vstart.eq(0)
             m.d.comb += vec.start.eq(vstart)
-        loops = Signal(24)  # iterations of the current LOOP body done
+        # iterations of the current LOOP body done, plus one: the decode compares it with
+        # the fetched count as it leaves the instruction memory (no subtraction there)
+        loops = Signal(25, init=1)
         # ``count`` has reached the words a PROGRAM or LOAD takes: a register, set a
         # cycle ahead, so the input's ready is one LUT from flip-flops (its compare of
         # 24-bit counts reached every slice of the bridge's input queue in one cycle)
@@ -337,8 +339,8 @@ class Engine(wiring.Component):
                             m.d.sync += vstart.eq(1)
                             m.next = "VEC"
                     with m.Case(ops.LOOP):
-                        with m.If(loops == fetched.count - 1):
-                            m.d.sync += loops.eq(0)  # done: fall through
+                        with m.If(loops == fetched.count):
+                            m.d.sync += loops.eq(1)  # done: fall through
                         with m.Else():
                             m.d.sync += [loops.eq(loops + 1), pc.eq(fetched.base)]
                         m.next = "FETCH"
