@@ -20,6 +20,7 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from accel.engine.isa import Rounding
+from accel.rtl.copies import kept_copy
 from accel.rtl.fixed import named
 
 
@@ -73,6 +74,13 @@ def requantize(
     return out
 
 
+# the instruction fields :func:`requantize` reads
+DRAIN_FIELDS = (
+    "acc_mask", "acc_sign", "relu", "shift", "half", "rem_mask", "rounding",
+    "out_hi", "out_lo", "out_mask", "out_sign", "sat",
+)  # fmt: skip
+
+
 class Requantizer(wiring.Component):
     """One lane of the drain's requantizer, pipelined: ``value`` to ``result`` in :data:`LATENCY`.
 
@@ -112,8 +120,12 @@ class Requantizer(wiring.Component):
         # every bit of the lane, and one shared register placed far from the eight
         # lanes was the drain's critical path. The instruction changes only when the
         # drain is idle, and a GEMM's first word reaches the drain cycles after it.
+        # (kept: eight plain copies were merged back into one by synthesis)
         instr = Signal.like(self.instr, reset_less=True)
-        m.d.sync += instr.eq(self.instr)
+        for field in DRAIN_FIELDS:
+            m.d.comb += getattr(instr, field).eq(
+                kept_copy(m, getattr(self.instr, field), f"instr_{field}", platform)
+            )
         out = requantize(m, self.value, instr, self.cfg.acc_bits, "lane", stage)
         with m.If(self.en):
             m.d.sync += self.result.eq(out)
