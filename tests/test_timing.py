@@ -131,3 +131,22 @@ def test_the_engine_array_takes_its_planned_dsp_sites_on_the_85k_die():
     assert sorted(set(re.findall(r'\(\* BEL = "([^"]+)" \*\)', text))) == sorted(plan.values())
     assert floorplan(EngineConfig(rows=16, cols=16, group=8), sites) is None
     assert dsp_sites(get_board("ulx3s-45f").platform()) is None
+
+
+def test_each_drain_lane_keeps_its_own_copy_of_the_instruction_on_ecp5():
+    """yosys merges identical inferred registers; on the board each requantizer lane's
+    copy of the drain fields is made of TRELLIS_FF cells of its own (one per bit), and
+    in simulation plain registers (no vendor cells)."""
+    from amaranth.back import verilog
+    from amaranth.hdl import Signal, Value
+
+    from accel.engine.isa import instruction_layout
+    from accel.flows.boards import get as get_board
+    from accel.rtl.engine.requant import DRAIN_FIELDS, Requantizer
+
+    cfg = blocks.engine_config()
+    instr = Signal(instruction_layout(cfg))
+    bits = sum(len(Value.cast(getattr(instr, f))) for f in DRAIN_FIELDS)
+    board = verilog.convert(Requantizer(cfg), platform=get_board("ulx3s-85f").platform())
+    assert board.count("TRELLIS_FF #(") == bits
+    assert "TRELLIS_FF" not in verilog.convert(Requantizer(cfg))
