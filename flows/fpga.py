@@ -201,7 +201,7 @@ def _pll_domain(m: Module, platform, pll: dict) -> None:
     # routing, where it was the autoencoder's critical path at reuse 16 (the lock flag ->
     # a LUT -> an LSR pin across the die, 11.7 of 12.9 ns)
     hold, rst = Signal(init=1), Signal()
-    m.submodules.rst_buf = Instance("DCCA", i_CLKI=hold, i_CE=1, o_CLKO=rst)
+    m.submodules[RESET_BUFFER] = Instance("DCCA", i_CLKI=hold, i_CE=1, o_CLKO=rst)
     m.d.comb += [sync.clk.eq(clk), lock.clk.eq(clk), sync.rst.eq(rst)]
     m.d.pll_lock += [ready.eq(Cat(locked, ready[0])), hold.eq(~ready[1])]
     platform.add_clock_constraint(clk, pll["mhz"] * 1e6)
@@ -612,12 +612,25 @@ def _run_plan(
         step = STEP_NAMES.get(cmd[0], cmd[0])
         console = work / f"{cmd[0]}.log"
         limit = pnr_minutes * 60 if pnr_minutes and cmd[0] == "nextpnr-ecp5" else None
-        try:
-            log = work / tool_logs.get(cmd[0], console.name)
-            r, seconds[step] = run_tool(cmd, work, console, limit, progress, log)
-        except subprocess.TimeoutExpired:
-            raise _timeout(work, name, pnr_minutes) from None
         log = work / tool_logs.get(cmd[0], console.name)
+        sites = list(RESET_DCC_SITES.get(platform.device, ())) if cmd[0] == "nextpnr-ecp5" else []
+        while True:
+            try:
+                r, seconds[step] = run_tool(cmd, work, console, limit, progress, log)
+            except subprocess.TimeoutExpired:
+                raise _timeout(work, name, pnr_minutes) from None
+            failed = r.returncode != 0 and log.is_file()
+            if not (failed and sites and _reset_dcc_failed(log.read_text(errors="replace"))):
+                break
+            # nextpnr's own site for the reset's DCCA left its input unroutable; move it
+            site = sites.pop(0)
+            progress(f"the reset's global buffer input did not route; placing it at {site}")
+            _place_cell(work / f"{name}.json", name, RESET_BUFFER, site)
+            (work / "reset_buffer.txt").write_text(
+                f"the reset's DCCA placed at {site}: at nextpnr's own site its input "
+                "did not route\n"
+            )
+            logs.append("reset_buffer.txt")
         congestion.prune(work)
         for path in dict.fromkeys([log, console]):
             if path.is_file() and path.stat().st_size:
@@ -634,6 +647,25 @@ def _run_plan(
                 detail = f"{step} failed: {first} (log: {log.name})"
             raise AccelError(detail)
     return seconds, logs
+
+
+# the reset's global buffer (``_pll_domain``), and DCC sites to move it to when the one
+# nextpnr picks leaves its input unroutable ("Failed to route arc 0.0 of net ... to
+# X0/Y0/G_CLKI_TDCC0", seen on the engine with the deformable detector's banks): the
+# 85k die's other top and bottom DCCs, found by placing a DCCA on each with nextpnr
+RESET_BUFFER = "rst_buf"
+RESET_DCC_SITES = {"LFE5U-85F": ("X67/Y0/TDCC1", "X67/Y95/BDCC0")}
+
+
+def _reset_dcc_failed(log: str) -> bool:
+    return bool(re.search(r"ERROR: Failed to route arc .* to X\d+/Y\d+/G_CLKI_\w+DCC", log))
+
+
+def _place_cell(netlist: Path, top: str, cell: str, site: str) -> None:
+    """Give ``cell`` of module ``top`` in yosys's JSON ``netlist`` nextpnr's ``BEL``."""
+    doc = json.loads(netlist.read_text())
+    doc["modules"][top]["cells"][cell]["attributes"]["BEL"] = site
+    netlist.write_text(json.dumps(doc))
 
 
 def _platform(board: Board, extra_files: dict[str, str] | None):

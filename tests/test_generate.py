@@ -452,3 +452,24 @@ def test_board_clock_from_the_pll_and_its_reset_on_a_global():
     il = plan.files["t.il"]
     assert top.clock_mhz == 50 and "EHXPLLL" in il
     assert il.count("cell \\DCCA") == 1 and "\\rst_buf" in il
+
+
+def test_a_reset_buffer_whose_input_does_not_route_moves_to_another_dcc(tmp_path):
+    """nextpnr's own DCC for the reset's DCCA can leave its input unroutable (the engine
+    with the detector's banks, seeds 1 and 2); the flow recognizes that error and gives
+    the cell a BEL at another DCC of the 85k die, and no other error."""
+    from accel.flows import fpga
+
+    failed = (
+        "Info: Routing globals...\nERROR: Failed to route arc 0.0 of net '\\$signal', "
+        "from X67/Y2/Q0_SLICE to X0/Y0/G_CLKI_TDCC0.\n"
+    )
+    assert fpga._reset_dcc_failed(failed)
+    assert not fpga._reset_dcc_failed("ERROR: Failed to route arc 3.0 of net 'x', to X4/Y5/A0")
+    net = tmp_path / "accel_top.json"
+    net.write_text(json.dumps({"modules": {"accel_top": {"cells": {
+        fpga.RESET_BUFFER: {"type": "DCCA", "attributes": {}}}}}}))  # fmt: skip
+    site = fpga.RESET_DCC_SITES["LFE5U-85F"][0]
+    fpga._place_cell(net, "accel_top", fpga.RESET_BUFFER, site)
+    cell = json.loads(net.read_text())["modules"]["accel_top"]["cells"][fpga.RESET_BUFFER]
+    assert cell["attributes"]["BEL"] == site
