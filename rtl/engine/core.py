@@ -82,14 +82,7 @@ class Engine(wiring.Component):
             banks.append(mem)
         dmems = []
         for r in range(cfg.rows):
-            # a read in the cycle of a write to the same word returns what it may: the
-            # offsets are read only by a deformable GEMM, never while an offset GEMM
-            # writes them (so yosys adds no address compare to emulate either order;
-            # it was the engine's critical path: the step's offset address -> the
-            # compare -> the read register)
-            mem = Memory(
-                shape=offset_word(cfg), depth=cfg.offset_depth, init=[], attrs={"no_rw_check": 1}
-            )
+            mem = Memory(shape=offset_word(cfg), depth=cfg.offset_depth, init=[])
             m.submodules[f"dmem{r}"] = mem
             dmems.append(mem)
         i_rd, i_wr = imem.read_port(), imem.write_port()
