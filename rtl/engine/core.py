@@ -46,7 +46,9 @@ class Engine(wiring.Component):
     address, padding flag and (bilinear) corner weight.
 
     GEMM pipeline: issue -> offset read -> sampler (3 registers) -> buffer read ->
-    array input register -> product -> accumulate -> drain (bias, requantizer: 6 registers).
+    the array's 5 registers (input, crossbar, the DSP block's operand and product
+    registers, the fabric's product) -> accumulate -> drain (read-out, bias,
+    requantizer: 7 registers).
     Every memory output and product is registered before logic uses it further.
     """
 
