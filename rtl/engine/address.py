@@ -107,10 +107,6 @@ class AddressGenerator(wiring.Component):
         ct = Signal.like(p.col_tiles)
         chan = Signal.like(p.cblocks)  # depthwise: the column tile's first channel block
         opix = Signal.like(self.o_addr)  # the pixel's first offset word
-        # the GEMM is bilinear: registered, so the offset address does not start at the
-        # instruction memory's output in the decode cycle (loaded then, steady after)
-        bilinear = Signal()
-        m.d.sync += bilinear.eq(p.deform == Deform.BILINEAR)
         # running offsets
         sb_base = Signal(wide)
         ix0, iy0 = Signal(wide), Signal(wide)  # input x, y of the kernel's corner
@@ -159,7 +155,7 @@ class AddressGenerator(wiring.Component):
             st.j.eq(j),
             st.first.eq((j == 0) & (cb == 0) & (kx == 0) & (ky == 0)),
             st.last.eq(end_tile),
-            self.o_addr.eq(opix + Mux(bilinear, word_of_tap[ky], 0)),
+            self.o_addr.eq(opix + Mux(p.deform == Deform.BILINEAR, word_of_tap[ky], 0)),
             self.done.eq(end_sb & at_end["col_tiles"]),
         ]
 
