@@ -147,6 +147,14 @@ def pll_settings(in_mhz: float, target_mhz: float) -> dict:
     return best
 
 
+# the reset's global buffer (``_pll_domain``), and DCC sites to move it to when the one
+# nextpnr picks leaves its input unroutable ("Failed to route arc 0.0 of net ... to
+# X0/Y0/G_CLKI_TDCC0", seen on the engine with the deformable detector's banks): the
+# 85k die's other top and bottom DCCs, found by placing a DCCA on each with nextpnr
+RESET_BUFFER = "rst_buf"
+RESET_DCC_SITES = {"LFE5U-85F": ("X67/Y0/TDCC1", "X67/Y95/BDCC0")}
+
+
 def _pll_domain(m: Module, platform, pll: dict) -> None:
     """The ``sync`` domain from an EHXPLLL on the board's clock; reset until it locks."""
     from amaranth.hdl import ClockDomain, Instance, Signal
@@ -647,14 +655,6 @@ def _run_plan(
                 detail = f"{step} failed: {first} (log: {log.name})"
             raise AccelError(detail)
     return seconds, logs
-
-
-# the reset's global buffer (``_pll_domain``), and DCC sites to move it to when the one
-# nextpnr picks leaves its input unroutable ("Failed to route arc 0.0 of net ... to
-# X0/Y0/G_CLKI_TDCC0", seen on the engine with the deformable detector's banks): the
-# 85k die's other top and bottom DCCs, found by placing a DCCA on each with nextpnr
-RESET_BUFFER = "rst_buf"
-RESET_DCC_SITES = {"LFE5U-85F": ("X67/Y0/TDCC1", "X67/Y95/BDCC0")}
 
 
 def _reset_dcc_failed(log: str) -> bool:

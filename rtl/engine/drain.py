@@ -36,8 +36,8 @@ def select_bits(cfg: EngineConfig) -> int:
 
 
 def select_code(cfg: EngineConfig, lane: int) -> int:
-    """The mask lane ``lane``'s copy of the read-out select is kept in: word ``pos`` is
-    ``pos ^ select_code(cfg, lane)``. One register per lane instead of one for all
+    """The mask lane ``lane``'s copy of the read-out select is kept in: word ``i`` is
+    ``i ^ select_code(cfg, lane)``. One register per lane instead of one for all
     (each select bit fanned out to every bit of every lane was the array's most
     congested net); coded differently, so synthesis cannot merge the copies back."""
     return lane % (1 << select_bits(cfg))
@@ -133,7 +133,7 @@ class Drain(wiring.Component):
             step.eq(active),
             final.eq(step & (row == cfg.rows - 1) & (word == words - 1)),
         ]
-        pos = Signal(range(cfg.rows * words))  # row * words + word
+        # the word to read (row * words + word), a copy per lane, lane e's XOR-coded
         codes = [select_code(cfg, e) for e in range(cfg.group)]
         copies = [Signal(select_bits(cfg), name=f"select{e}", init=c) for e, c in enumerate(codes)]
         m.d.comb += [self.select[e].eq(c) for e, c in enumerate(copies)]
@@ -221,10 +221,10 @@ class Drain(wiring.Component):
                     m.d.sync += b_row.eq(b_row + p.bw_rb)
             with m.If(self.start):
                 m.d.sync += [b_row.eq(0), b_col.eq(0)]
-        # a reducing GEMM's words take ``extra`` registers more (its valid flags are
-        # zero otherwise)
         # the word's controls, a cycle later: beside the array's registered read-out
         read = reg(now, "ctl_read", True)
+        # a reducing GEMM's words take ``extra`` registers more (its valid flags are
+        # zero otherwise)
         late = Signal(ctl)
         m.d.comb += [late.eq(read), late.valid.eq(read.valid & reduce)]
         delayed = [late]
@@ -308,7 +308,7 @@ class Drain(wiring.Component):
             )
 
         with m.If(step):
-            m.d.sync += [word.eq(word + 1), pos.eq(pos + 1)]
+            m.d.sync += word.eq(word + 1)
             m.d.sync += [c.eq(((c ^ k) + 1) ^ k) for c, k in zip(copies, codes, strict=True)]
             n_lane, n_word = plus(o_lane, o_word, 1)
             m.d.sync += [o_lane.eq(n_lane), o_word.eq(n_word)]
@@ -316,7 +316,7 @@ class Drain(wiring.Component):
                 # the next row (or tile of this column tile) starts at the tile's first
                 m.d.sync += [word.eq(0), row.eq(row + 1), o_lane.eq(t_lane), o_word.eq(t_word)]
         with m.If(final):
-            m.d.sync += [row.eq(0), pos.eq(0), active.eq(0)]
+            m.d.sync += [row.eq(0), active.eq(0)]
             m.d.sync += [c.eq(k) for c, k in zip(copies, codes, strict=True)]
             with m.If(rb == p.row_blocks - 1):
                 m.d.sync += [rb.eq(0), row_addr.eq(p.out_base), col_addr.eq(col_addr + words)]
